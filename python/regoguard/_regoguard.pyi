@@ -1,0 +1,223 @@
+"""Type stubs and user reference for regoguard's native core.
+
+Import everything from ``regoguard``; this module is private.
+"""
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, final
+
+__version__: str
+
+MAX_INPUT_DEPTH: int
+"""Deepest nesting of lists and dicts an input (or data) may have: 64. Deeper (or cyclic)
+values raise ``InputError``."""
+
+JSONValue = None | bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
+StrPath = str | os.PathLike[str]
+
+class RegoguardError(Exception):
+    """Base class of every error regoguard raises."""
+
+class PolicyError(RegoguardError):
+    """A policy failed to parse or compile.
+
+    ``str(err)`` starts with ``path/to/file.rego:LINE:COL: rego_parse_error: message`` (or
+    ``rego_compile_error``), followed by regorus's snippet with a caret; one block per broken
+    spot, every broken file reported.
+    """
+
+    file: str | None
+    """The first failure's file, as the path was given (joined with the path inside a folder)."""
+    line: int | None
+    """The first failure's 1-based line (0 when regorus gave no location)."""
+    column: int | None
+    """The first failure's 1-based column (0 when regorus gave no location)."""
+    errors: list[dict[str, Any]]
+    """Every failure: dicts with ``file``, ``line``, ``column``, ``code`` and ``message``."""
+
+class DataError(RegoguardError):
+    """A base document cannot be read or parsed, is not an object at its root, or conflicts
+    with a rule of the same path."""
+
+class EvaluationError(RegoguardError):
+    """The entrypoint failed at runtime: conflicting outputs of a complete rule, an unknown
+    entrypoint, or a result that is neither a boolean nor an object with a boolean ``allow``
+    (or whose ``reason``/``status``/``headers``/``cache_ttl_seconds``/``tags`` have the wrong
+    type). Never cached."""
+
+    entrypoint: str
+    """The rule that failed, e.g. ``data.authz.allow``."""
+
+class ConfigError(RegoguardError, ValueError):
+    """An invalid argument to a constructor or method. Also a ``ValueError``."""
+
+class InputError(RegoguardError, TypeError):
+    """An input value with no JSON form: a set, bytes, NaN or an infinity, a non-str dict key,
+    a lone surrogate, an arbitrary object, or nesting past ``MAX_INPUT_DEPTH``. Also a
+    ``TypeError``."""
+
+    path: str
+    """Where the value is, e.g. ``input.user.roles[2]`` (``inputs[3].user`` in ``check_many``,
+    ``data.projects`` for data)."""
+
+@final
+class CacheConfig:
+    """Sizing and lifetimes of the in-process decision cache (L1).
+
+    Args:
+        max_entries: Most decisions kept (default 100,000); past it the least useful are evicted
+            (S3-FIFO). From 1 to 2**32 - 1.
+        ttl_seconds: How long an allow is served from the cache (default 60.0).
+        deny_ttl_seconds: How long a deny is served; ``None`` (default) means ``ttl_seconds``,
+            ``0`` never caches denials.
+
+    A policy's ``cache_ttl_seconds`` can shorten either lifetime for one decision (``0``: never
+    cache it) but never lengthen it. Raises ``ConfigError`` for negative, NaN or infinite
+    seconds and for ``max_entries`` outside its range.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        ttl_seconds: float = 60.0,
+        deny_ttl_seconds: float | None = None,
+    ) -> None: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def ttl_seconds(self) -> float: ...
+    @property
+    def deny_ttl_seconds(self) -> float | None: ...
+
+@final
+class Decision:
+    """One authorization decision. Immutable.
+
+    A Decision has no truth value (``bool(decision)`` raises ``TypeError``) so that
+    ``if authz.check(x):`` cannot grant by accident: test ``decision.allow``.
+    """
+
+    @property
+    def allow(self) -> bool:
+        """Whether the request is allowed. ``False`` for an undefined result."""
+    @property
+    def result(self) -> Any:
+        """The raw value of the entrypoint (bool or dict); ``None`` when it was undefined.
+        Built anew on each access."""
+    @property
+    def reason(self) -> str | None:
+        """``reason`` of an object result; ``"undefined"`` for an undefined result."""
+    @property
+    def status(self) -> int | None:
+        """``status`` of an object result (100-599)."""
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """``headers`` of an object result."""
+    @property
+    def tags(self) -> list[str]:
+        """``tags`` of an object result, used by ``Authorizer.invalidate(tags=...)``."""
+    @property
+    def source(self) -> Literal["l1", "l2", "engine"]:
+        """Where the decision came from: the in-process cache, Redis, or a fresh evaluation."""
+    @property
+    def revision(self) -> str:
+        """The policy and data revision the decision was made under."""
+    @property
+    def decision_id(self) -> str:
+        """Unique per call (a UUID), for decision logs."""
+
+@final
+class Authorizer:
+    """An embedded Rego authorizer with a decision cache.
+
+    Building one reads, parses and compiles everything and raises on any problem
+    (``PolicyError``, ``DataError``, ``EvaluationError`` for an unknown entrypoint,
+    ``ConfigError``). The GIL is released while compiling.
+
+    Args:
+        policies: A ``.rego`` file, a folder (searched recursively for ``.rego`` files, hidden
+            folders skipped), or a list of those.
+        entrypoint: The rule evaluated for every decision, as a full path (default
+            ``"data.authz.allow"``).
+        data: The base document: ``None`` (an empty object), a dict, or the path of a
+            ``.json``/``.yaml``/``.yml`` file (re-read by ``reload()``).
+        cache: ``CacheConfig()`` when omitted; ``None`` disables caching (every check evaluates).
+        rego_v0: Parse policies as Rego v0 (``allow { ... }`` without ``if``). Default: v1.
+        evaluator: ``"auto"`` (default) compiles each entrypoint to regorus's RVM and falls back
+            to the interpreter where the RVM cannot compile it (``with``); ``"rvm"`` raises
+            ``ConfigError`` instead of falling back; ``"interpreter"`` never uses the RVM.
+
+    Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
+    engine, with no global lock.
+    """
+
+    def __init__(
+        self,
+        policies: StrPath | Sequence[StrPath],
+        *,
+        entrypoint: str = "data.authz.allow",
+        data: Mapping[str, Any] | StrPath | None = None,
+        cache: CacheConfig | None = ...,
+        rego_v0: bool = False,
+        evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
+    ) -> None: ...
+    def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
+        """Decides for one input.
+
+        The input must be JSON-shaped (dict with str keys, list, tuple, str, int, float, bool,
+        None, and subclasses of those); its canonical form (sorted keys, independent of dict
+        order and hash seed) keys the cache together with the revision and entrypoint.
+
+        An L1 hit returns without releasing the GIL (under a microsecond); a miss releases the
+        GIL while evaluating, and concurrent misses of one input evaluate once.
+
+        Args:
+            input: The input document.
+            entrypoint: Another rule to evaluate instead of the Authorizer's (compiled and
+                registered on first use; an unknown rule raises ``EvaluationError``).
+
+        Raises:
+            InputError: The input has no JSON form (nothing is evaluated or cached).
+            EvaluationError: The policy failed; errors are never cached.
+        """
+    def check_many(
+        self, inputs: Iterable[Mapping[str, Any]], *, entrypoint: str | None = None
+    ) -> list[Decision]:
+        """Decides for many inputs, in order, in parallel on a thread pool with the GIL
+        released, through the same cache as ``check``. Raises the first error (``InputError``
+        before anything is evaluated)."""
+    @property
+    def revision(self) -> str:
+        """A hash of every policy and data byte (16 hex digits). Every cache key includes it."""
+    @property
+    def entrypoint(self) -> str:
+        """The entrypoint given to the constructor."""
+    def reload(self) -> str:
+        """Re-reads the policies (and the data file, if ``data`` was a path) and swaps them in
+        atomically; returns the new revision. On any error raises and keeps serving the
+        previous revision. Cached decisions of older revisions become unreachable at once.
+        Releases the GIL."""
+    def set_data(self, path: str | Sequence[str], value: Any) -> str:
+        """Replaces one subtree of data and returns the new revision.
+
+        Args:
+            path: ``"projects/42"`` or ``"/projects/42"`` (OPA's Data API form), or a list of
+                keys; ``""`` replaces the whole document (then ``value`` must be a dict).
+                Missing objects along the path are created.
+            value: The new subtree (JSON-shaped).
+
+        Raises:
+            DataError: The path crosses a non-object, or the value has no JSON form.
+        """
+    def invalidate(self, *, tags: Sequence[str]) -> None:
+        """Drops every cached decision whose result listed any of ``tags``."""
+    def invalidate_all(self) -> None:
+        """Drops every cached decision."""
+    def stats(self) -> dict[str, Any]:
+        """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
+        ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
+        evaluation), ``evaluations``, ``rvm_evaluations``, ``interpreter_evaluations``,
+        ``evaluation_errors``, ``decisions`` (``allow``/``deny``/``error``), ``reloads``,
+        ``reload_errors`` and ``evaluators`` (entrypoint -> ``"rvm"``/``"interpreter"``)."""

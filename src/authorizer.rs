@@ -1,0 +1,455 @@
+//! The composition: revision state → key → L1 → engine, with metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use regorus::{Engine, Value};
+
+use crate::cache::{CacheConfig, DecisionCache, Lookup};
+use crate::canonical;
+use crate::decision::{Outcome, Source};
+use crate::engine::{self, Compiled, Evaluator, PolicyFile, Revision};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::metrics::Metrics;
+
+/// Where the base document comes from.
+#[derive(Clone, Debug)]
+pub enum DataSource {
+    /// Given as a value; `reload()` keeps it (with any `set_data` changes).
+    Inline(Value),
+    /// A `.json`/`.yaml` file, re-read by `reload()`.
+    File(String),
+}
+
+/// Everything an [`Authorizer`] is built from.
+#[derive(Clone, Debug)]
+pub struct AuthorizerConfig {
+    pub policies: Vec<String>,
+    pub entrypoint: String,
+    pub data: DataSource,
+    pub cache: Option<CacheConfig>,
+    pub rego_v0: bool,
+    pub evaluator: Evaluator,
+}
+
+impl AuthorizerConfig {
+    /// A configuration with the defaults of the Python constructor.
+    pub fn new(policies: Vec<String>) -> Self {
+        Self {
+            policies,
+            entrypoint: "data.authz.allow".to_owned(),
+            data: DataSource::Inline(Value::new_object()),
+            cache: Some(CacheConfig::default()),
+            rego_v0: false,
+            evaluator: Evaluator::Auto,
+        }
+    }
+}
+
+/// What the writers (reload, set_data, new entrypoints) share; readers never touch it.
+struct Sources {
+    files: Vec<PolicyFile>,
+    parsed: Engine,
+    data: Value,
+    entrypoints: Vec<Arc<str>>,
+}
+
+/// A decision made by [`Authorizer::check`].
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub outcome: Arc<Outcome>,
+    pub source: Source,
+    pub revision: Arc<str>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An embedded Rego authorizer with a decision cache.
+///
+/// # Concurrency
+/// `check` is lock-free apart from the cache's sharded read lock, and may run on any number of
+/// threads; writers (`reload`, `set_data`) serialise among themselves and swap the revision
+/// atomically, so a check sees either the old or the new revision, never a mix.
+pub struct Authorizer {
+    id: u64,
+    config: AuthorizerConfig,
+    current: ArcSwap<Compiled>,
+    writer: Mutex<Sources>,
+    cache: Option<DecisionCache>,
+    pub metrics: Metrics,
+}
+
+impl Authorizer {
+    /// Loads, parses and compiles everything.
+    ///
+    /// # Errors
+    /// Any problem with policies, data, entrypoint or configuration.
+    pub fn new(config: AuthorizerConfig) -> Result<Self> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let files = engine::read_policies(&config.policies)?;
+        let parsed = engine::parse_policies(&files, config.rego_v0)?;
+        let data = match &config.data {
+            DataSource::Inline(v) => {
+                engine::check_data_root(v, "data")?;
+                v.clone()
+            }
+            DataSource::File(path) => engine::read_data_file(path)?,
+        };
+        let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
+        let revision = Revision::of(&files, &data, config.rego_v0)?;
+        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator)?;
+        Ok(Self {
+            id,
+            cache: config.cache.map(DecisionCache::new),
+            current: ArcSwap::from_pointee(compiled),
+            writer: Mutex::new(Sources { files, parsed, data, entrypoints }),
+            config,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The current revision. Cheap (no lock).
+    #[inline]
+    pub fn current(&self) -> Arc<Compiled> {
+        self.current.load_full()
+    }
+
+    pub fn config(&self) -> &AuthorizerConfig {
+        &self.config
+    }
+
+    pub fn cache(&self) -> Option<&DecisionCache> {
+        self.cache.as_ref()
+    }
+
+    /// The index of `name` (the main entrypoint when `None`) in `compiled`, compiling and
+    /// registering it on first use.
+    ///
+    /// # Errors
+    /// `Error::Evaluation` for a rule that does not exist, `Error::Config` for a malformed name,
+    /// `Error::Policy` if it does not compile.
+    pub fn entrypoint(&self, compiled: Arc<Compiled>, name: Option<&str>) -> Result<(Arc<Compiled>, usize)> {
+        let Some(name) = name else { return Ok((compiled, 0)) };
+        if let Some(i) = compiled.entrypoint_index(name) {
+            return Ok((compiled, i));
+        }
+        self.register_entrypoint(name)
+    }
+
+    #[cold]
+    fn register_entrypoint(&self, name: &str) -> Result<(Arc<Compiled>, usize)> {
+        let mut sources = self.writer.lock();
+        let current = self.current();
+        if let Some(i) = current.entrypoint_index(name) {
+            return Ok((current, i));
+        }
+        let next = Arc::new(current.with_entrypoint(name)?);
+        sources.entrypoints.push(Arc::from(name));
+        self.current.store(next.clone());
+        let i = next.entrypoints.len() - 1;
+        Ok((next, i))
+    }
+
+    /// The key and, on an L1 hit, the outcome. Never blocks, never evaluates.
+    #[inline]
+    pub fn lookup(&self, compiled: &Compiled, index: usize, canonical: &[u8]) -> (Key, Option<Arc<Outcome>>) {
+        let key = compiled.entrypoints[index].seed.key(canonical);
+        let hit = self.cache.as_ref().and_then(|c| c.get(&key));
+        (key, hit)
+    }
+
+    /// Completes a decision after [`Authorizer::lookup`] missed: waits for a concurrent
+    /// evaluation of the same key or evaluates, and caches the outcome when allowed.
+    ///
+    /// # Errors
+    /// `Error::Evaluation` (counted as an error decision); nothing is cached then.
+    ///
+    /// # Concurrency
+    /// May block on another thread's evaluation of the same key: call it without the GIL.
+    pub fn decide_miss(&self, compiled: &Arc<Compiled>, index: usize, key: &Key, canonical: &[u8]) -> Result<Decided> {
+        let (outcome, source) = match &self.cache {
+            Some(cache) => {
+                self.metrics.miss();
+                match cache.get_or_evaluate(key, || self.evaluate(compiled, index, canonical)) {
+                    Ok(Lookup::Evaluated(o)) => (o, Source::Engine),
+                    Ok(Lookup::Hit(o)) => {
+                        self.metrics.coalesced();
+                        (o, Source::L1)
+                    }
+                    Err(e) => {
+                        self.metrics.failed();
+                        return Err(e);
+                    }
+                }
+            }
+            None => match self.evaluate(compiled, index, canonical) {
+                Ok(o) => (Arc::new(o), Source::Engine),
+                Err(e) => {
+                    self.metrics.failed();
+                    return Err(e);
+                }
+            },
+        };
+        self.metrics.decided(outcome.allow, source);
+        Ok(Decided { outcome, source, revision: compiled.revision.display.clone() })
+    }
+
+    /// Builds the decision of an L1 hit.
+    #[inline]
+    pub fn hit(&self, compiled: &Compiled, outcome: Arc<Outcome>) -> Decided {
+        self.metrics.decided(outcome.allow, Source::L1);
+        Decided { outcome, source: Source::L1, revision: compiled.revision.display.clone() }
+    }
+
+    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8]) -> Result<Outcome> {
+        let input = canonical::decode(canonical)?;
+        let ep = &compiled.entrypoints[index];
+        self.metrics.evaluated(ep.evaluator_name() == "rvm");
+        compiled.evaluate(index, input).and_then(|v| Outcome::from_value(&ep.name, v))
+    }
+
+    /// A whole check from canonical bytes (Rust callers; Python goes through the bindings,
+    /// which split it around the GIL).
+    ///
+    /// # Errors
+    /// As [`Authorizer::entrypoint`] and [`Authorizer::decide_miss`].
+    pub fn check_canonical(&self, entrypoint: Option<&str>, canonical: &[u8]) -> Result<Decided> {
+        let (compiled, index) = self.entrypoint(self.current(), entrypoint)?;
+        match self.lookup(&compiled, index, canonical) {
+            (_, Some(outcome)) => Ok(self.hit(&compiled, outcome)),
+            (key, None) => self.decide_miss(&compiled, index, &key, canonical),
+        }
+    }
+
+    /// A whole check of a regorus value.
+    ///
+    /// # Errors
+    /// `Error::Input` for a value with no canonical form, else as [`Authorizer::check_canonical`].
+    pub fn check_value(&self, entrypoint: Option<&str>, input: &Value) -> Result<Decided> {
+        let bytes = canonical::to_bytes(input, "input")?;
+        self.check_canonical(entrypoint, &bytes)
+    }
+
+    /// Re-reads policies (and the data file, if data came from one) and swaps them in
+    /// atomically. On any error the current revision keeps serving.
+    ///
+    /// # Errors
+    /// As [`Authorizer::new`].
+    pub fn reload(&self) -> Result<Arc<str>> {
+        let mut sources = self.writer.lock();
+        let result = (|| {
+            let files = engine::read_policies(&self.config.policies)?;
+            let parsed = engine::parse_policies(&files, self.config.rego_v0)?;
+            let data = match &self.config.data {
+                DataSource::Inline(_) => sources.data.clone(),
+                DataSource::File(path) => engine::read_data_file(path)?,
+            };
+            Ok((files, parsed, data))
+        })();
+        let outcome = result.and_then(|(files, parsed, data)| {
+            let revision = self.swap_in(&sources, &files, &parsed, data.clone())?;
+            sources.files = files;
+            sources.parsed = parsed;
+            sources.data = data;
+            Ok(revision)
+        });
+        self.metrics.reloaded(outcome.is_ok());
+        outcome
+    }
+
+    /// Replaces the subtree of data at `path` (object keys from the root; empty: all of it).
+    ///
+    /// # Errors
+    /// `Error::Data` when the path crosses a non-object or the new data conflicts with rules.
+    pub fn set_data(&self, path: &[String], value: Value) -> Result<Arc<str>> {
+        let mut sources = self.writer.lock();
+        let mut data = sources.data.clone();
+        set_path(&mut data, path, value)?;
+        engine::check_data_root(&data, "data")?;
+        let files = sources.files.clone();
+        let revision = self.swap_in(&sources, &files, &sources.parsed.clone(), data.clone())?;
+        sources.data = data;
+        Ok(revision)
+    }
+
+    /// Compiles a new revision and makes it current, unless nothing changed.
+    fn swap_in(&self, sources: &Sources, files: &[PolicyFile], parsed: &Engine, data: Value) -> Result<Arc<str>> {
+        let revision = Revision::of(files, &data, self.config.rego_v0)?;
+        let current = self.current();
+        if revision == current.revision {
+            return Ok(revision.display);
+        }
+        let display = revision.display.clone();
+        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator)?;
+        self.current.store(Arc::new(next));
+        // Old entries are unreachable already (their keys carry the old revision); this only
+        // frees their memory.
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        Ok(display)
+    }
+
+    /// Drops every cached decision tagged with any of `tags`.
+    pub fn invalidate_tags(&self, tags: &[String]) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_tags(tags);
+        }
+    }
+
+    /// Drops every cached decision.
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// The base document currently in force.
+    pub fn data(&self) -> Value {
+        self.writer.lock().data.clone()
+    }
+}
+
+fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {
+    let Some((first, rest)) = path.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    let shown = || format!("data.{}", path.join("."));
+    let obj = node
+        .as_object_mut()
+        .map_err(|_| Error::data(format!("{} cannot be set: its parent is not an object", shown())))?;
+    let child = obj.get_or_insert_with(Value::from(first.as_str()), Value::new_object);
+    set_path(child, rest, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn policy_dir(text: &str) -> tempdir::Dir {
+        let dir = tempdir::Dir::new();
+        let mut f = std::fs::File::create(dir.path.join("authz.rego")).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        dir
+    }
+
+    /// A tiny self-cleaning temp dir (no extra dependency).
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Self {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir().join(format!("regoguard-test-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    const POLICY: &str = r#"package authz
+default allow := false
+allow if input.user.role == "admin"
+allow if data.open[input.path]
+"#;
+
+    fn authorizer(dir: &tempdir::Dir) -> Authorizer {
+        Authorizer::new(AuthorizerConfig::new(vec![dir.path.to_string_lossy().into_owned()])).unwrap()
+    }
+
+    fn input(json: &str) -> Value {
+        Value::from_json_str(json).unwrap()
+    }
+
+    #[test]
+    fn hit_after_miss() {
+        let dir = policy_dir(POLICY);
+        let a = authorizer(&dir);
+        let i = input(r#"{"user":{"role":"admin"}}"#);
+        let d1 = a.check_value(None, &i).unwrap();
+        assert!(d1.outcome.allow);
+        assert_eq!(d1.source, Source::Engine);
+        let d2 = a.check_value(None, &i).unwrap();
+        assert_eq!(d2.source, Source::L1);
+        let s = a.metrics.snapshot();
+        assert_eq!((s.l1_hits, s.l1_misses, s.evaluations), (1, 1, 1));
+    }
+
+    #[test]
+    fn set_data_changes_revision_and_decisions() {
+        let dir = policy_dir(POLICY);
+        let a = authorizer(&dir);
+        let i = input(r#"{"path":"/x","user":{"role":"user"}}"#);
+        let r0 = a.current().revision.display.clone();
+        assert!(!a.check_value(None, &i).unwrap().outcome.allow);
+        let r1 = a.set_data(&["open".into(), "/x".into()], Value::Bool(true)).unwrap();
+        assert_ne!(r0, r1);
+        let d = a.check_value(None, &i).unwrap();
+        assert!(d.outcome.allow, "the cached deny of the old revision must be unreachable");
+        assert_eq!(d.source, Source::Engine);
+        assert_eq!(d.revision, r1);
+    }
+
+    #[test]
+    fn failed_reload_keeps_serving() {
+        let dir = policy_dir(POLICY);
+        let a = authorizer(&dir);
+        let r0 = a.current().revision.display.clone();
+        std::fs::write(dir.path.join("authz.rego"), "package authz\nallow if {").unwrap();
+        assert!(matches!(a.reload(), Err(Error::Policy(_))));
+        assert_eq!(a.current().revision.display, r0);
+        assert!(a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#)).unwrap().outcome.allow);
+        std::fs::write(dir.path.join("authz.rego"), POLICY.replace("admin", "root")).unwrap();
+        let r1 = a.reload().unwrap();
+        assert_ne!(r0, r1);
+        assert!(!a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#)).unwrap().outcome.allow);
+    }
+
+    #[test]
+    fn unknown_entrypoint_is_an_evaluation_error() {
+        let dir = policy_dir(POLICY);
+        let mut cfg = AuthorizerConfig::new(vec![dir.path.to_string_lossy().into_owned()]);
+        cfg.entrypoint = "data.authz.nope".into();
+        match Authorizer::new(cfg) {
+            Err(Error::Evaluation(f)) => assert_eq!(f.entrypoint, "data.authz.nope"),
+            Err(e) => panic!("expected an evaluation error, got {e}"),
+            Ok(_) => panic!("expected an evaluation error"),
+        }
+    }
+
+    #[test]
+    fn extra_entrypoints_register_on_first_use() {
+        let dir = policy_dir(&format!("{POLICY}\nreason := \"r\"\n"));
+        let a = authorizer(&dir);
+        let i = input("{}");
+        // A string result is not a decision.
+        assert!(matches!(a.check_value(Some("data.authz.reason"), &i), Err(Error::Evaluation(_))));
+        assert!(a.current().entrypoint_index("data.authz.reason").is_some());
+    }
+
+    #[test]
+    fn with_falls_back_to_the_interpreter() {
+        let dir = policy_dir(
+            r#"package authz
+default allow := false
+is_admin if input.role == "admin"
+allow if is_admin with input.role as "admin"
+"#,
+        );
+        let a = authorizer(&dir);
+        assert_eq!(a.current().entrypoints[0].evaluator_name(), "interpreter");
+        assert!(a.check_value(None, &input("{}")).unwrap().outcome.allow);
+    }
+}

@@ -1,0 +1,344 @@
+//! `Authorizer` and `Decision` for Python.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use rayon::prelude::*;
+
+use super::config::PyCacheConfig;
+use super::convert::{to_canonical, to_python, to_value, with_canonical};
+use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
+use crate::cache::CacheConfig;
+use crate::canonical;
+use crate::decision::{Outcome, Source};
+use crate::engine::Evaluator;
+use crate::error::{Error, Result};
+
+/// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
+pub enum CacheArg {
+    Default,
+    Disabled,
+    Config(CacheConfig),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for CacheArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(CacheArg::Disabled);
+        }
+        match obj.cast::<PyCacheConfig>() {
+            Ok(c) => Ok(CacheArg::Config(c.get().inner)),
+            Err(_) => Err(PyTypeError::new_err("cache must be a CacheConfig or None")),
+        }
+    }
+}
+
+/// Paths as the user wrote them: `str` or `os.PathLike`.
+fn path_string(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_str()?.to_owned());
+    }
+    let fspath = obj
+        .py()
+        .import("os")?
+        .call_method1("fspath", (obj,))
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str or os.PathLike")))?;
+    Ok(fspath.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("{what} must be a str path")))?.to_str()?.to_owned())
+}
+
+fn policy_paths(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        obj.try_iter()?.map(|p| path_string(&p?, "each policy path")).collect()
+    } else {
+        Ok(vec![path_string(obj, "policies")?])
+    }
+}
+
+/// A Decision's id: a per-process random prefix and a counter, formatted as a UUID (version 4
+/// layout) only when asked for.
+fn next_decision_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+fn format_decision_id(n: u64) -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without randomness ids are still unique within the process.
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b) ^ u64::from(std::process::id())
+    });
+    let hi = (prefix & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let lo = (n & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+/// One authorization decision. Immutable; fields are computed when first read.
+#[pyclass(name = "Decision", module = "regoguard._regoguard", frozen)]
+pub struct PyDecision {
+    outcome: Arc<Outcome>,
+    source: Source,
+    revision: Arc<str>,
+    id: u64,
+}
+
+impl PyDecision {
+    fn new(d: Decided) -> Self {
+        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: next_decision_id() }
+    }
+}
+
+#[pymethods]
+impl PyDecision {
+    #[getter]
+    fn allow(&self) -> bool {
+        self.outcome.allow
+    }
+
+    #[getter]
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.outcome.result)
+    }
+
+    #[getter]
+    fn reason(&self) -> Option<&str> {
+        self.outcome.reason.as_deref()
+    }
+
+    #[getter]
+    fn status(&self) -> Option<u16> {
+        self.outcome.status
+    }
+
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(headers) = &self.outcome.headers else { return Ok(None) };
+        let d = PyDict::new(py);
+        for (k, v) in headers {
+            d.set_item(&**k, &**v)?;
+        }
+        Ok(Some(d))
+    }
+
+    #[getter]
+    fn tags(&self) -> Vec<&str> {
+        self.outcome.tags.iter().map(|t| &**t).collect()
+    }
+
+    #[getter]
+    fn source(&self) -> &'static str {
+        self.source.as_str()
+    }
+
+    #[getter]
+    fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    #[getter]
+    fn decision_id(&self) -> String {
+        format_decision_id(self.id)
+    }
+
+    /// Refuses truth testing: `if authz.check(x):` would always pass. Read `.allow`.
+    fn __bool__(&self) -> PyResult<bool> {
+        Err(PyTypeError::new_err("a Decision has no truth value; test decision.allow"))
+    }
+
+    fn __repr__(&self) -> String {
+        let reason = self.outcome.reason.as_deref().map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
+        format!(
+            "Decision(allow={}, reason={reason}, source='{}', revision='{}')",
+            if self.outcome.allow { "True" } else { "False" },
+            self.source.as_str(),
+            self.revision
+        )
+    }
+}
+
+/// The embedded authorizer. See `_regoguard.pyi` for the user reference.
+#[pyclass(name = "Authorizer", module = "regoguard._regoguard", frozen)]
+pub struct PyAuthorizer {
+    inner: Arc<Authorizer>,
+}
+
+#[pymethods]
+impl PyAuthorizer {
+    #[new]
+    #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow".to_owned(), data = None,
+                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto".to_owned()))]
+    fn new(
+        py: Python<'_>,
+        policies: &Bound<'_, PyAny>,
+        entrypoint: String,
+        data: Option<&Bound<'_, PyAny>>,
+        cache: CacheArg,
+        rego_v0: bool,
+        evaluator: String,
+    ) -> PyResult<Self> {
+        let policies = policy_paths(policies)?;
+        let data = match data {
+            None => DataSource::Inline(regorus::Value::new_object()),
+            Some(d) if d.is_instance_of::<PyDict>() => {
+                DataSource::Inline(to_value(d, "data").map_err(|e| Error::data(e.to_string()))?)
+            }
+            Some(d) => DataSource::File(path_string(d, "data (a dict or a path)")?),
+        };
+        let config = AuthorizerConfig {
+            policies,
+            entrypoint,
+            data,
+            cache: match cache {
+                CacheArg::Default => Some(CacheConfig::default()),
+                CacheArg::Disabled => None,
+                CacheArg::Config(c) => Some(c),
+            },
+            rego_v0,
+            evaluator: Evaluator::parse(&evaluator)?,
+        };
+        let inner = py.detach(|| Authorizer::new(config))?;
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
+    /// releases it while evaluating.
+    #[pyo3(signature = (input, *, entrypoint = None))]
+    fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
+        let a = &*self.inner;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let decided = with_canonical(input, "input", |bytes| match a.lookup(&compiled, index, bytes) {
+            (_, Some(outcome)) => Ok(a.hit(&compiled, outcome)),
+            (key, None) => py.detach(|| a.decide_miss(&compiled, index, &key, bytes)),
+        })?;
+        Ok(PyDecision::new(decided))
+    }
+
+    /// Decides for many inputs in parallel with the GIL released; same cache as `check`.
+    #[pyo3(signature = (inputs, *, entrypoint = None))]
+    fn check_many(&self, py: Python<'_>, inputs: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<Vec<PyDecision>> {
+        let a = &*self.inner;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let mut batch = Vec::new();
+        for (i, item) in inputs.try_iter()?.enumerate() {
+            let bytes = to_canonical(&item?, "")
+                .map_err(|e| canonical::prefix_path(canonical::prefix_index(e, i), "inputs"))?;
+            batch.push(bytes);
+        }
+        let results: Vec<Result<Decided>> = py.detach(|| {
+            batch
+                .par_iter()
+                .map(|bytes| match a.lookup(&compiled, index, bytes) {
+                    (_, Some(outcome)) => Ok(a.hit(&compiled, outcome)),
+                    (key, None) => a.decide_miss(&compiled, index, &key, bytes),
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(PyDecision::new(r?));
+        }
+        Ok(out)
+    }
+
+    /// A hash of every policy and data byte (16 hex digits).
+    #[getter]
+    fn revision(&self) -> String {
+        self.inner.current().revision.display.to_string()
+    }
+
+    #[getter]
+    fn entrypoint(&self) -> String {
+        self.inner.config().entrypoint.clone()
+    }
+
+    fn reload(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(py.detach(|| self.inner.reload())?.to_string())
+    }
+
+    fn set_data(&self, py: Python<'_>, path: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<String> {
+        let segments = data_path(path)?;
+        let root = if segments.is_empty() { "data".to_owned() } else { format!("data.{}", segments.join(".")) };
+        let value = to_value(value, &root).map_err(|e| Error::data(e.to_string()))?;
+        Ok(py.detach(|| self.inner.set_data(&segments, value))?.to_string())
+    }
+
+    #[pyo3(signature = (*, tags))]
+    fn invalidate(&self, tags: Vec<String>) {
+        self.inner.invalidate_tags(&tags);
+    }
+
+    fn invalidate_all(&self) {
+        self.inner.invalidate_all();
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let a = &*self.inner;
+        let s = a.metrics.snapshot();
+        let compiled = a.current();
+        let d = PyDict::new(py);
+        d.set_item("revision", &*compiled.revision.display)?;
+        let (entries, max_entries) = a.cache().map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
+        d.set_item("entries", entries)?;
+        d.set_item("max_entries", max_entries)?;
+        d.set_item("l1_hits", s.l1_hits)?;
+        d.set_item("l1_misses", s.l1_misses)?;
+        let lookups = s.l1_hits + s.l1_misses;
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = if lookups == 0 { 0.0 } else { s.l1_hits as f64 / lookups as f64 };
+        d.set_item("hit_ratio", ratio)?;
+        d.set_item("coalesced", s.coalesced)?;
+        d.set_item("evaluations", s.evaluations)?;
+        d.set_item("rvm_evaluations", s.rvm_evaluations)?;
+        d.set_item("interpreter_evaluations", s.interpreter_evaluations)?;
+        d.set_item("evaluation_errors", s.evaluation_errors)?;
+        let decisions = PyDict::new(py);
+        decisions.set_item("allow", s.allow)?;
+        decisions.set_item("deny", s.deny)?;
+        decisions.set_item("error", s.error)?;
+        d.set_item("decisions", decisions)?;
+        d.set_item("reloads", s.reloads)?;
+        d.set_item("reload_errors", s.reload_errors)?;
+        let evaluators = PyDict::new(py);
+        for ep in &compiled.entrypoints {
+            evaluators.set_item(&*ep.name, ep.evaluator_name())?;
+        }
+        d.set_item("evaluators", evaluators)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.current();
+        format!("Authorizer(entrypoint='{}', revision='{}')", self.inner.config().entrypoint, c.revision.display)
+    }
+}
+
+/// `set_data`'s path: `"a/b"`, `"/a/b"` (OPA's Data API form), `""` for the root, or a list of
+/// keys.
+fn data_path(path: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if let Ok(s) = path.cast::<PyString>() {
+        Ok(s.to_str()?.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+    } else if path.is_instance_of::<PyList>() || path.is_instance_of::<PyTuple>() {
+        path.try_iter()?
+            .map(|p| {
+                let p = p?;
+                let s = p.cast::<PyString>().map_err(|_| PyTypeError::new_err("each path segment must be a str"))?;
+                Ok(s.to_str()?.to_owned())
+            })
+            .collect()
+    } else {
+        Err(PyTypeError::new_err("path must be a str like 'projects/42' or a list of str"))
+    }
+}

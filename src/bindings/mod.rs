@@ -1,0 +1,18 @@
+//! Everything that knows PyO3: classes, exceptions and conversions.
+
+mod authorizer;
+mod config;
+mod convert;
+mod errors;
+
+use pyo3::prelude::*;
+
+/// Registers the classes and exceptions on the native module.
+pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::init(m)?;
+    m.add_class::<config::PyCacheConfig>()?;
+    m.add_class::<authorizer::PyAuthorizer>()?;
+    m.add_class::<authorizer::PyDecision>()?;
+    m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
+    Ok(())
+}

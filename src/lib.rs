@@ -1,0 +1,32 @@
+//! regoguard: embedded Rego authorization with a sound decision cache.
+//!
+//! The core is plain Rust (one module per concept); only [`bindings`] knows PyO3.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod authorizer;
+pub mod cache;
+pub mod canonical;
+pub mod decision;
+pub mod engine;
+pub mod error;
+pub mod key;
+pub mod metrics;
+
+mod bindings;
+
+pub use authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
+pub use cache::CacheConfig;
+pub use decision::{Outcome, Source};
+pub use engine::Evaluator;
+pub use error::{Error, Result};
+
+use pyo3::prelude::*;
+
+/// The private native module; `python/regoguard/__init__.py` is the public face.
+#[pymodule]
+fn _regoguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Cargo's "0.1.0-alpha.1" becomes Python's "0.1.0a1".
+    let version = env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc");
+    m.add("__version__", version)?;
+    bindings::init(m)
+}
