@@ -186,7 +186,7 @@ impl Authorizer {
                 }
             }
             None => match self.evaluate(compiled, index, canonical) {
-                Ok(o) => (Arc::new(o), Source::Engine),
+                Ok(o) => (o, Source::Engine),
                 Err(e) => {
                     self.metrics.failed();
                     return Err(e);
@@ -204,11 +204,12 @@ impl Authorizer {
         Decided { outcome, source: Source::L1, revision: compiled.revision.display.clone() }
     }
 
-    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8]) -> Result<Outcome> {
+    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8]) -> Result<Arc<Outcome>> {
         let input = canonical::decode(canonical)?;
         let ep = &compiled.entrypoints[index];
         self.metrics.evaluated(ep.evaluator_name() == "rvm");
-        compiled.evaluate(index, input).and_then(|v| Outcome::from_value(&ep.name, v))
+        let value = compiled.evaluate(index, input)?;
+        intern(&ep.name, value)
     }
 
     /// A whole check from canonical bytes (Rust callers; Python goes through the bindings,
@@ -311,6 +312,34 @@ impl Authorizer {
     pub fn data(&self) -> Value {
         self.writer.lock().data.clone()
     }
+}
+
+/// Most decisions of a policy share a handful of results (`true`, `{"allow": false, "reason":
+/// "not a member"}`): cached entries point at one shared `Outcome` per distinct result, so an
+/// entry costs its key and a pointer. Per thread, so interning takes no lock.
+const MAX_INTERNED: usize = 512;
+
+thread_local! {
+    static INTERNED: std::cell::RefCell<std::collections::BTreeMap<Value, Arc<Outcome>>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+fn intern(entrypoint: &str, value: Value) -> Result<Arc<Outcome>> {
+    INTERNED.with(|cell| {
+        let Ok(mut table) = cell.try_borrow_mut() else {
+            return Outcome::from_value(entrypoint, value).map(Arc::new);
+        };
+        if let Some(o) = table.get(&value) {
+            return Ok(o.clone());
+        }
+        let outcome = Arc::new(Outcome::from_value(entrypoint, value.clone())?);
+        if table.len() >= MAX_INTERNED {
+            // Results that vary per request (a user id in a reason) would grow it forever.
+            table.clear();
+        }
+        table.insert(value, outcome.clone());
+        Ok(outcome)
+    })
 }
 
 fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {

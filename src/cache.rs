@@ -127,7 +127,7 @@ impl DecisionCache {
     ///
     /// # Concurrency
     /// May block while another thread evaluates the same key: call it without the GIL.
-    pub fn get_or_evaluate(&self, key: &Key, evaluate: impl FnOnce() -> Result<Outcome>) -> Result<Lookup> {
+    pub fn get_or_evaluate(&self, key: &Key, evaluate: impl FnOnce() -> Result<Arc<Outcome>>) -> Result<Lookup> {
         // At most two rounds: the second only when the first found an expired entry.
         for _ in 0..2 {
             match self.inner.get_value_or_guard(key, None) {
@@ -143,7 +143,7 @@ impl DecisionCache {
                     // Dropping the guard without inserting (error, or not cacheable) lets the
                     // next waiter evaluate in turn.
                     let epoch = self.epoch.load(Ordering::Acquire);
-                    let outcome = Arc::new(evaluate()?);
+                    let outcome = evaluate()?;
                     let ttl = self.ttl_for(&outcome);
                     if !ttl.is_zero() && self.epoch.load(Ordering::Acquire) == epoch {
                         let expires_ns = now_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
@@ -154,7 +154,7 @@ impl DecisionCache {
                 GuardResult::Timeout => {}
             }
         }
-        evaluate().map(|o| Lookup::Evaluated(Arc::new(o)))
+        evaluate().map(Lookup::Evaluated)
     }
 
     /// How long `outcome` may be served: the allow or deny TTL, shortened (never lengthened) by
@@ -195,8 +195,14 @@ mod tests {
     use regorus::Value;
     use std::sync::atomic::AtomicUsize;
 
-    fn outcome(allow: bool) -> Outcome {
-        Outcome::from_value("e", Value::Bool(allow)).unwrap()
+    fn outcome(allow: bool) -> Arc<Outcome> {
+        Arc::new(Outcome::from_value("e", Value::Bool(allow)).unwrap())
+    }
+
+    fn with(f: impl FnOnce(&mut Outcome)) -> Arc<Outcome> {
+        let mut o = Outcome::from_value("e", Value::Bool(true)).unwrap();
+        f(&mut o);
+        Arc::new(o)
     }
 
     fn key(n: u8) -> Key {
@@ -236,20 +242,17 @@ mod tests {
     #[test]
     fn policy_ttl_zero_forbids_caching_and_only_shortens() {
         let c = DecisionCache::new(CacheConfig::default());
-        let mut o = outcome(true);
-        o.cache_ttl = Some(Duration::ZERO);
+        let o = with(|o| o.cache_ttl = Some(Duration::ZERO));
         c.get_or_evaluate(&key(1), || Ok(o)).unwrap();
         assert!(c.get(&key(1)).is_none());
-        let mut long = outcome(true);
-        long.cache_ttl = Some(Duration::from_secs(3600));
+        let long = with(|o| o.cache_ttl = Some(Duration::from_secs(3600)));
         assert_eq!(c.ttl_for(&long), Duration::from_secs(60));
     }
 
     #[test]
     fn tags_invalidate_only_their_entries() {
         let c = DecisionCache::new(CacheConfig::default());
-        let mut tagged = outcome(true);
-        tagged.tags = vec![Arc::from("project:1")].into_boxed_slice();
+        let tagged = with(|o| o.tags = vec![Arc::from("project:1")].into_boxed_slice());
         c.get_or_evaluate(&key(1), || Ok(tagged)).unwrap();
         c.get_or_evaluate(&key(2), || Ok(outcome(true))).unwrap();
         c.invalidate_tags(&["project:1".to_owned()]);
