@@ -49,7 +49,7 @@ impl AuthorizerConfig {
     }
 }
 
-/// What the writers (reload, set_data, new entrypoints) share; readers never touch it.
+/// What the writers (reload, `set_data`, new entrypoints) share; readers never touch it.
 struct Sources {
     files: Vec<PolicyFile>,
     parsed: Engine,
@@ -117,6 +117,12 @@ impl Authorizer {
         self.current.load_full()
     }
 
+    /// The current revision without touching its reference count (the hot path).
+    #[inline]
+    pub fn current_guard(&self) -> arc_swap::Guard<Arc<Compiled>> {
+        self.current.load()
+    }
+
     pub fn config(&self) -> &AuthorizerConfig {
         &self.config
     }
@@ -139,8 +145,12 @@ impl Authorizer {
         self.register_entrypoint(name)
     }
 
+    /// Compiles and registers `name` (or finds it, if another thread just did).
+    ///
+    /// # Errors
+    /// As [`Authorizer::entrypoint`].
     #[cold]
-    fn register_entrypoint(&self, name: &str) -> Result<(Arc<Compiled>, usize)> {
+    pub fn register_entrypoint(&self, name: &str) -> Result<(Arc<Compiled>, usize)> {
         let mut sources = self.writer.lock();
         let current = self.current();
         if let Some(i) = current.entrypoint_index(name) {

@@ -391,20 +391,17 @@ impl Compiled {
             let Ok(mut workers) = cell.try_borrow_mut() else {
                 return Worker::new(self).run(ep, index, input);
             };
-            let worker = match workers.iter().position(|w| w.owner == self.owner) {
-                Some(i) => {
-                    if !std::ptr::eq(workers[i].compiled.as_ptr(), Arc::as_ptr(self)) {
-                        workers[i] = Worker::new(self);
-                    }
-                    &mut workers[i]
+            let worker = if let Some(i) = workers.iter().position(|w| w.owner == self.owner) {
+                if !std::ptr::eq(workers[i].compiled.as_ptr(), Arc::as_ptr(self)) {
+                    workers[i] = Worker::new(self);
                 }
-                None => {
-                    // Drop workers of authorizers that are gone before adding one.
-                    workers.retain(|w| w.compiled.strong_count() > 0);
-                    workers.push(Worker::new(self));
-                    let last = workers.len() - 1;
-                    &mut workers[last]
-                }
+                &mut workers[i]
+            } else {
+                // Drop workers of authorizers that are gone before adding one.
+                workers.retain(|w| w.compiled.strong_count() > 0);
+                workers.push(Worker::new(self));
+                let last = workers.len() - 1;
+                &mut workers[last]
             };
             worker.run(ep, index, input)
         })
@@ -420,7 +417,7 @@ fn is_unknown_function(e: &CompilerError) -> bool {
     )
 }
 
-/// OPA rejects two `default` definitions of one rule (rego_type_error); regorus keeps one.
+/// OPA rejects two `default` definitions of one rule (`rego_type_error`); regorus keeps one.
 /// `default` can only start a statement, so a line scan per package finds them.
 ///
 /// # Errors

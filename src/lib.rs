@@ -1,6 +1,6 @@
 //! regoguard: embedded Rego authorization with a sound decision cache.
 //!
-//! The core is plain Rust (one module per concept); only [`bindings`] knows PyO3.
+//! The core is plain Rust (one module per concept); only [`bindings`] knows `PyO3`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authorizer;

@@ -31,7 +31,9 @@ struct Case {
     allow: Option<bool>,
     #[serde(default)]
     result: Option<serde_json::Value>,
+    /// Absent: not checked; `null`: the decision has no reason.
     #[serde(default)]
+    #[allow(clippy::option_option)]
     reason: Option<Option<String>>,
     #[serde(default)]
     status: Option<u16>,

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
 import regoguard
+import yaml
 
 TESTS = Path(__file__).parent
 POLICIES = TESTS / "policies"
@@ -17,7 +16,9 @@ CASES = TESTS / "cases"
 REALISTIC = POLICIES / "good" / "realistic"
 
 
-def realistic_input(user: str = "u17", project: str = "42", method: str = "GET", roles: tuple[str, ...] = ("user",)) -> dict[str, Any]:
+def realistic_input(
+    user: str = "u17", project: str = "42", method: str = "GET", roles: tuple[str, ...] = ("user",)
+) -> dict[str, Any]:
     path = f"/api/v1/projects/{project}"
     return {
         "method": method,

@@ -7,12 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import pytest
-
 import regoguard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import realistic_input
 
@@ -101,15 +99,20 @@ allow := {"allow": true, "tags": [sprintf("project:%v", [input.project])]}
     assert a.check({"project": 2}).source == "engine"
 
 
-def test_revision_change_makes_old_entries_unreachable(authorizer: Callable[..., regoguard.Authorizer]) -> None:
-    a = authorizer("""package authz
+def test_revision_change_makes_old_entries_unreachable(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
+    a = authorizer(
+        """package authz
 default allow := false
 allow if input.user in data.admins
-""", data={"admins": []})
+""",
+        data={"admins": []},
+    )
     r0 = a.revision
     assert not a.check({"user": "ann"}).allow
     r1 = a.set_data("admins", ["ann"])
-    assert r1 != r0 == r0 and a.revision == r1
+    assert r1 != r0 and a.revision == r1
     d = a.check({"user": "ann"})
     assert d.allow and d.source == "engine" and d.revision == r1
     # Setting the same data back returns to the first revision, with fresh decisions.
@@ -117,7 +120,9 @@ allow if input.user in data.admins
     assert not a.check({"user": "ann"}).allow
 
 
-def test_sixteen_threads_missing_one_key_evaluate_once(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_sixteen_threads_missing_one_key_evaluate_once(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     # A slow policy: the first evaluation is still running when the others arrive.
     a = authorizer("""package authz
 allow if {
@@ -153,10 +158,18 @@ def test_check_many_uses_the_cache(realistic: regoguard.Authorizer) -> None:
     assert realistic.stats()["evaluations"] == 40
 
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
 json_values = st.recursive(
     json_leaf,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -173,16 +186,22 @@ def _mutate(value: Any, data: st.DataObject) -> Any:
 
 
 @pytest.fixture(scope="module")
-def echo_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[regoguard.Authorizer, regoguard.Authorizer]:
+def echo_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[regoguard.Authorizer, regoguard.Authorizer]:
     d = tmp_path_factory.mktemp("echo")
     (d / "authz.rego").write_text(ECHO)
-    return regoguard.Authorizer(d, cache=regoguard.CacheConfig(max_entries=1000)), regoguard.Authorizer(d, cache=None)
+    return regoguard.Authorizer(
+        d, cache=regoguard.CacheConfig(max_entries=1000)
+    ), regoguard.Authorizer(d, cache=None)
 
 
 @settings(max_examples=300, deadline=None)
 @given(base=st.dictionaries(st.text(max_size=6), json_values, max_size=5), data=st.data())
 def test_a_cached_decision_is_never_served_for_another_input(
-    echo_pair: tuple[regoguard.Authorizer, regoguard.Authorizer], base: dict[str, Any], data: st.DataObject
+    echo_pair: tuple[regoguard.Authorizer, regoguard.Authorizer],
+    base: dict[str, Any],
+    data: st.DataObject,
 ) -> None:
     cached, uncached = echo_pair
     other = _mutate(base, data)
@@ -193,7 +212,9 @@ def test_a_cached_decision_is_never_served_for_another_input(
 
 @given(value=st.dictionaries(st.text(max_size=6), json_values, max_size=6))
 @settings(max_examples=200, deadline=None)
-def test_key_is_independent_of_dict_order(echo_pair: tuple[regoguard.Authorizer, regoguard.Authorizer], value: dict[str, Any]) -> None:
+def test_key_is_independent_of_dict_order(
+    echo_pair: tuple[regoguard.Authorizer, regoguard.Authorizer], value: dict[str, Any]
+) -> None:
     cached, _ = echo_pair
     first = cached.check(value)
     reordered = cached.check(dict(reversed(list(value.items()))))

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import regoguard
 
 from .conftest import load_case_files
@@ -20,7 +19,15 @@ def _params() -> list[Any]:
     for name, spec in CASE_FILES:
         for evaluator in ("auto", "interpreter"):
             for cached in (True, False):
-                out.append(pytest.param(name, spec, evaluator, cached, id=f"{name}-{evaluator}-{'cached' if cached else 'uncached'}"))
+                out.append(
+                    pytest.param(
+                        name,
+                        spec,
+                        evaluator,
+                        cached,
+                        id=f"{name}-{evaluator}-{'cached' if cached else 'uncached'}",
+                    )
+                )
     return out
 
 
@@ -51,7 +58,9 @@ def _check(case: dict[str, Any], decide: Any) -> None:
 
 
 @pytest.mark.parametrize(("name", "spec", "evaluator", "cached"), _params())
-def test_case_file(tmp_path: Path, name: str, spec: dict[str, Any], evaluator: str, cached: bool) -> None:
+def test_case_file(
+    tmp_path: Path, name: str, spec: dict[str, Any], evaluator: str, cached: bool
+) -> None:
     for file, text in spec["policies"].items():
         path = tmp_path / file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +80,7 @@ def test_case_file(tmp_path: Path, name: str, spec: dict[str, Any], evaluator: s
     assert cases
     for round_ in range(2):
         for case in cases:
-            _check(case, lambda: authz.check(case["input"]))
+            _check(case, lambda case=case: authz.check(case["input"]))
     # check_many agrees with check, in order.
     ok = [c for c in cases if not c.get("error")]
     decisions = authz.check_many([c["input"] for c in ok])
@@ -82,7 +91,9 @@ def test_rvm_and_interpreter_agree_on_realistic_inputs() -> None:
     from .conftest import REALISTIC, realistic_input
 
     rvm = regoguard.Authorizer(REALISTIC, data=REALISTIC / "data.json", evaluator="rvm", cache=None)
-    interp = regoguard.Authorizer(REALISTIC, data=REALISTIC / "data.json", evaluator="interpreter", cache=None)
+    interp = regoguard.Authorizer(
+        REALISTIC, data=REALISTIC / "data.json", evaluator="interpreter", cache=None
+    )
     assert rvm.stats()["evaluators"] == {"data.authz.allow": "rvm"}
     assert interp.stats()["evaluators"] == {"data.authz.allow": "interpreter"}
     for user in range(45):

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import regoguard
 
 from .conftest import POLICIES
@@ -61,12 +60,20 @@ def test_every_broken_file_is_reported_not_just_the_first() -> None:
 
 def test_bad_data_files() -> None:
     with pytest.raises(regoguard.DataError) as info:
-        regoguard.Authorizer("tests/policies/good/simple", data="tests/policies/broken/bad_data/data.json")
-    assert str(info.value).startswith("tests/policies/broken/bad_data/data.json:4:1: trailing comma")
+        regoguard.Authorizer(
+            "tests/policies/good/simple", data="tests/policies/broken/bad_data/data.json"
+        )
+    assert str(info.value).startswith(
+        "tests/policies/broken/bad_data/data.json:4:1: trailing comma"
+    )
     with pytest.raises(regoguard.DataError, match="bad.yaml"):
-        regoguard.Authorizer("tests/policies/good/simple", data="tests/policies/broken/bad_data/bad.yaml")
+        regoguard.Authorizer(
+            "tests/policies/good/simple", data="tests/policies/broken/bad_data/bad.yaml"
+        )
     with pytest.raises(regoguard.DataError, match="must be an object, got array"):
-        regoguard.Authorizer("tests/policies/good/simple", data="tests/policies/broken/bad_data/not_object.json")
+        regoguard.Authorizer(
+            "tests/policies/good/simple", data="tests/policies/broken/bad_data/not_object.json"
+        )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +91,9 @@ def test_bad_data_files() -> None:
         ('{"allow": true, "tags": "t"}', "`tags`"),
     ],
 )
-def test_bad_result_shapes(authorizer: Callable[..., regoguard.Authorizer], result: str, message: str) -> None:
+def test_bad_result_shapes(
+    authorizer: Callable[..., regoguard.Authorizer], result: str, message: str
+) -> None:
     a = authorizer(f"package authz\nallow := {result}\n")
     with pytest.raises(regoguard.EvaluationError) as info:
         a.check({})
@@ -93,7 +102,9 @@ def test_bad_result_shapes(authorizer: Callable[..., regoguard.Authorizer], resu
     assert message in str(info.value)
 
 
-def test_conflicting_outputs_are_an_evaluation_error(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_conflicting_outputs_are_an_evaluation_error(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     a = authorizer("package authz\nallow := true if input.a\nallow := false if input.b\n")
     assert a.stats()["evaluators"]["data.authz.allow"] == "rvm"
     with pytest.raises(regoguard.EvaluationError):
@@ -133,7 +144,9 @@ class Role(str, Enum):
         ([{"a": {"b": None}}, {2}], "input[1]", "'set'"),
     ],
 )
-def test_input_error_names_the_path(realistic: regoguard.Authorizer, value: Any, path: str, message: str) -> None:
+def test_input_error_names_the_path(
+    realistic: regoguard.Authorizer, value: Any, path: str, message: str
+) -> None:
     with pytest.raises(regoguard.InputError) as info:
         realistic.check(value)
     assert info.value.path == path
@@ -161,8 +174,17 @@ def test_json_subclasses_are_accepted(realistic: regoguard.Authorizer) -> None:
     class D(dict[str, Any]):
         pass
 
-    d1 = realistic.check(D(user=D(id="u1", roles=[Role.ADMIN]), method="GET", path="/x", path_segments=("x",)))
-    d2 = realistic.check({"user": {"id": "u1", "roles": ["admin"]}, "method": "GET", "path": "/x", "path_segments": ["x"]})
+    d1 = realistic.check(
+        D(user=D(id="u1", roles=[Role.ADMIN]), method="GET", path="/x", path_segments=("x",))
+    )
+    d2 = realistic.check(
+        {
+            "user": {"id": "u1", "roles": ["admin"]},
+            "method": "GET",
+            "path": "/x",
+            "path_segments": ["x"],
+        }
+    )
     assert d1.allow and d2.allow and d2.source == "l1", "the same canonical input"
     assert realistic.check({"n": True}).result == realistic.check({"n": True}).result
     # bool and int stay apart: True is not 1.
@@ -177,7 +199,13 @@ def test_check_many_reports_the_index() -> None:
 
 
 def test_class_hierarchy() -> None:
-    for cls in (regoguard.PolicyError, regoguard.DataError, regoguard.EvaluationError, regoguard.ConfigError, regoguard.InputError):
+    for cls in (
+        regoguard.PolicyError,
+        regoguard.DataError,
+        regoguard.EvaluationError,
+        regoguard.ConfigError,
+        regoguard.InputError,
+    ):
         assert issubclass(cls, regoguard.RegoguardError) and cls.__module__ == "regoguard"
     assert issubclass(regoguard.ConfigError, ValueError)
     assert issubclass(regoguard.InputError, TypeError)

@@ -5,7 +5,21 @@ Import everything from ``regoguard``; this module is private.
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, final
+from typing import Any, Literal, Self, TypeAlias, final
+
+__all__ = [
+    "MAX_INPUT_DEPTH",
+    "Authorizer",
+    "CacheConfig",
+    "ConfigError",
+    "DataError",
+    "Decision",
+    "EvaluationError",
+    "InputError",
+    "PolicyError",
+    "RegoguardError",
+    "__version__",
+]
 
 __version__: str
 
@@ -13,8 +27,7 @@ MAX_INPUT_DEPTH: int
 """Deepest nesting of lists and dicts an input (or data) may have: 64. Deeper (or cyclic)
 values raise ``InputError``."""
 
-JSONValue = None | bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
-StrPath = str | os.PathLike[str]
+_StrPath: TypeAlias = str | os.PathLike[str]
 
 class RegoguardError(Exception):
     """Base class of every error regoguard raises."""
@@ -77,13 +90,13 @@ class CacheConfig:
     seconds and for ``max_entries`` outside its range.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         max_entries: int = 100_000,
         ttl_seconds: float = 60.0,
         deny_ttl_seconds: float | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def max_entries(self) -> int: ...
     @property
@@ -153,16 +166,16 @@ class Authorizer:
     engine, with no global lock.
     """
 
-    def __init__(
-        self,
-        policies: StrPath | Sequence[StrPath],
+    def __new__(
+        cls,
+        policies: _StrPath | Sequence[_StrPath],
         *,
         entrypoint: str = "data.authz.allow",
-        data: Mapping[str, Any] | StrPath | None = None,
+        data: Mapping[str, Any] | _StrPath | None = None,
         cache: CacheConfig | None = ...,
         rego_v0: bool = False,
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
-    ) -> None: ...
+    ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
 

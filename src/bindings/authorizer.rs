@@ -14,7 +14,7 @@ use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
 use crate::cache::CacheConfig;
 use crate::canonical;
 use crate::decision::{Outcome, Source};
-use crate::engine::Evaluator;
+use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
@@ -178,16 +178,16 @@ pub struct PyAuthorizer {
 #[pymethods]
 impl PyAuthorizer {
     #[new]
-    #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow".to_owned(), data = None,
-                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto".to_owned()))]
+    #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
+                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto"))]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
-        entrypoint: String,
+        entrypoint: &str,
         data: Option<&Bound<'_, PyAny>>,
         cache: CacheArg,
         rego_v0: bool,
-        evaluator: String,
+        evaluator: &str,
     ) -> PyResult<Self> {
         let policies = policy_paths(policies)?;
         let data = match data {
@@ -199,7 +199,7 @@ impl PyAuthorizer {
         };
         let config = AuthorizerConfig {
             policies,
-            entrypoint,
+            entrypoint: entrypoint.to_owned(),
             data,
             cache: match cache {
                 CacheArg::Default => Some(CacheConfig::default()),
@@ -207,7 +207,7 @@ impl PyAuthorizer {
                 CacheArg::Config(c) => Some(c),
             },
             rego_v0,
-            evaluator: Evaluator::parse(&evaluator)?,
+            evaluator: Evaluator::parse(evaluator)?,
         };
         let inner = py.detach(|| Authorizer::new(config))?;
         Ok(Self { inner: Arc::new(inner) })
@@ -218,10 +218,18 @@ impl PyAuthorizer {
     #[pyo3(signature = (input, *, entrypoint = None))]
     fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
         let a = &*self.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
-        let decided = with_canonical(input, "input", |bytes| match a.lookup(&compiled, index, bytes) {
-            (_, Some(outcome)) => Ok(a.hit(&compiled, outcome)),
-            (key, None) => py.detach(|| a.decide_miss(&compiled, index, &key, bytes)),
+        let guard = a.current_guard();
+        let registered;
+        let (compiled, index): (&Arc<Compiled>, usize) = match entrypoint {
+            None => (&guard, 0),
+            Some(name) => if let Some(i) = guard.entrypoint_index(name) { (&guard, i) } else {
+                registered = a.register_entrypoint(name)?;
+                (&registered.0, registered.1)
+            },
+        };
+        let decided = with_canonical(input, "input", |bytes| match a.lookup(compiled, index, bytes) {
+            (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
+            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes)),
         })?;
         Ok(PyDecision::new(decided))
     }

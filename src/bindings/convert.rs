@@ -25,12 +25,9 @@ pub fn with_canonical<R>(obj: &Bound<'_, PyAny>, root: &str, f: impl FnOnce(&[u8
         // Re-entrancy (a str subclass whose methods call back into regoguard) gets its own buffer.
         let mut fresh;
         let mut guard = cell.try_borrow_mut();
-        let w: &mut CanonicalWriter = match guard {
-            Ok(ref mut g) => g,
-            Err(_) => {
-                fresh = CanonicalWriter::new();
-                &mut fresh
-            }
+        let w: &mut CanonicalWriter = if let Ok(ref mut g) = guard { g } else {
+            fresh = CanonicalWriter::new();
+            &mut fresh
         };
         w.clear();
         write(w, obj, 0).map_err(|e| canonical::prefix_path(e, root))?;

@@ -1,4 +1,4 @@
-//! Everything that knows PyO3: classes, exceptions and conversions.
+//! Everything that knows `PyO3`: classes, exceptions and conversions.
 
 mod authorizer;
 mod config;
