@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod key;
 pub mod metrics;
+pub mod request;
 
 mod bindings;
 

@@ -1,8 +1,12 @@
 """regoguard: embedded Rego authorization with a sound decision cache.
 
-Everything public is re-exported here; ``regoguard._regoguard`` is private.
+Everything public is re-exported here; ``regoguard._regoguard`` is private. ``Authorize``
+needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from regoguard._input import build_input, default_identity
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
     Authorizer,
@@ -16,9 +20,23 @@ from regoguard._regoguard import (
     RegoguardError,
     __version__,
 )
+from regoguard.middleware import RegoGuardMiddleware
+
+if TYPE_CHECKING:
+    from regoguard.dependencies import Authorize
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Authorize":
+        from regoguard.dependencies import Authorize
+
+        return Authorize
+    raise AttributeError(f"module 'regoguard' has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_INPUT_DEPTH",
+    "Authorize",
     "Authorizer",
     "CacheConfig",
     "ConfigError",
@@ -27,6 +45,9 @@ __all__ = [
     "EvaluationError",
     "InputError",
     "PolicyError",
+    "RegoGuardMiddleware",
     "RegoguardError",
     "__version__",
+    "build_input",
+    "default_identity",
 ]

@@ -18,7 +18,9 @@ __all__ = [
     "InputError",
     "PolicyError",
     "RegoguardError",
+    "RequestSpec",
     "__version__",
+    "build_request_input",
 ]
 
 __version__: str
@@ -195,6 +197,23 @@ class Authorizer:
             InputError: The input has no JSON form (nothing is evaluated or cached).
             EvaluationError: The policy failed; errors are never cached.
         """
+    def _check_scope(
+        self,
+        scope: Mapping[str, Any],
+        spec: RequestSpec,
+        user: Any,
+        *,
+        include_body: bool = False,
+        body: Any = None,
+        route: tuple[Any, Any] | None = None,
+        entrypoint: str | None = None,
+    ) -> Decision:
+        """Private: the middleware's and ``Authorize``'s fast path. Writes the request input
+        document (see ``regoguard.build_input``) from the raw ASGI scope straight into the
+        cache key, so an L1 hit builds no Python dict; same GIL behaviour as ``check``."""
+    def prepare(self, entrypoint: str) -> None:
+        """Compiles and registers ``entrypoint`` now (``check(..., entrypoint=...)`` would on
+        first use), so a misspelt rule raises ``EvaluationError`` at startup. Releases the GIL."""
     def check_many(
         self, inputs: Iterable[Mapping[str, Any]], *, entrypoint: str | None = None
     ) -> list[Decision]:
@@ -234,3 +253,27 @@ class Authorizer:
         evaluation), ``evaluations``, ``rvm_evaluations``, ``interpreter_evaluations``,
         ``evaluation_errors``, ``decisions`` (``allow``/``deny``/``error``), ``reloads``,
         ``reload_errors`` and ``evaluators`` (entrypoint -> ``"rvm"``/``"interpreter"``)."""
+
+@final
+class RequestSpec:
+    """Private: which request parts reach the policy, precomputed once per middleware.
+
+    Args:
+        include_headers: Header names (case-insensitive) copied into ``input.headers``.
+    """
+
+    def __new__(cls, *, include_headers: Sequence[str] = ...) -> Self: ...
+    @property
+    def include_headers(self) -> list[str]:
+        """The lower-cased header names, sorted."""
+
+def build_request_input(
+    scope: Mapping[str, Any],
+    spec: RequestSpec,
+    user: Any,
+    *,
+    include_body: bool = False,
+    body: Any = None,
+    route: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Private: the request input document as a dict; use ``regoguard.build_input``."""

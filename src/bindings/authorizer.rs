@@ -9,10 +9,11 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
 use super::config::PyCacheConfig;
-use super::convert::{to_canonical, to_python, to_value, with_canonical};
+use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
+use super::request::{write_request, PyRequestSpec, RequestExtras};
 use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
 use crate::cache::CacheConfig;
-use crate::canonical;
+use crate::canonical::{self, CanonicalWriter};
 use crate::decision::{Outcome, Source};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
@@ -217,21 +218,31 @@ impl PyAuthorizer {
     /// releases it while evaluating.
     #[pyo3(signature = (input, *, entrypoint = None))]
     fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
-        let a = &*self.inner;
-        let guard = a.current_guard();
-        let registered;
-        let (compiled, index): (&Arc<Compiled>, usize) = match entrypoint {
-            None => (&guard, 0),
-            Some(name) => if let Some(i) = guard.entrypoint_index(name) { (&guard, i) } else {
-                registered = a.register_entrypoint(name)?;
-                (&registered.0, registered.1)
-            },
+        self.decide(py, entrypoint, |w| write_value(w, input, "input"))
+    }
+
+    /// The middleware's and the dependency's fast path: the input document is written from the
+    /// raw ASGI scope in Rust, and on an L1 hit no Python dict is built.
+    #[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, route = None, entrypoint = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _check_scope(
+        &self,
+        py: Python<'_>,
+        scope: &Bound<'_, PyDict>,
+        spec: &Bound<'_, PyRequestSpec>,
+        user: &Bound<'_, PyAny>,
+        include_body: bool,
+        body: Option<&Bound<'_, PyAny>>,
+        route: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<PyDecision> {
+        let none = py.None().into_bound(py);
+        let extras = RequestExtras {
+            user,
+            body: include_body.then(|| body.unwrap_or(&none)),
+            route: route.as_ref().map(|(t, p)| (t, p)),
         };
-        let decided = with_canonical(input, "input", |bytes| match a.lookup(compiled, index, bytes) {
-            (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
-            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes)),
-        })?;
-        Ok(PyDecision::new(decided))
+        self.decide(py, entrypoint, |w| write_request(w, scope, &spec.get().headers, &extras))
     }
 
     /// Decides for many inputs in parallel with the GIL released; same cache as `check`.
@@ -259,6 +270,15 @@ impl PyAuthorizer {
             out.push(PyDecision::new(r?));
         }
         Ok(out)
+    }
+
+    /// Compiles and registers `entrypoint` now, so a misspelt rule fails at startup.
+    fn prepare(&self, py: Python<'_>, entrypoint: &str) -> PyResult<()> {
+        let a = &*self.inner;
+        if a.current_guard().entrypoint_index(entrypoint).is_none() {
+            py.detach(|| a.register_entrypoint(entrypoint))?;
+        }
+        Ok(())
     }
 
     /// A hash of every policy and data byte (16 hex digits).
@@ -331,6 +351,59 @@ impl PyAuthorizer {
         let c = self.inner.current();
         format!("Authorizer(entrypoint='{}', revision='{}')", self.inner.config().entrypoint, c.revision.display)
     }
+}
+
+impl PyAuthorizer {
+    /// Writes the input with `write`, then serves it from L1 or evaluates it.
+    fn decide(
+        &self,
+        py: Python<'_>,
+        entrypoint: Option<&str>,
+        write: impl FnOnce(&mut CanonicalWriter) -> Result<()>,
+    ) -> PyResult<PyDecision> {
+        let a = &*self.inner;
+        let guard = a.current_guard();
+        let registered;
+        let (compiled, index): (&Arc<Compiled>, usize) = match entrypoint {
+            None => (&guard, 0),
+            Some(name) => {
+                if let Some(i) = guard.entrypoint_index(name) {
+                    (&guard, i)
+                } else {
+                    registered = a.register_entrypoint(name)?;
+                    (&registered.0, registered.1)
+                }
+            }
+        };
+        let decided = with_written(write, |bytes| match a.lookup(compiled, index, bytes) {
+            (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
+            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes)),
+        })?;
+        Ok(PyDecision::new(decided))
+    }
+}
+
+/// The input document the policy sees for `scope` (what `_check_scope` keys and evaluates),
+/// as a Python dict: for debugging policies and for `regoguard.build_input`.
+#[pyfunction]
+#[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, route = None))]
+pub fn build_request_input<'py>(
+    py: Python<'py>,
+    scope: &Bound<'py, PyDict>,
+    spec: &Bound<'py, PyRequestSpec>,
+    user: &Bound<'py, PyAny>,
+    include_body: bool,
+    body: Option<&Bound<'py, PyAny>>,
+    route: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let none = py.None().into_bound(py);
+    let extras = RequestExtras {
+        user,
+        body: include_body.then(|| body.unwrap_or(&none)),
+        route: route.as_ref().map(|(t, p)| (t, p)),
+    };
+    let value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
+    to_python(py, &value)
 }
 
 /// `set_data`'s path: `"a/b"`, `"/a/b"` (OPA's Data API form), `""` for the root, or a list of

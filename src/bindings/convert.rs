@@ -21,18 +21,39 @@ thread_local! {
 /// # Errors
 /// `Error::Input` naming the first value with no JSON form.
 pub fn with_canonical<R>(obj: &Bound<'_, PyAny>, root: &str, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    with_written(|w| write_value(w, obj, root), f)
+}
+
+/// Runs `f` with what `write` wrote into this thread's reusable buffer.
+///
+/// # Errors
+/// Whatever `write` or `f` return.
+pub fn with_written<R>(
+    write: impl FnOnce(&mut CanonicalWriter) -> Result<()>,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
     BUFFER.with(|cell| {
         // Re-entrancy (a str subclass whose methods call back into regoguard) gets its own buffer.
         let mut fresh;
         let mut guard = cell.try_borrow_mut();
-        let w: &mut CanonicalWriter = if let Ok(ref mut g) = guard { g } else {
+        let w: &mut CanonicalWriter = if let Ok(ref mut g) = guard {
+            g
+        } else {
             fresh = CanonicalWriter::new();
             &mut fresh
         };
         w.clear();
-        write(w, obj, 0).map_err(|e| canonical::prefix_path(e, root))?;
+        write(w)?;
         f(w.as_bytes())
     })
+}
+
+/// Writes `obj` canonically; the path of an error starts at `root`.
+///
+/// # Errors
+/// `Error::Input` naming the first value with no JSON form.
+pub fn write_value(w: &mut CanonicalWriter, obj: &Bound<'_, PyAny>, root: &str) -> Result<()> {
+    write(w, obj, 0).map_err(|e| canonical::prefix_path(e, root))
 }
 
 /// The canonical bytes of `obj`, owned.
@@ -130,7 +151,7 @@ fn write_subclass(w: &mut CanonicalWriter, obj: &Bound<'_, PyAny>, depth: usize)
 }
 
 #[inline]
-fn text<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str> {
+pub fn text<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str> {
     s.to_str().map_err(|_| input_error("the string is not valid Unicode (lone surrogate)".to_owned()))
 }
 

@@ -4,6 +4,8 @@ mod authorizer;
 mod config;
 mod convert;
 mod errors;
+mod request;
+mod result_cache;
 
 use pyo3::prelude::*;
 
@@ -13,6 +15,10 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::PyCacheConfig>()?;
     m.add_class::<authorizer::PyAuthorizer>()?;
     m.add_class::<authorizer::PyDecision>()?;
+    m.add_class::<request::PyRequestSpec>()?;
+    m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;
+    m.add_class::<result_cache::PyResultCache>()?;
+    m.add_class::<result_cache::PyCacheMiss>()?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
     Ok(())
 }

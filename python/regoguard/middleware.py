@@ -1,0 +1,266 @@
+"""RegoGuardMiddleware: a pure ASGI middleware that authorizes every HTTP request and
+websocket handshake before the app sees it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from regoguard._input import Identity, default_identity
+from regoguard._regoguard import (
+    Authorizer,
+    ConfigError,
+    Decision,
+    InputError,
+    RequestSpec,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Decides what a denied request gets: return an ASGI app to respond, or None for the default.
+OnDeny = Callable[[Scope, Decision], ASGIApp | None]
+#: Decides what a failed evaluation gets: return an ASGI app to respond, or None for a 500.
+OnError = Callable[[Scope, BaseException], ASGIApp | None]
+#: Builds the input document in Python instead of Rust (slower: every request builds a dict).
+InputBuilder = Callable[[Scope, Any, Any], Mapping[str, Any]]
+
+logger = logging.getLogger("regoguard")
+
+_JSON = (b"content-type", b"application/json")
+_NO_BODY = object()
+
+
+def _json_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> ASGIApp:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [_JSON, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Closing before accepting makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+            return
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
+
+
+def _exclusions(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    exact, prefixes = set(), []
+    for p in paths:
+        if not isinstance(p, str) or not p.startswith("/"):
+            raise ConfigError(f"exclude_paths entries must be paths starting with '/', got {p!r}")
+        if p.endswith("*"):
+            prefixes.append(p[:-1])
+        else:
+            exact.add(p)
+    return frozenset(exact), tuple(prefixes)
+
+
+class RegoGuardMiddleware:
+    """Authorizes every HTTP request and websocket handshake with an ``Authorizer``.
+
+    Allowed requests reach the app with the ``Decision`` in ``scope["regoguard"]``. Denied ones
+    get ``403 {"detail": reason}``, or the decision's own ``status`` and ``headers`` (a policy
+    answering ``status: 401`` with a ``WWW-Authenticate`` header gets exactly that). A request
+    whose input cannot be built (a header or path with no text form, malformed JSON body) gets
+    400; a body over ``max_body_bytes`` gets 413; an evaluation error gets 500 with no policy
+    detail, logged with an error id (``on_error`` may answer instead; ``fail_open=True`` lets
+    the request through, logged at warning level and counted in ``failed_open``). Lifespan and
+    other scope types pass through untouched.
+
+    Args:
+        app: The ASGI app to protect.
+        authorizer: The ``Authorizer`` deciding every request.
+        input_builder: ``(scope, user, body) -> dict`` to build the input in Python instead of
+            the built-in document (see ``regoguard.build_input``); every request then builds a
+            dict, which costs a few microseconds.
+        identity: ``scope -> user`` (JSON-shaped, or None). Default: Starlette's
+            ``AuthenticationMiddleware`` user (``regoguard.default_identity``).
+        include_headers: Request headers the policy sees (case-insensitive names).
+        exclude_paths: Paths never authorized: exact (``"/health"``) or prefixes ending in
+            ``*`` (``"/static/*"``).
+        include_body: Read the body (once, replayed to the app) into ``input.body``: parsed for
+            JSON content types, else ``{"text": ..., "size": n}``.
+        max_body_bytes: The body limit with ``include_body`` (default 65536); past it, 413
+            without reading the rest.
+        on_deny: ``(scope, decision) -> ASGI app | None`` to answer denials yourself.
+        on_error: ``(scope, exception) -> ASGI app | None`` to answer failures yourself.
+        fail_open: Let requests through when evaluation fails. Off by default; think twice.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authorizer: Authorizer,
+        input_builder: InputBuilder | None = None,
+        identity: Identity | None = None,
+        include_headers: Iterable[str] = (),
+        exclude_paths: Iterable[str] = (),
+        include_body: bool = False,
+        max_body_bytes: int = 65536,
+        on_deny: OnDeny | None = None,
+        on_error: OnError | None = None,
+        fail_open: bool = False,
+    ) -> None:
+        if not isinstance(authorizer, Authorizer):
+            raise TypeError(
+                f"authorizer must be a regoguard.Authorizer, got {type(authorizer).__name__}"
+            )
+        if isinstance(include_headers, str):
+            raise ConfigError("include_headers must be a list of header names, not one string")
+        if isinstance(exclude_paths, str):
+            raise ConfigError("exclude_paths must be a list of paths, not one string")
+        if (
+            isinstance(max_body_bytes, bool)
+            or not isinstance(max_body_bytes, int)
+            or max_body_bytes < 0
+        ):
+            raise ConfigError(f"max_body_bytes must be an int >= 0, got {max_body_bytes!r}")
+        for name, hook in (
+            ("input_builder", input_builder),
+            ("identity", identity),
+            ("on_deny", on_deny),
+            ("on_error", on_error),
+        ):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable")
+        self.app = app
+        self.authorizer = authorizer
+        self.input_builder = input_builder
+        self.identity = identity or default_identity
+        self.include_headers = tuple(include_headers)
+        self.include_body = bool(include_body)
+        self.max_body_bytes = max_body_bytes
+        self.on_deny = on_deny
+        self.on_error = on_error
+        self.fail_open = bool(fail_open)
+        self.failed_open = 0
+        self._spec = RequestSpec(include_headers=list(self.include_headers))
+        self._exact, self._prefixes = _exclusions(exclude_paths)
+        self._check = authorizer._check_scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
+            await self.app(scope, receive, send)
+            return
+        body: Any = _NO_BODY
+        if self.include_body and kind == "http":
+            outcome = await self._read_body(scope, receive)
+            if not isinstance(outcome, tuple):
+                await outcome(scope, receive, send)
+                return
+            body, receive = outcome
+        try:
+            user = self.identity(scope)
+            if self.input_builder is None:
+                if body is _NO_BODY:
+                    decision = self._check(scope, self._spec, user)
+                else:
+                    decision = self._check(scope, self._spec, user, include_body=True, body=body)
+            else:
+                decision = self.authorizer.check(
+                    self.input_builder(scope, user, None if body is _NO_BODY else body)
+                )
+        except InputError as exc:
+            logger.info("regoguard: bad request %s %r: %s", scope.get("method", "GET"), path, exc)
+            await _json_response(400, "Bad Request")(scope, receive, send)
+            return
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise  # KeyboardInterrupt, SystemExit, CancelledError
+            await self._failed(scope, receive, send, exc)
+            return
+        scope["regoguard"] = decision
+        if decision.allow:
+            await self.app(scope, receive, send)
+            return
+        responder = self.on_deny(scope, decision) if self.on_deny is not None else None
+        if responder is None:
+            status = decision.status or 403
+            detail = decision.reason or ("Unauthorized" if status == 401 else "Forbidden")
+            responder = _json_response(status, detail, decision.headers)
+        await responder(scope, receive, send)
+
+    async def _failed(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
+        error_id = uuid.uuid4().hex
+        if self.fail_open:
+            self.failed_open += 1
+            logger.warning(
+                "regoguard: evaluation failed, letting the request through (fail_open=True) [error %s]: %s",
+                error_id,
+                exc,
+            )
+            scope["regoguard"] = None
+            await self.app(scope, receive, send)
+            return
+        logger.error("regoguard: evaluation failed, answering 500 [error %s]: %s", error_id, exc)
+        responder = self.on_error(scope, exc) if self.on_error is not None else None
+        if responder is None:
+            responder = _json_response(500, f"authorization failed (error {error_id})")
+        await responder(scope, receive, send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Any, Receive] | ASGIApp:
+        """The parsed body and a ``receive`` that replays it, or the error response to send."""
+        limit = self.max_body_bytes
+        content_type = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return _json_response(413, "Request body too large")
+                except ValueError:
+                    return _json_response(400, "Bad Request")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                # The client went away; nothing to authorize.
+                return _json_response(400, "Bad Request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return _json_response(413, "Request body too large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        parsed: Any
+        if content_type == "application/json" or content_type.endswith("+json"):
+            if not raw:
+                parsed = None
+            else:
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    return _json_response(400, "Malformed JSON body")
+        else:
+            parsed = {"text": raw.decode("utf-8", errors="replace"), "size": len(raw)}
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        return parsed, replay
