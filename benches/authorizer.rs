@@ -51,7 +51,7 @@ fn benches(c: &mut Criterion) {
     for (name, evaluator) in [("rvm", Evaluator::Rvm), ("interpreter", Evaluator::Interpreter)] {
         let a = realistic(evaluator, false);
         c.bench_function(&format!("check/evaluate {name} (no cache)"), |b| {
-            b.iter(|| a.check_canonical(None, black_box(&small)).unwrap())
+            b.iter(|| a.check_canonical(None, black_box(&small)).unwrap());
         });
     }
 
@@ -66,7 +66,7 @@ fn benches(c: &mut Criterion) {
             },
             |bytes| a.check_canonical(None, &bytes).unwrap(),
             BatchSize::SmallInput,
-        )
+        );
     });
 }
 
