@@ -11,6 +11,8 @@ package authz
 #   - admins may do anything;
 #   - members of a project may GET /projects/{id} and anything under it, and may send
 #     PUT /projects/{id}: the route checks that one again (data.projects.allow, owners only);
+#   - the finance team may GET /projects/{id}/billing of every project: the route asks the
+#     billing service who may see a bill (owners and finance), this policy only lets them by;
 #   - everything else is 403 with a reason.
 
 default allow := {"allow": false, "reason": "forbidden"}
@@ -30,6 +32,8 @@ allow := {"allow": true, "reason": "public"} if {
 	"admin" in user.roles
 } else := {"allow": true, "reason": sprintf("%s of project %s", [role, project_id])} if {
 	member_may
+} else := {"allow": true, "reason": "finance"} if {
+	finance_may
 } else := {"allow": false, "reason": sprintf("%s may not %s this project", [role, input.method])} if {
 	role
 } else := {"allow": false, "reason": sprintf("not a member of project %s", [project_id])} if {
@@ -61,4 +65,12 @@ member_may if {
 	input.method == "PUT"
 	count(input.path_segments) == 2
 	role
+}
+
+finance_may if {
+	"finance" in user.roles
+	input.method in {"GET", "HEAD"}
+	count(input.path_segments) == 3
+	input.path_segments[2] == "billing"
+	data.projects[project_id]
 }
