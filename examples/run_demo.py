@@ -90,7 +90,7 @@ def workload(count: int, seed: int) -> list[Request]:
     # users, not the admins u1..u5. Projects keep their order: p1 is the biggest and busiest.
     users = list(data["users"])
     rng.shuffle(users)
-    projects = list(data["projects"])
+    projects: list[str] = list(data["projects"])
     mine: dict[str, list[str]] = {u: [] for u in users}
     owned: dict[str, list[str]] = {u: [] for u in users}
     for project, doc in data["projects"].items():
@@ -184,7 +184,7 @@ class Results:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     by_kind: dict[int, Counter[int]] = field(default_factory=dict)
-    errors: Counter[str] = field(default_factory=Counter)  # connection errors by kind
+    errors: Counter[str] = field(default_factory=Counter)  # connection errors by type
 
     @property
     def requests(self) -> int:
@@ -234,7 +234,13 @@ class Connection:
             self.writer.write(request.raw)
             status, keep = await read_response(self.reader)
             into.record(request.kind, status, time.perf_counter() - t0)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            IndexError,
+        ) as exc:
             into.errors[type(exc).__name__] += 1
         finally:
             if not keep:

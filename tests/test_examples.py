@@ -36,8 +36,9 @@ example = load_example()
 
 def someone(*, role: str | None, project: str = PROJECT) -> str:
     """An ordinary user (role ``user``) with ``role`` in ``project`` (``None``: not a member)."""
-    members = DATA["projects"][project]["members"]
-    for user, doc in DATA["users"].items():
+    members: dict[str, str] = DATA["projects"][project]["members"]
+    users: dict[str, Any] = DATA["users"]
+    for user, doc in users.items():
         if doc["roles"] == ["user"] and members.get(user) == role:
             return user
     raise AssertionError(f"data.json has no ordinary user with role {role} in {project}")
