@@ -20,6 +20,7 @@ from regoguard._regoguard import (
     RegoguardError,
     __version__,
 )
+from regoguard.decorators import cached_authorization
 from regoguard.middleware import RegoGuardMiddleware
 
 if TYPE_CHECKING:
@@ -49,5 +50,6 @@ __all__ = [
     "RegoguardError",
     "__version__",
     "build_input",
+    "cached_authorization",
     "default_identity",
 ]

@@ -4,13 +4,14 @@ Import everything from ``regoguard``; this module is private.
 """
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Self, TypeAlias, final
 
 __all__ = [
     "MAX_INPUT_DEPTH",
     "Authorizer",
     "CacheConfig",
+    "CacheMiss",
     "ConfigError",
     "DataError",
     "Decision",
@@ -19,6 +20,7 @@ __all__ = [
     "PolicyError",
     "RegoguardError",
     "RequestSpec",
+    "ResultCache",
     "__version__",
     "build_request_input",
 ]
@@ -277,3 +279,106 @@ def build_request_input(
     route: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Private: the request input document as a dict; use ``regoguard.build_input``."""
+
+@final
+class ResultCache:
+    """Private: the Rust cache behind one function decorated with
+    ``regoguard.cached_authorization``; use the decorator.
+
+    Results are kept as the Python objects the function returned, keyed by a BLAKE3 digest of
+    the canonical JSON form of the key value (sorted keys, independent of dict order and hash
+    seed; never ``repr``/``hash``) seeded with ``name``. A truthy result is kept
+    ``ttl_seconds``, a falsy one ``deny_ttl_seconds`` (a ``Decision`` by its ``.allow``).
+
+    Args:
+        name: The function's ``module.qualname``; part of every key.
+        max_entries: Most results kept (default 10,000), from 1 to 2**32 - 1; past it the
+            least useful are evicted (S3-FIFO).
+        ttl_seconds: How long a truthy result is kept (default 600.0).
+        deny_ttl_seconds: How long a falsy result is kept; ``None`` (default) means
+            ``ttl_seconds``, ``0`` never keeps falsy results.
+        custom_key: Whether keys come from a ``key=`` callable (errors then point at
+            ``key()``) rather than from the bound arguments (errors point at ``args``).
+
+    Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
+    outside its range. Every method that takes a key raises ``InputError`` (naming the value,
+    e.g. ``args.db``) when it has no JSON form.
+    """
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        max_entries: int = 10_000,
+        ttl_seconds: float = 600.0,
+        deny_ttl_seconds: float | None = None,
+        custom_key: bool = False,
+    ) -> Self: ...
+    def call(
+        self,
+        key: Any,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+        tags: Callable[..., Any] | None = None,
+    ) -> Any:
+        """The sync path: the result kept for ``key``, else ``func(*args, **kwargs)``.
+
+        A hit keeps the GIL and does not call ``func``. On a miss, concurrent calls with the
+        same key call ``func`` once and share its result: the others wait with the GIL
+        released. ``tags(*args, **kwargs)`` is called after ``func`` succeeds and must return a
+        list of str. Exceptions propagate and are never kept; a result that is not kept (an
+        exception, a zero lifetime, an invalidation meanwhile) is not shared either, and the
+        next waiter calls ``func`` itself.
+
+        Raises:
+            InputError: ``key`` has no JSON form.
+            TypeError: ``tags`` returned something other than a list of str, or ``func``
+                returned an awaitable.
+            RuntimeError: ``func`` called itself with the same key on the same thread.
+        """
+    def lookup(self, key: Any) -> Any:
+        """The async path, first half: the result kept for ``key`` (counted as a hit), or a
+        new ``CacheMiss`` for ``key`` (not counted). Never blocks."""
+    def begin(self) -> None:
+        """Counts a miss: the caller is about to call the function."""
+    def store(self, miss: CacheMiss, value: Any, tags: Sequence[str]) -> bool:
+        """The async path, second half: keeps ``value`` for the key of ``miss`` with ``tags``
+        (what the ``tags=`` callable returned, a list of str; ``()`` without one), unless its lifetime is zero or an invalidation happened since
+        ``miss`` was made. Returns whether it was kept.
+
+        Raises:
+            TypeError: ``tags`` is not a list of str, or ``value`` is an awaitable.
+        """
+    def invalidate(self, key: Any) -> bool:
+        """Drops the result kept for ``key``; returns whether there was one. Results being
+        computed at that moment (for any key) are not kept."""
+    def invalidate_tags(self, tags: Sequence[str]) -> None:
+        """Drops every result stored with any of ``tags``."""
+    def invalidate_all(self) -> None:
+        """Drops every result."""
+    def info(self) -> tuple[int, int, int]:
+        """``(hits, misses, entries)``: calls answered from the cache (including waiters of a
+        concurrent call), calls of the function, and results held (expired ones included until
+        read or evicted)."""
+    @property
+    def name(self) -> str:
+        """The ``name`` given to the constructor."""
+    @property
+    def max_entries(self) -> int:
+        """The ``max_entries`` given to the constructor."""
+    @property
+    def ttl_seconds(self) -> float:
+        """How long a truthy result is kept."""
+    @property
+    def deny_ttl_seconds(self) -> float:
+        """How long a falsy result is kept (``ttl_seconds`` when given ``None``)."""
+
+@final
+class CacheMiss:
+    """Private: what ``ResultCache.lookup`` returns on a miss. Hashable and equal by key, so the
+    async single flight can index calls in flight by it; remembers the invalidation epoch for
+    ``ResultCache.store``."""
+
+    def __hash__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...

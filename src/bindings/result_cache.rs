@@ -169,8 +169,7 @@ impl PyResultCache {
     }
 
     /// Checks what a `tags=` callable returned: a list (or tuple) of str.
-    fn tag_list(&self, tags: Option<&Bound<'_, PyAny>>) -> PyResult<Box<[Arc<str>]>> {
-        let Some(tags) = tags else { return Ok(Box::new([])) };
+    fn tag_list(&self, tags: &Bound<'_, PyAny>) -> PyResult<Box<[Arc<str>]>> {
         let items: Vec<Bound<'_, PyAny>> = if let Ok(l) = tags.cast::<PyList>() {
             l.iter().collect()
         } else if let Ok(t) = tags.cast::<PyTuple>() {
@@ -210,7 +209,7 @@ impl PyResultCache {
         let value = func.bind(py).call(args, kwargs)?;
         let ttl = self.ttl_for(&value)?;
         let tags = match tags {
-            Some(t) => self.tag_list(Some(&t.bind(py).call(args, kwargs)?))?,
+            Some(t) => self.tag_list(&t.bind(py).call(args, kwargs)?)?,
             None => Box::new([]),
         };
         Ok((Cached(Arc::new(Stored { value: value.unbind(), tags })), ttl))
@@ -322,14 +321,14 @@ impl PyResultCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Stores the result computed for `miss`, with the tags a `tags=` callable returned.
-    #[pyo3(signature = (miss, value, tags = None))]
+    /// Stores the result computed for `miss`, with the tags a `tags=` callable returned (`()`
+    /// without one: `None` is a wrong return value, not "no tags").
     fn store(
         &self,
         py: Python<'_>,
         miss: &Bound<'_, PyCacheMiss>,
         value: &Bound<'_, PyAny>,
-        tags: Option<&Bound<'_, PyAny>>,
+        tags: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let ttl = self.ttl_for(value)?;
         let tags = self.tag_list(tags)?;
