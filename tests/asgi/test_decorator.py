@@ -197,7 +197,7 @@ def test_key_callable_returning_no_json_form_is_an_input_error() -> None:
 
 
 def test_ttl_for_truthy_and_deny_ttl_for_falsy(counter: Counter) -> None:
-    @cached_authorization(ttl_seconds=60, deny_ttl_seconds=0.05)
+    @cached_authorization(ttl_seconds=60, deny_ttl_seconds=0.25)
     def allowed(x: int) -> bool:
         counter(x)
         return x > 0
@@ -205,16 +205,16 @@ def test_ttl_for_truthy_and_deny_ttl_for_falsy(counter: Counter) -> None:
     for x in (1, -1, 1, -1):
         allowed(x)
     assert len(counter) == 2
-    time.sleep(0.1)
+    time.sleep(0.35)  # short lifetimes, with room for a loaded CI machine
     for x in (1, -1):
         allowed(x)
     assert counter.calls == [(1,), (-1,), (-1,)], "only the deny expired"
     info = allowed.cache_info()
-    assert (info.ttl_seconds, info.deny_ttl_seconds) == (60.0, 0.05)
+    assert (info.ttl_seconds, info.deny_ttl_seconds) == (60.0, 0.25)
 
 
 def test_deny_ttl_defaults_to_ttl_and_zero_never_caches_falsy(counter: Counter) -> None:
-    @cached_authorization(ttl_seconds=0.05)
+    @cached_authorization(ttl_seconds=0.25)
     def same(x: int) -> bool:
         counter("same", x)
         return False
@@ -222,8 +222,8 @@ def test_deny_ttl_defaults_to_ttl_and_zero_never_caches_falsy(counter: Counter) 
     same(1)
     same(1)
     assert len(counter) == 1
-    assert same.cache_info().deny_ttl_seconds == 0.05
-    time.sleep(0.1)
+    assert same.cache_info().deny_ttl_seconds == 0.25
+    time.sleep(0.35)
     same(1)
     assert len(counter) == 2
 
@@ -283,6 +283,18 @@ def test_bad_settings_raise_config_error_at_the_decorator(kwargs: dict[str, Any]
     with pytest.raises(ConfigError) as e:
         cached_authorization(**kwargs)
     assert isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_entries": 1.5}, {"ttl_seconds": "600"}, {"deny_ttl_seconds": [1]}]
+)
+def test_settings_of_the_wrong_type_raise_type_error_like_cache_config(
+    kwargs: dict[str, Any],
+) -> None:
+    with pytest.raises(TypeError):
+        cached_authorization(**kwargs)
+    with pytest.raises(TypeError):
+        regoguard.CacheConfig(**kwargs)
 
 
 def test_what_cannot_be_cached_is_refused_at_decoration() -> None:
