@@ -57,6 +57,17 @@ struct Sources {
     entrypoints: Vec<Arc<str>>,
 }
 
+/// What the canonical bytes of a check hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputForm {
+    /// The whole input document.
+    Plain,
+    /// A request document without its derived fields ([`crate::request::complete`] adds them
+    /// before evaluation). They are functions of fields the key covers, so leaving them out of
+    /// the key keeps it exact and makes it cheaper to hash.
+    Request,
+}
+
 /// A decision made by [`Authorizer::check`].
 #[derive(Clone, Debug)]
 pub struct Decided {
@@ -179,11 +190,18 @@ impl Authorizer {
     ///
     /// # Concurrency
     /// May block on another thread's evaluation of the same key: call it without the GIL.
-    pub fn decide_miss(&self, compiled: &Arc<Compiled>, index: usize, key: &Key, canonical: &[u8]) -> Result<Decided> {
+    pub fn decide_miss(
+        &self,
+        compiled: &Arc<Compiled>,
+        index: usize,
+        key: &Key,
+        canonical: &[u8],
+        form: InputForm,
+    ) -> Result<Decided> {
         let (outcome, source) = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                match cache.get_or_evaluate(key, || self.evaluate(compiled, index, canonical)) {
+                match cache.get_or_evaluate(key, || self.evaluate(compiled, index, canonical, form)) {
                     Ok(Lookup::Evaluated(o)) => (o, Source::Engine),
                     Ok(Lookup::Hit(o)) => {
                         self.metrics.coalesced();
@@ -195,7 +213,7 @@ impl Authorizer {
                     }
                 }
             }
-            None => match self.evaluate(compiled, index, canonical) {
+            None => match self.evaluate(compiled, index, canonical, form) {
                 Ok(o) => (o, Source::Engine),
                 Err(e) => {
                     self.metrics.failed();
@@ -214,8 +232,11 @@ impl Authorizer {
         Decided { outcome, source: Source::L1, revision: compiled.revision.display.clone() }
     }
 
-    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8]) -> Result<Arc<Outcome>> {
-        let input = canonical::decode(canonical)?;
+    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {
+        let mut input = canonical::decode(canonical)?;
+        if form == InputForm::Request {
+            crate::request::complete(&mut input);
+        }
         let ep = &compiled.entrypoints[index];
         self.metrics.evaluated(ep.evaluator_name() == "rvm");
         let value = compiled.evaluate(index, input)?;
@@ -231,7 +252,7 @@ impl Authorizer {
         let (compiled, index) = self.entrypoint(self.current(), entrypoint)?;
         match self.lookup(&compiled, index, canonical) {
             (_, Some(outcome)) => Ok(self.hit(&compiled, outcome)),
-            (key, None) => self.decide_miss(&compiled, index, &key, canonical),
+            (key, None) => self.decide_miss(&compiled, index, &key, canonical, InputForm::Plain),
         }
     }
 

@@ -97,8 +97,20 @@ impl CanonicalWriter {
     /// A JSON string: `"`, `\` and control characters escaped, everything else raw UTF-8.
     #[inline]
     pub fn str(&mut self, s: &str) {
-        self.buf.push(b'"');
         let bytes = s.as_bytes();
+        self.buf.reserve(bytes.len() + 2);
+        self.buf.push(b'"');
+        // Nearly every string needs no escape: one vectorisable scan, one copy.
+        if bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.escaped(bytes);
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        self.buf.push(b'"');
+    }
+
+    #[cold]
+    fn escaped(&mut self, bytes: &[u8]) {
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             if b >= 0x20 && b != b'"' && b != b'\\' {
@@ -121,7 +133,6 @@ impl CanonicalWriter {
             start = i + 1;
         }
         self.buf.extend_from_slice(&bytes[start..]);
-        self.buf.push(b'"');
     }
 
     #[inline]

@@ -9,10 +9,14 @@
 //!  "path_params"?: {name: str}, "path_segments": [str], "query": {name: [str]},
 //!  "route"?: str, "user": any, "websocket"?: true}
 //! ```
-//! Keys are written in canonical (byte) order, which is the order above.
+//! Keys are written in canonical (byte) order, which is the order above. `path_segments` is
+//! not written: it is a function of `path`, so [`complete`] adds it after decoding on a miss
+//! and the key (which covers `path`) stays exact with fewer bytes to hash.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+use regorus::Value;
 
 use crate::canonical::CanonicalWriter;
 
@@ -92,16 +96,21 @@ fn latin1(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Writes `path_segments`: the non-empty `/`-separated parts of `path`.
-pub fn write_path_segments(w: &mut CanonicalWriter, path: &str) {
-    w.open_array();
-    for (i, seg) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        if i > 0 {
-            w.comma();
-        }
-        w.str(seg);
+/// Adds the fields derived from others to a decoded request document: `path_segments`, the
+/// non-empty `/`-separated parts of `path`. The key leaves them out (they add nothing to it).
+pub fn complete(input: &mut Value) {
+    let segments = match input {
+        Value::Object(fields) => match fields.get(&Value::from("path")) {
+            Some(Value::String(path)) => {
+                path.split('/').filter(|s| !s.is_empty()).map(Value::from).collect::<Vec<_>>()
+            }
+            _ => return,
+        },
+        _ => return,
+    };
+    if let Ok(fields) = input.as_object_mut() {
+        fields.insert(Value::from("path_segments"), Value::from(segments));
     }
-    w.close_array();
 }
 
 /// Writes `query`: every parameter as a list of its values in order, so `?a=1&a=2` is
@@ -193,8 +202,11 @@ mod tests {
 
     #[test]
     fn segments_skip_empty_parts() {
-        assert_eq!(written(|w| write_path_segments(w, "/api//v1/x/")), r#"["api","v1","x"]"#);
-        assert_eq!(written(|w| write_path_segments(w, "/")), "[]");
+        for (path, segments) in [("/api//v1/x/", r#"["api","v1","x"]"#), ("/", "[]")] {
+            let mut v = Value::from_json_str(&format!(r#"{{"path":"{path}"}}"#)).unwrap();
+            complete(&mut v);
+            assert_eq!(v[&Value::from("path_segments")], Value::from_json_str(segments).unwrap());
+        }
     }
 
     #[test]

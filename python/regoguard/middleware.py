@@ -149,6 +149,7 @@ class RegoGuardMiddleware:
         self._spec = RequestSpec(include_headers=list(self.include_headers))
         self._exact, self._prefixes = _exclusions(exclude_paths)
         self._check = authorizer._check_scope
+        self._plain = input_builder is None and not self.include_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -159,43 +160,64 @@ class RegoGuardMiddleware:
         if path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
             await self.app(scope, receive, send)
             return
-        body: Any = _NO_BODY
-        if self.include_body and kind == "http":
-            outcome = await self._read_body(scope, receive)
-            if not isinstance(outcome, tuple):
-                await outcome(scope, receive, send)
+        if self._plain:
+            # The hot path: one Rust call decides from the raw scope (an L1 hit builds no dict).
+            try:
+                decision = self._check(scope, self._spec, self.identity(scope))
+            except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
+                await self._raised(scope, receive, send, exc)
                 return
-            body, receive = outcome
-        try:
-            user = self.identity(scope)
-            if self.input_builder is None:
-                if body is _NO_BODY:
-                    decision = self._check(scope, self._spec, user)
-                else:
-                    decision = self._check(scope, self._spec, user, include_body=True, body=body)
-            else:
-                decision = self.authorizer.check(
-                    self.input_builder(scope, user, None if body is _NO_BODY else body)
-                )
-        except InputError as exc:
-            logger.info("regoguard: bad request %s %r: %s", scope.get("method", "GET"), path, exc)
-            await _json_response(400, "Bad Request")(scope, receive, send)
-            return
-        except BaseException as exc:
-            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
-                raise  # KeyboardInterrupt, SystemExit, CancelledError
-            await self._failed(scope, receive, send, exc)
-            return
+        else:
+            body: Any = _NO_BODY
+            if self.include_body and kind == "http":
+                outcome = await self._read_body(scope, receive)
+                if not isinstance(outcome, tuple):
+                    await outcome(scope, receive, send)
+                    return
+                body, receive = outcome
+            try:
+                decision = self._decide_slowly(scope, body)
+            except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
+                await self._raised(scope, receive, send, exc)
+                return
         scope["regoguard"] = decision
         if decision.allow:
             await self.app(scope, receive, send)
             return
+        await self._deny(scope, receive, send, decision)
+
+    def _decide_slowly(self, scope: Scope, body: Any) -> Decision:
+        user = self.identity(scope)
+        if self.input_builder is not None:
+            return self.authorizer.check(
+                self.input_builder(scope, user, None if body is _NO_BODY else body)
+            )
+        if body is _NO_BODY:
+            return self._check(scope, self._spec, user)
+        return self._check(scope, self._spec, user, include_body=True, body=body)
+
+    async def _deny(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         responder = self.on_deny(scope, decision) if self.on_deny is not None else None
         if responder is None:
             status = decision.status or 403
             detail = decision.reason or ("Unauthorized" if status == 401 else "Forbidden")
             responder = _json_response(status, detail, decision.headers)
         await responder(scope, receive, send)
+
+    async def _raised(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
+        if isinstance(exc, InputError):
+            logger.info(
+                "regoguard: bad request %s %r: %s",
+                scope.get("method", "GET"),
+                scope.get("path"),
+                exc,
+            )
+            await _json_response(400, "Bad Request")(scope, receive, send)
+            return
+        # A Rust panic arrives as pyo3's PanicException, a BaseException: fail closed on it too.
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise exc  # KeyboardInterrupt, SystemExit, CancelledError
+        await self._failed(scope, receive, send, exc)
 
     async def _failed(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
         error_id = uuid.uuid4().hex

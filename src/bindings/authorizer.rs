@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::config::PyCacheConfig;
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
-use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
+use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided, InputForm};
 use crate::cache::CacheConfig;
 use crate::canonical::{self, CanonicalWriter};
 use crate::decision::{Outcome, Source};
@@ -218,7 +218,7 @@ impl PyAuthorizer {
     /// releases it while evaluating.
     #[pyo3(signature = (input, *, entrypoint = None))]
     fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
-        self.decide(py, entrypoint, |w| write_value(w, input, "input"))
+        self.decide(py, entrypoint, InputForm::Plain, |w| write_value(w, input, "input"))
     }
 
     /// The middleware's and the dependency's fast path: the input document is written from the
@@ -242,7 +242,7 @@ impl PyAuthorizer {
             body: include_body.then(|| body.unwrap_or(&none)),
             route: route.as_ref().map(|(t, p)| (t, p)),
         };
-        self.decide(py, entrypoint, |w| write_request(w, scope, &spec.get().headers, &extras))
+        self.decide(py, entrypoint, InputForm::Request, |w| write_request(w, scope, &spec.get().headers, &extras))
     }
 
     /// Decides for many inputs in parallel with the GIL released; same cache as `check`.
@@ -261,7 +261,7 @@ impl PyAuthorizer {
                 .par_iter()
                 .map(|bytes| match a.lookup(&compiled, index, bytes) {
                     (_, Some(outcome)) => Ok(a.hit(&compiled, outcome)),
-                    (key, None) => a.decide_miss(&compiled, index, &key, bytes),
+                    (key, None) => a.decide_miss(&compiled, index, &key, bytes, InputForm::Plain),
                 })
                 .collect()
         });
@@ -359,6 +359,7 @@ impl PyAuthorizer {
         &self,
         py: Python<'_>,
         entrypoint: Option<&str>,
+        form: InputForm,
         write: impl FnOnce(&mut CanonicalWriter) -> Result<()>,
     ) -> PyResult<PyDecision> {
         let a = &*self.inner;
@@ -377,7 +378,7 @@ impl PyAuthorizer {
         };
         let decided = with_written(write, |bytes| match a.lookup(compiled, index, bytes) {
             (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
-            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes)),
+            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes, form)),
         })?;
         Ok(PyDecision::new(decided))
     }
@@ -402,7 +403,8 @@ pub fn build_request_input<'py>(
         body: include_body.then(|| body.unwrap_or(&none)),
         route: route.as_ref().map(|(t, p)| (t, p)),
     };
-    let value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
+    let mut value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
+    crate::request::complete(&mut value);
     to_python(py, &value)
 }
 

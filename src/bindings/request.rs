@@ -7,7 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use super::convert::{text, write_value};
 use crate::canonical::{input_error, prefix_path, CanonicalWriter};
 use crate::error::Result;
-use crate::request::{write_path_segments, write_query, HeaderCollector, HeaderFilter};
+use crate::request::{write_query, HeaderCollector, HeaderFilter};
 
 /// Which parts of a request reach the policy; built once per middleware or dependency.
 #[pyclass(name = "RequestSpec", module = "regoguard._regoguard", frozen)]
@@ -110,9 +110,7 @@ pub fn write_request(
         write_value(w, params, "input.path_params")?;
     }
 
-    w.comma();
-    w.key("path_segments");
-    write_path_segments(w, path);
+    // `path_segments` is derived from `path` on a miss (`request::complete`), not hashed.
 
     w.comma();
     w.key("query");
