@@ -232,6 +232,9 @@ class Authorizer:
         """Re-reads the policies (and the data file, if ``data`` was a path) and swaps them in
         atomically; returns the new revision. On any error raises and keeps serving the
         previous revision. Cached decisions of older revisions become unreachable at once.
+        When ``data`` was a file, the file is re-read and replaces the data, including any
+        ``set_data()`` changes made since; when it was a dict, the current data (with those
+        changes) is kept.
         Releases the GIL."""
     def set_data(self, path: str | Sequence[str], value: Any) -> str:
         """Replaces one subtree of data and returns the new revision.
