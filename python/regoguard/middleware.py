@@ -150,6 +150,7 @@ class RegoGuardMiddleware:
         self._exact, self._prefixes = _exclusions(exclude_paths)
         self._check = authorizer._check_scope
         self._plain = input_builder is None and not self.include_body
+        self._excluding = bool(self._exact or self._prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -157,7 +158,7 @@ class RegoGuardMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
+        if self._excluding and (path in self._exact or path.startswith(self._prefixes)):
             await self.app(scope, receive, send)
             return
         if self._plain:
