@@ -4,19 +4,9 @@
 # Arguments go to examples/run_demo.py (--seconds, --requests, --concurrency, --seed, --quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_venv.sh
 
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-
-step() { printf '\n==> %s\n' "$*"; }
-
-step "virtualenv .venv with maturin and the example's dependencies (fastapi, uvicorn, httpx)"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade "pip>=25.1"
-.venv/bin/python -m pip install -q --group examples "maturin>=1,<2"
-
-step "build and install the wheel (release profile)"
-VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release --quiet
+venv_with_wheel examples
 
 step "examples/run_demo.py $*"
 exec .venv/bin/python examples/run_demo.py "$@"

@@ -3,11 +3,7 @@
 # Works on a fresh machine with a Rust toolchain and Python 3.11 + pip; idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-
-step() { printf '\n==> %s\n' "$*"; }
+. scripts/_venv.sh
 
 step "redis-server (Debian package; the Redis tests start their own on loopback)"
 if ! command -v redis-server >/dev/null; then
@@ -17,13 +13,7 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-step "virtualenv .venv with maturin, pytest and the test dependencies"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade "pip>=25.1"
-.venv/bin/python -m pip install -q --group testing "maturin>=1,<2"
-
-step "build and install the wheel (release profile)"
-VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release --quiet
+venv_with_wheel testing
 
 step "cargo test"
 cargo test --quiet

@@ -6,6 +6,7 @@ Not a test and not part of the package: imported by ``bench_decisions.py`` and
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import importlib.metadata
 import json
@@ -349,3 +350,44 @@ class OtherLoad:
         t0, busy0, own0 = self._t0
         wall = t1 - t0
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else 0.0
+
+
+def bench_arg_parser(doc: str | None, unit: str) -> argparse.ArgumentParser:
+    """The options every timing bench shares; ``unit`` names what a batch holds."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="2 short rounds: a smoke run, not a measurement"
+    )
+    ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    ap.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=None,
+        help=f"folder with *.rego + data.json (default {DEFAULT_POLICY_DIR.relative_to(REPO)})",
+    )
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--batches", type=int, help="timed batches per variant and round")
+    ap.add_argument("--batch-size", type=int, help=f"{unit} per batch")
+    ap.add_argument("--singles", type=int, help=f"{unit} timed one by one, per variant and round")
+    ap.add_argument("--warmup", type=int, help="untimed batches per variant before each round")
+    ap.add_argument(
+        "--max-entries",
+        type=int,
+        default=10_000,
+        help="regoguard CacheConfig.max_entries and TTLCache maxsize (default 10000, the same for both)",
+    )
+    ap.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
+    ap.add_argument("--no-binding", action="store_true", help="skip the regorus-binding variants")
+    return ap
+
+
+def apply_mode(
+    args: argparse.Namespace, full: dict[str, int], quick: dict[str, int]
+) -> argparse.Namespace:
+    """Fills the sizes the user did not give from the full or the quick preset."""
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args

@@ -36,7 +36,6 @@ across runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -355,40 +354,11 @@ def split_variants(authz, spec, requests: RequestSet, stubbed_guard, ref: str) -
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--quick", action="store_true", help="2 short rounds: a smoke run, not a measurement"
-    )
-    ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
-    ap.add_argument(
-        "--policy-dir",
-        type=Path,
-        default=None,
-        help=f"folder with *.rego + data.json (default {C.DEFAULT_POLICY_DIR.relative_to(C.REPO)})",
-    )
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--batches", type=int, help="timed batches per variant and round")
-    ap.add_argument("--batch-size", type=int, help="requests per batch")
-    ap.add_argument("--singles", type=int, help="requests timed one by one, per variant and round")
-    ap.add_argument("--warmup", type=int, help="untimed batches per variant before each round")
-    ap.add_argument(
-        "--max-entries",
-        type=int,
-        default=10_000,
-        help="regoguard CacheConfig.max_entries and TTLCache maxsize (default 10000)",
-    )
-    ap.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
-    ap.add_argument("--no-binding", action="store_true", help="skip the regorus-binding variants")
+    ap = C.bench_arg_parser(__doc__, "requests")
     ap.add_argument("--no-denied", action="store_true", help="skip the denied-request table")
-    a = ap.parse_args(argv)
     full = {"rounds": 5, "batches": 100, "batch_size": 1000, "singles": 10_000, "warmup": 3}
     quick = {"rounds": 2, "batches": 8, "batch_size": 500, "singles": 2_000, "warmup": 1}
-    for k, v in (quick if a.quick else full).items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
-    return a
+    return C.apply_mode(ap.parse_args(argv), full, quick)
 
 
 async def response_of(app, scope) -> tuple[int, bytes]:

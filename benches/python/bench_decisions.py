@@ -24,7 +24,6 @@ Variants:
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import math
@@ -86,39 +85,10 @@ def noop(_x):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--quick", action="store_true", help="2 short rounds: a smoke run, not a measurement"
-    )
-    ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
-    ap.add_argument(
-        "--policy-dir",
-        type=Path,
-        default=None,
-        help=f"folder with *.rego + data.json (default {C.DEFAULT_POLICY_DIR.relative_to(C.REPO)})",
-    )
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--batches", type=int, help="timed batches per variant and round")
-    ap.add_argument("--batch-size", type=int, help="calls per batch")
-    ap.add_argument("--singles", type=int, help="individually timed calls per variant and round")
-    ap.add_argument("--warmup", type=int, help="untimed batches before each variant's timing")
-    ap.add_argument(
-        "--max-entries",
-        type=int,
-        default=10_000,
-        help="regoguard CacheConfig.max_entries and TTLCache maxsize (default 10000, the same for both)",
-    )
-    ap.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
-    ap.add_argument("--no-binding", action="store_true", help="skip the regorus-binding variants")
-    a = ap.parse_args(argv)
+    ap = C.bench_arg_parser(__doc__, "calls")
     full = {"rounds": 5, "batches": 200, "batch_size": 1000, "singles": 20_000, "warmup": 20}
     quick = {"rounds": 2, "batches": 50, "batch_size": 500, "singles": 5_000, "warmup": 5}
-    for k, v in (quick if a.quick else full).items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
-    return a
+    return C.apply_mode(ap.parse_args(argv), full, quick)
 
 
 def build_variants(args, fx, rg, binding) -> tuple[list[Variant], list[str]]:

@@ -237,11 +237,7 @@ impl PyAuthorizer {
         entrypoint: Option<&str>,
     ) -> PyResult<PyDecision> {
         let none = py.None().into_bound(py);
-        let extras = RequestExtras {
-            user,
-            body: include_body.then(|| body.unwrap_or(&none)),
-            route: route.as_ref().map(|(t, p)| (t, p)),
-        };
+        let extras = RequestExtras::new(user, include_body, body, route.as_ref(), &none);
         self.decide(py, entrypoint, InputForm::Request, |w| write_request(w, scope, &spec.get().headers, &extras))
     }
 
@@ -398,11 +394,7 @@ pub fn build_request_input<'py>(
     route: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let none = py.None().into_bound(py);
-    let extras = RequestExtras {
-        user,
-        body: include_body.then(|| body.unwrap_or(&none)),
-        route: route.as_ref().map(|(t, p)| (t, p)),
-    };
+    let extras = RequestExtras::new(user, include_body, body, route.as_ref(), &none);
     let mut value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
     crate::request::complete(&mut value);
     to_python(py, &value)

@@ -38,6 +38,19 @@ pub struct RequestExtras<'a, 'py> {
     pub route: Option<(&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>)>,
 }
 
+impl<'a, 'py> RequestExtras<'a, 'py> {
+    /// The extras of a call: `body` (or `none` for a missing one) only with `include_body`.
+    pub fn new(
+        user: &'a Bound<'py, PyAny>,
+        include_body: bool,
+        body: Option<&'a Bound<'py, PyAny>>,
+        route: Option<&'a (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        none: &'a Bound<'py, PyAny>,
+    ) -> Self {
+        Self { user, body: include_body.then(|| body.unwrap_or(none)), route: route.map(|(t, p)| (t, p)) }
+    }
+}
+
 fn scope_item<'py>(scope: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> Result<Option<Bound<'py, PyAny>>> {
     scope.get_item(key).map_err(|e| input_error(e.to_string()))
 }
