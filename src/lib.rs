@@ -6,6 +6,7 @@
 pub mod authorizer;
 pub mod cache;
 pub mod canonical;
+pub mod clock;
 pub mod decision;
 pub mod engine;
 pub mod error;
