@@ -9,7 +9,8 @@ use regorus::{Engine, Value};
 
 use crate::cache::{CacheConfig, DecisionCache, Lookup};
 use crate::canonical;
-use crate::decision::{Outcome, Source};
+use crate::clock;
+use crate::decision::{DecisionId, Outcome, Source};
 use crate::engine::{self, Compiled, Evaluator, PolicyFile, Revision};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -71,9 +72,24 @@ pub enum InputForm {
 /// A decision made by [`Authorizer::check`].
 #[derive(Clone, Debug)]
 pub struct Decided {
+    pub id: DecisionId,
     pub outcome: Arc<Outcome>,
     pub source: Source,
     pub revision: Arc<str>,
+}
+
+/// One decision in progress: what it is about and when it started.
+#[derive(Clone, Copy)]
+pub struct Check<'a> {
+    pub compiled: &'a Arc<Compiled>,
+    /// The entrypoint's index in `compiled`.
+    pub index: usize,
+    /// The canonical bytes of the input (the key's source, the engine's input).
+    pub canonical: &'a [u8],
+    pub form: InputForm,
+    /// [`clock::now_ns`] when the decision started: before the input was written, so its
+    /// duration covers the key as well as the lookup.
+    pub started_ns: u64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -174,12 +190,14 @@ impl Authorizer {
         Ok((next, i))
     }
 
-    /// The key and, on an L1 hit, the outcome. Never blocks, never evaluates.
+    /// The key, the outcome of an L1 hit, and the time of the lookup ([`clock::now_ns`], read
+    /// once for the entry's expiry and the decision's duration). Never blocks, never evaluates.
     #[inline]
-    pub fn lookup(&self, compiled: &Compiled, index: usize, canonical: &[u8]) -> (Key, Option<Arc<Outcome>>) {
-        let key = compiled.entrypoints[index].seed.key(canonical);
-        let hit = self.cache.as_ref().and_then(|c| c.get(&key));
-        (key, hit)
+    pub fn lookup(&self, c: &Check<'_>) -> (Key, Option<Arc<Outcome>>, u64) {
+        let key = c.compiled.entrypoints[c.index].seed.key(c.canonical);
+        let now = clock::now_ns();
+        let hit = self.cache.as_ref().and_then(|cache| cache.get_at(&key, now));
+        (key, hit, now)
     }
 
     /// Completes a decision after [`Authorizer::lookup`] missed: waits for a concurrent
@@ -190,46 +208,40 @@ impl Authorizer {
     ///
     /// # Concurrency
     /// May block on another thread's evaluation of the same key: call it without the GIL.
-    pub fn decide_miss(
-        &self,
-        compiled: &Arc<Compiled>,
-        index: usize,
-        key: &Key,
-        canonical: &[u8],
-        form: InputForm,
-    ) -> Result<Decided> {
-        let (outcome, source) = match &self.cache {
+    pub fn decide_miss(&self, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let evaluated = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                match cache.get_or_evaluate(key, || self.evaluate(compiled, index, canonical, form)) {
-                    Ok(Lookup::Evaluated(o)) => (o, Source::Engine),
-                    Ok(Lookup::Hit(o)) => {
+                cache.get_or_evaluate(key, || self.evaluate(c.compiled, c.index, c.canonical, c.form)).map(|l| match l {
+                    Lookup::Evaluated(o) => (o, Source::Engine),
+                    Lookup::Hit(o) => {
                         self.metrics.coalesced();
                         (o, Source::L1)
                     }
-                    Err(e) => {
-                        self.metrics.failed();
-                        return Err(e);
-                    }
-                }
+                })
             }
-            None => match self.evaluate(compiled, index, canonical, form) {
-                Ok(o) => (o, Source::Engine),
-                Err(e) => {
-                    self.metrics.failed();
-                    return Err(e);
-                }
-            },
+            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|o| (o, Source::Engine)),
         };
-        self.metrics.decided(outcome.allow, source);
-        Ok(Decided { outcome, source, revision: compiled.revision.display.clone() })
+        let id = DecisionId::next();
+        let elapsed = clock::now_ns().saturating_sub(c.started_ns);
+        match evaluated {
+            Ok((outcome, source)) => {
+                self.metrics.decided(outcome.allow, source, elapsed);
+                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone() })
+            }
+            Err(e) => {
+                self.metrics.failed();
+                Err(e)
+            }
+        }
     }
 
-    /// Builds the decision of an L1 hit.
+    /// Builds the decision of an L1 hit found by [`Authorizer::lookup`] at `now_ns`.
     #[inline]
-    pub fn hit(&self, compiled: &Compiled, outcome: Arc<Outcome>) -> Decided {
-        self.metrics.decided(outcome.allow, Source::L1);
-        Decided { outcome, source: Source::L1, revision: compiled.revision.display.clone() }
+    pub fn hit(&self, c: &Check<'_>, outcome: Arc<Outcome>, now_ns: u64) -> Decided {
+        let elapsed = now_ns.saturating_sub(c.started_ns);
+        self.metrics.decided(outcome.allow, Source::L1, elapsed);
+        Decided { id: DecisionId::next(), outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
     }
 
     fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {
@@ -249,10 +261,24 @@ impl Authorizer {
     /// # Errors
     /// As [`Authorizer::entrypoint`] and [`Authorizer::decide_miss`].
     pub fn check_canonical(&self, entrypoint: Option<&str>, canonical: &[u8]) -> Result<Decided> {
+        let started_ns = clock::now_ns();
         let (compiled, index) = self.entrypoint(self.current(), entrypoint)?;
-        match self.lookup(&compiled, index, canonical) {
-            (_, Some(outcome)) => Ok(self.hit(&compiled, outcome)),
-            (key, None) => self.decide_miss(&compiled, index, &key, canonical, InputForm::Plain),
+        let c = Check { compiled: &compiled, index, canonical, form: InputForm::Plain, started_ns };
+        match self.lookup(&c) {
+            (_, Some(outcome), now) => Ok(self.hit(&c, outcome, now)),
+            (key, None, _) => self.decide_miss(&c, &key),
+        }
+    }
+
+    /// What the Prometheus exposition shows of this authorizer.
+    pub fn sample(&self, label: Option<String>) -> crate::metrics::AuthorizerSample {
+        let (entries, max_entries) = self.cache.as_ref().map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
+        crate::metrics::AuthorizerSample {
+            label,
+            counters: self.metrics.snapshot(),
+            entries,
+            max_entries,
+            revision: self.current_guard().revision.display.to_string(),
         }
     }
 

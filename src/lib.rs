@@ -18,7 +18,7 @@ mod bindings;
 
 pub use authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
 pub use cache::CacheConfig;
-pub use decision::{Outcome, Source};
+pub use decision::{DecisionId, Outcome, Source};
 pub use engine::Evaluator;
 pub use error::{Error, Result};
 

@@ -21,6 +21,7 @@ from regoguard._regoguard import (
     __version__,
 )
 from regoguard.decorators import cached_authorization
+from regoguard.metrics import RegoguardCollector, metrics_app
 from regoguard.middleware import RegoGuardMiddleware
 
 if TYPE_CHECKING:
@@ -47,9 +48,11 @@ __all__ = [
     "InputError",
     "PolicyError",
     "RegoGuardMiddleware",
+    "RegoguardCollector",
     "RegoguardError",
     "__version__",
     "build_input",
     "cached_authorization",
     "default_identity",
+    "metrics_app",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "__version__",
+    "_render_metrics",
     "build_request_input",
 ]
 
@@ -255,9 +256,22 @@ class Authorizer:
     def stats(self) -> dict[str, Any]:
         """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
         ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
-        evaluation), ``evaluations``, ``rvm_evaluations``, ``interpreter_evaluations``,
-        ``evaluation_errors``, ``decisions`` (``allow``/``deny``/``error``), ``reloads``,
-        ``reload_errors`` and ``evaluators`` (entrypoint -> ``"rvm"``/``"interpreter"``)."""
+        evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
+        ``l2_errors`` (0 until the Redis L2 exists), ``evaluations``, ``rvm_evaluations``,
+        ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
+        (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
+        (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
+        ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
+        histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
+        decision; failed decisions are not timed), ``decision_logs`` (records queued) and
+        ``decision_logs_dropped`` (records dropped on a full queue)."""
+    def metrics_text(self) -> str:
+        """This authorizer's series in the Prometheus text format 0.0.4 (``# HELP`` and
+        ``# TYPE`` lines, every name prefixed ``regoguard_``); the README's "Operations"
+        section lists them. ``regoguard.metrics_app`` serves it (with the
+        ``@cached_authorization`` caches); ``regoguard.RegoguardCollector`` feeds it to a
+        ``prometheus_client`` registry. Rendered in Rust from relaxed atomic counters; takes
+        no lock on the decision path."""
 
 @final
 class RequestSpec:
@@ -283,6 +297,16 @@ def build_request_input(
 ) -> dict[str, Any]:
     """Private: the request input document as a dict; use ``regoguard.build_input``."""
 
+def _render_metrics(authorizers: Sequence[Authorizer], *, functions: bool = True) -> str:
+    """Private: the exposition of ``authorizers`` (each labelled ``authorizer="<entrypoint>"``
+    when there are several) and, with ``functions``, of every live ``@cached_authorization``
+    cache (``cache="module.qualname"``). Use ``regoguard.metrics_app`` or
+    ``regoguard.RegoguardCollector``.
+
+    Raises:
+        ConfigError: Two authorizers share an entrypoint.
+    """
+
 @final
 class ResultCache:
     """Private: the Rust cache behind one function decorated with
@@ -306,6 +330,10 @@ class ResultCache:
     Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
     outside its range. Every method that takes a key raises ``InputError`` (naming the value,
     e.g. ``args.db``) when it has no JSON form.
+
+    While it lives, every cache shows in ``regoguard.metrics_app`` and
+    ``regoguard.RegoguardCollector`` as the ``regoguard_cache_*`` series with
+    ``cache="<name>"`` (caches sharing a name share the series; an empty name is not shown).
     """
 
     def __new__(

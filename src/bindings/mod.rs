@@ -17,6 +17,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
     m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;
+    m.add_function(wrap_pyfunction!(authorizer::render_metrics, m)?)?;
     m.add_class::<result_cache::PyResultCache>()?;
     m.add_class::<result_cache::PyCacheMiss>()?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
