@@ -11,6 +11,7 @@ use crate::cache::{CacheConfig, DecisionCache, Lookup};
 use crate::canonical;
 use crate::clock;
 use crate::decision::{DecisionId, Outcome, Source};
+use crate::decision_log::{DecisionLog, DecisionLogConfig, Record};
 use crate::engine::{self, Compiled, Evaluator, PolicyFile, Revision};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -34,6 +35,8 @@ pub struct AuthorizerConfig {
     pub cache: Option<CacheConfig>,
     pub rego_v0: bool,
     pub evaluator: Evaluator,
+    /// Decision logging; off when `None`.
+    pub decision_log: Option<DecisionLogConfig>,
 }
 
 impl AuthorizerConfig {
@@ -46,6 +49,7 @@ impl AuthorizerConfig {
             cache: Some(CacheConfig::default()),
             rego_v0: false,
             evaluator: Evaluator::Auto,
+            decision_log: None,
         }
     }
 }
@@ -106,7 +110,16 @@ pub struct Authorizer {
     current: ArcSwap<Compiled>,
     writer: Mutex<Sources>,
     cache: Option<DecisionCache>,
+    log: Option<Arc<DecisionLog>>,
     pub metrics: Metrics,
+}
+
+impl Drop for Authorizer {
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            log.close();
+        }
+    }
 }
 
 impl Authorizer {
@@ -128,8 +141,13 @@ impl Authorizer {
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
         let revision = Revision::of(&files, &data, config.rego_v0)?;
         let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator)?;
+        let log = match &config.decision_log {
+            Some(c) => Some(DecisionLog::new(c.clone(), env!("CARGO_PKG_VERSION"))?),
+            None => None,
+        };
         Ok(Self {
             id,
+            log,
             cache: config.cache.map(DecisionCache::new),
             current: ArcSwap::from_pointee(compiled),
             writer: Mutex::new(Sources { files, parsed, data, entrypoints }),
@@ -227,10 +245,16 @@ impl Authorizer {
         match evaluated {
             Ok((outcome, source)) => {
                 self.metrics.decided(outcome.allow, source, elapsed);
+                if let Some(log) = &self.log {
+                    self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
+                }
                 Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone() })
             }
             Err(e) => {
                 self.metrics.failed();
+                if let Some(log) = &self.log {
+                    self.log(log, c, id, Err(&e), None, elapsed);
+                }
                 Err(e)
             }
         }
@@ -241,7 +265,44 @@ impl Authorizer {
     pub fn hit(&self, c: &Check<'_>, outcome: Arc<Outcome>, now_ns: u64) -> Decided {
         let elapsed = now_ns.saturating_sub(c.started_ns);
         self.metrics.decided(outcome.allow, Source::L1, elapsed);
-        Decided { id: DecisionId::next(), outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
+        let id = DecisionId::next();
+        if let Some(log) = &self.log {
+            self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
+        }
+        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
+    }
+
+    /// Samples and queues a decision-log record (never blocks; a full queue drops it).
+    #[inline(never)]
+    fn log(
+        &self,
+        log: &DecisionLog,
+        c: &Check<'_>,
+        id: DecisionId,
+        outcome: std::result::Result<&Arc<Outcome>, &Error>,
+        source: Option<Source>,
+        duration_ns: u64,
+    ) {
+        if !log.sampled() {
+            return;
+        }
+        let record = Record {
+            id,
+            entrypoint: c.compiled.entrypoints[c.index].name.clone(),
+            input: c.canonical.into(),
+            form: c.form,
+            outcome: outcome.cloned().map_err(|e| e.to_string().into_boxed_str()),
+            source,
+            revision: c.compiled.revision.display.clone(),
+            unix_ns: clock::unix_ns(),
+            duration_ns,
+        };
+        log.offer(record, &self.metrics);
+    }
+
+    /// Whether decisions are logged.
+    pub fn decision_log(&self) -> Option<&DecisionLogConfig> {
+        self.log.as_deref().map(|l| &l.config)
     }
 
     fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {

@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Decision",
+    "DecisionLogConfig",
     "EvaluationError",
     "InputError",
     "PolicyError",
@@ -22,6 +23,7 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "__version__",
+    "_drain_decision_logs",
     "_render_metrics",
     "build_request_input",
 ]
@@ -110,6 +112,60 @@ class CacheConfig:
     def deny_ttl_seconds(self) -> float | None: ...
 
 @final
+class DecisionLogConfig:
+    """OPA-style decision logging for an ``Authorizer`` (``Authorizer(..., decision_log=...)``).
+
+    Each sampled decision becomes one JSON line written with
+    ``logging.getLogger("regoguard.decisions").info(line)``: ``decision_id``, ``path`` (the
+    entrypoint in OPA's form: ``data.authz.allow`` is ``authz/allow``), ``input`` (as the policy
+    saw it), ``result`` (absent when undefined), ``error`` (``{"code", "message"}`` of a failed
+    evaluation, instead of ``result``), ``revision``, ``timestamp`` (RFC 3339, UTC, ns),
+    ``metrics`` (``{"timer_regoguard_decision_ns": n}``), ``labels`` (``id``: this process,
+    ``version``: regoguard's, then ``labels``), ``source`` (``l1``/``l2``/``engine``) and
+    ``erased`` (the mask pointers that removed something).
+
+    Requests only queue records (a copy of the input's canonical bytes and a few ids; never
+    blocking); a background daemon thread renders, masks and logs them. A full queue drops
+    records and counts them (``regoguard_decision_logs_dropped_total``,
+    ``stats()["decision_logs_dropped"]``). Nothing is rendered while the logger is not enabled
+    for INFO. What is queued at interpreter exit is written by an ``atexit`` hook.
+
+    Args:
+        sample_rate: Fraction of decisions logged, from 0 (none) to 1 (default: all), chosen at
+            random per decision.
+        mask: JSON pointers under ``/input`` or ``/result`` removed from every record before it
+            leaves the process (``~1`` escapes ``/``, ``~0`` escapes ``~``; a number indexes a
+            list). Default: ``("/input/headers/authorization", "/input/headers/cookie")``.
+            Passing ``mask`` replaces the default: include those two to keep them.
+        max_queue: Most records waiting to be logged (default 10,000), from 1 to 1,000,000.
+        labels: str -> str added to every record's ``labels`` (default none).
+
+    Raises ``ConfigError`` for a rate outside 0..1, a bad pointer, a queue outside its range,
+    or labels that do not map str to str.
+    """
+
+    def __new__(
+        cls,
+        *,
+        sample_rate: float = 1.0,
+        mask: Sequence[str] | None = None,
+        max_queue: int = 10_000,
+        labels: Mapping[str, str] | None = None,
+    ) -> Self: ...
+    @property
+    def sample_rate(self) -> float:
+        """The fraction of decisions logged."""
+    @property
+    def mask(self) -> list[str]:
+        """The JSON pointers removed from every record."""
+    @property
+    def max_queue(self) -> int:
+        """The most records waiting to be logged."""
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels added to every record."""
+
+@final
 class Decision:
     """One authorization decision. Immutable.
 
@@ -166,6 +222,9 @@ class Authorizer:
         evaluator: ``"auto"`` (default) compiles each entrypoint to regorus's RVM and falls back
             to the interpreter where the RVM cannot compile it (``with``); ``"rvm"`` raises
             ``ConfigError`` instead of falling back; ``"interpreter"`` never uses the RVM.
+        decision_log: ``None`` (default): no decision logs; a ``DecisionLogConfig``: log
+            decisions OPA-style through the ``regoguard.decisions`` logger (starts the
+            process's decision-log thread).
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -180,6 +239,7 @@ class Authorizer:
         cache: CacheConfig | None = ...,
         rego_v0: bool = False,
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
+        decision_log: DecisionLogConfig | None = None,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -272,6 +332,9 @@ class Authorizer:
         ``@cached_authorization`` caches); ``regoguard.RegoguardCollector`` feeds it to a
         ``prometheus_client`` registry. Rendered in Rust from relaxed atomic counters; takes
         no lock on the decision path."""
+    @property
+    def decision_log(self) -> DecisionLogConfig | None:
+        """The decision-log settings given to the constructor, or ``None``."""
 
 @final
 class RequestSpec:
@@ -306,6 +369,11 @@ def _render_metrics(authorizers: Sequence[Authorizer], *, functions: bool = True
     Raises:
         ConfigError: Two authorizers share an entrypoint.
     """
+
+def _drain_decision_logs(max_records: int, render: bool) -> tuple[int, list[str]]:
+    """Private: takes up to ``max_records`` queued decision-log records of every authorizer and
+    returns how many it took and, with ``render``, their masked JSON lines. Never releases the
+    GIL. Used by the drain thread in ``regoguard._decision_log``."""
 
 @final
 class ResultCache:

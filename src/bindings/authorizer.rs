@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
-use super::config::PyCacheConfig;
+use super::config::{PyCacheConfig, PyDecisionLogConfig};
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use crate::authorizer::{Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm};
@@ -154,7 +154,9 @@ pub struct PyAuthorizer {
 impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
-                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto"))]
+                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto",
+                        decision_log = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
@@ -163,6 +165,7 @@ impl PyAuthorizer {
         cache: CacheArg,
         rego_v0: bool,
         evaluator: &str,
+        decision_log: Option<&Bound<'_, PyDecisionLogConfig>>,
     ) -> PyResult<Self> {
         let policies = policy_paths(policies)?;
         let data = match data {
@@ -183,8 +186,13 @@ impl PyAuthorizer {
             },
             rego_v0,
             evaluator: Evaluator::parse(evaluator)?,
+            decision_log: decision_log.map(|d| d.get().inner.clone()),
         };
         let inner = py.detach(|| Authorizer::new(config))?;
+        if inner.decision_log().is_some() {
+            // The drain thread is Python's (see regoguard/_decision_log.py for why).
+            py.import("regoguard._decision_log")?.call_method0("_ensure_drain")?;
+        }
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -333,6 +341,12 @@ impl PyAuthorizer {
         metrics::render(&[self.inner.sample(None)], &[])
     }
 
+    /// The decision-log settings, or `None` when decisions are not logged.
+    #[getter]
+    fn decision_log(&self) -> Option<PyDecisionLogConfig> {
+        self.inner.decision_log().map(|c| PyDecisionLogConfig { inner: c.clone() })
+    }
+
     fn __repr__(&self) -> String {
         let c = self.inner.current();
         format!("Authorizer(entrypoint='{}', revision='{}')", self.inner.config().entrypoint, c.revision.display)
@@ -370,6 +384,15 @@ pub fn render_metrics(authorizers: Vec<Bound<'_, PyAuthorizer>>, functions: bool
     }
     let caches = if functions { metrics::live_caches() } else { Vec::new() };
     Ok(metrics::render(&samples, &caches))
+}
+
+/// Takes up to `max_records` queued decision-log records of every authorizer; returns how
+/// many were taken and, with `render`, their JSON lines. Holds the GIL throughout (it never
+/// releases it: see `regoguard/_decision_log.py`).
+#[pyfunction]
+#[pyo3(name = "_drain_decision_logs", signature = (max_records, render))]
+pub fn drain_decision_logs(max_records: usize, render: bool) -> (usize, Vec<String>) {
+    crate::decision_log::drain_all(max_records, render)
 }
 
 impl PyAuthorizer {
