@@ -203,6 +203,14 @@ def test_metrics_app_serves_text_with_the_right_content_type(authz: regoguard.Au
         assert client.post("/metrics").status_code == 405
 
 
+def test_metrics_app_runs_on_its_own(authz: regoguard.Authorizer) -> None:
+    # As the root app (its own port): the lifespan protocol is answered.
+    with TestClient(metrics_app(authz)) as client:
+        r = client.get("/anything")
+        assert r.status_code == 200
+        assert "regoguard_decisions_total" in r.text
+
+
 def test_several_authorizers_are_labelled_by_entrypoint(
     authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:

@@ -127,8 +127,9 @@ class DecisionLogConfig:
     Requests only queue records (a copy of the input's canonical bytes and a few ids; never
     blocking); a background daemon thread renders, masks and logs them. A full queue drops
     records and counts them (``regoguard_decision_logs_dropped_total``,
-    ``stats()["decision_logs_dropped"]``). Nothing is rendered while the logger is not enabled
-    for INFO. What is queued at interpreter exit is written by an ``atexit`` hook.
+    ``stats()["decision_logs_dropped"]``). While the logger is not enabled for INFO, drained
+    records are discarded without being rendered. What is queued at interpreter exit is written
+    by an ``atexit`` hook (unless a handler has been blocked for over a second).
 
     Args:
         sample_rate: Fraction of decisions logged, from 0 (none) to 1 (default: all), chosen at

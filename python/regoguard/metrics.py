@@ -41,8 +41,9 @@ def _authorizers(authorizers: tuple[Authorizer, ...]) -> tuple[Authorizer, ...]:
 
 class MetricsApp:
     """An ASGI app answering every HTTP request with the Prometheus text of its authorizers
-    (``GET``/``HEAD``; other methods get 405). Other scope types (lifespan) are ignored. Build
-    it with ``metrics_app``."""
+    (``GET``/``HEAD``; other methods get 405). It also answers the lifespan protocol, so it can
+    run on a port of its own (``uvicorn.run(metrics_app(authz), port=9100)`` in a thread);
+    websockets are closed. Build it with ``metrics_app``."""
 
     def __init__(self, *authorizers: Authorizer, functions: bool = True) -> None:
         self.authorizers = _authorizers(authorizers)
@@ -53,7 +54,17 @@ class MetricsApp:
         return _render_metrics(list(self.authorizers), functions=self.functions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
             return
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
