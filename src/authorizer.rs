@@ -252,6 +252,7 @@ impl Authorizer {
             }
             Err(e) => {
                 self.metrics.failed();
+                let e = e.in_decision(id);
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Err(&e), None, elapsed);
                 }

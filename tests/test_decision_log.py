@@ -160,6 +160,32 @@ def test_the_middleware_masks_credentials(
     assert "zzz" not in records.lines[0] and "sid=1" not in records.lines[0]
 
 
+def test_a_500s_error_id_finds_the_failed_decisions_record(
+    authorizer: Callable[..., regoguard.Authorizer], records: Records
+) -> None:
+    a = authorizer(POLICY, decision_log=DecisionLogConfig())
+    with pytest.raises(regoguard.EvaluationError) as info:
+        a.check({"user": "broken"})
+    assert info.value.decision_id is not None
+    app = Starlette(
+        routes=[Route("/x", lambda r: PlainTextResponse("ok"))],
+        middleware=[
+            Middleware(
+                regoguard.RegoGuardMiddleware,
+                authorizer=a,
+                identity=lambda scope: "broken",
+            )
+        ],
+    )
+    with TestClient(app) as client:
+        r = client.get("/x")
+    assert r.status_code == 500
+    error_id = r.json()["detail"].split("error ")[1].rstrip(")")
+    got = records.wait_for(2)
+    assert [rec["decision_id"] for rec in got] == [info.value.decision_id, error_id]
+    assert all(rec["error"]["code"] == "eval_error" for rec in got)
+
+
 def test_records_outlive_their_authorizer(
     authorizer: Callable[..., regoguard.Authorizer], records: Records
 ) -> None:

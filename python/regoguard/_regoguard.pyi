@@ -68,6 +68,10 @@ class EvaluationError(RegoguardError):
 
     entrypoint: str
     """The rule that failed, e.g. ``data.authz.allow``."""
+    decision_id: str | None
+    """The id of the failed decision (the ``decision_id`` of its decision-log record, and the
+    error id the middleware and ``Authorize`` answer 500 with); ``None`` when no decision was
+    being made (an unknown entrypoint at construction or in ``prepare``)."""
 
 class ConfigError(RegoguardError, ValueError):
     """An invalid argument to a constructor or method. Also a ``ValueError``."""
