@@ -15,15 +15,16 @@ pub fn now_ns() -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Wall-clock nanoseconds since the Unix epoch (0 for a clock set before 1970).
-pub fn unix_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+/// Wall-clock nanoseconds since the Unix epoch (0 for a clock set before 1970; a u64 lasts
+/// until 2554).
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// RFC 3339 in UTC with nanoseconds, as OPA writes decision-log timestamps:
 /// `2026-11-21T11:10:01.123456789Z`.
-pub fn rfc3339(unix_ns: u128) -> String {
-    let secs = u64::try_from(unix_ns / 1_000_000_000).unwrap_or(u64::MAX);
+pub fn rfc3339(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
     let nanos = unix_ns % 1_000_000_000;
     let days = secs / 86_400;
     let rem = secs % 86_400;

@@ -1,21 +1,22 @@
 //! OPA-style decision logs: sampling, a bounded queue, JSON-pointer masking and the record.
 //!
 //! The hot path only samples and enqueues what it already has (the canonical input bytes, the
-//! shared outcome, ids and timing) with a non-blocking `try_send`: a full queue drops the
-//! record and counts it, so a slow log handler never slows a request. A background thread (in
+//! shared outcome, ids and timing) without blocking: a full queue drops the record and counts
+//! it, so a slow log handler never slows a request. The queue is an unbounded channel (its
+//! memory grows in small blocks with what it holds, rather than `max_queue` slots allocated up
+//! front) bounded by an atomic count. A background thread (in
 //! Python, `regoguard/_decision_log.py`) drains the queues, and only then is each record
 //! decoded, masked and written as one JSON line with OPA's field names.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value as Json};
 
 use crate::authorizer::InputForm;
-use crate::canonical;
 use crate::clock;
 use crate::decision::{DecisionId, Outcome, Source};
 use crate::error::{Error, Result};
@@ -24,8 +25,8 @@ use crate::metrics::Metrics;
 /// What OPA masks by default in our setting: credentials in the request headers.
 pub const DEFAULT_MASK: [&str; 2] = ["/input/headers/authorization", "/input/headers/cookie"];
 
-/// The largest queue a config may ask for (each slot holds a record of ~100 bytes plus the
-/// input).
+/// The largest queue a config may ask for (a queued record costs about 100 bytes plus the
+/// input's canonical bytes).
 pub const MAX_QUEUE: usize = 1_000_000;
 
 /// Decision-log settings, validated.
@@ -99,7 +100,7 @@ pub struct Record {
     pub outcome: std::result::Result<Arc<Outcome>, Box<str>>,
     pub source: Option<Source>,
     pub revision: Arc<str>,
-    pub unix_ns: u128,
+    pub unix_ns: u64,
     pub duration_ns: u64,
 }
 
@@ -127,16 +128,18 @@ fn random_u64() -> u64 {
 /// The decision log of one authorizer: its settings and its queue.
 ///
 /// # Concurrency
-/// [`DecisionLog::offer`] never blocks and takes no lock (a bounded channel's `try_send`);
-/// [`DecisionLog::drain`] takes the receiver's lock and is meant for one drain thread.
+/// [`DecisionLog::offer`] never blocks and takes no lock (an atomic count and a channel
+/// send); [`DecisionLog::drain`] takes the receiver's lock and is meant for one drain thread.
 pub struct DecisionLog {
     pub config: DecisionLogConfig,
     /// `sample_rate` as a threshold on a random u64 (`None`: log everything).
     threshold: Option<u64>,
     masks: Vec<(String, Vec<String>)>,
     labels: Json,
-    sender: SyncSender<Record>,
+    sender: Sender<Record>,
     receiver: Mutex<Receiver<Record>>,
+    /// Records in the channel; kept at most `config.max_queue`.
+    queued: AtomicUsize,
     /// Set when the authorizer is gone: the drain writes what is left, then forgets this log.
     closed: AtomicBool,
 }
@@ -147,7 +150,7 @@ impl DecisionLog {
     /// # Errors
     /// `Error::Config` for a mask that is not a pointer under `/input` or `/result`.
     pub fn new(config: DecisionLogConfig, version: &str) -> Result<Arc<Self>> {
-        let (sender, receiver) = sync_channel(config.max_queue);
+        let (sender, receiver) = channel();
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let threshold = (config.sample_rate < 1.0).then_some((config.sample_rate * u64::MAX as f64) as u64);
         let masks = config.mask.iter().map(|m| Ok((m.clone(), pointer(m)?))).collect::<Result<_>>()?;
@@ -164,6 +167,7 @@ impl DecisionLog {
             labels: Json::Object(labels),
             sender,
             receiver: Mutex::new(receiver),
+            queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         });
         LOGS.lock().push(log.clone());
@@ -182,13 +186,18 @@ impl DecisionLog {
 
     /// Queues `record`, or drops and counts it when the queue is full. Never blocks.
     pub fn offer(&self, record: Record, metrics: &Metrics) {
-        match self.sender.try_send(record) {
-            Ok(()) => {
-                metrics.decision_logs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                metrics.decision_logs_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        // Claim a place first: concurrent offers past the bound each give theirs back.
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.config.max_queue {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics.decision_logs_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // The receiver lives as long as `self`, so the send cannot fail.
+        if self.sender.send(record).is_ok() {
+            metrics.decision_logs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics.decision_logs_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -204,6 +213,7 @@ impl DecisionLog {
         let mut n = 0;
         while n < max {
             let Ok(record) = receiver.try_recv() else { return (n, true) };
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             n += 1;
             if render {
                 out.push(self.render(&record));
@@ -215,15 +225,12 @@ impl DecisionLog {
     /// The OPA decision-log record of `r` as one JSON line, masked.
     pub fn render(&self, r: &Record) -> String {
         let mut doc = Map::new();
-        let input = match canonical::decode(&r.input) {
-            Ok(mut v) => {
-                if r.form == InputForm::Request {
-                    crate::request::complete(&mut v);
-                }
-                serde_json::to_value(&v).unwrap_or(Json::Null)
-            }
-            Err(_) => Json::Null,
-        };
+        // Canonical bytes are JSON: parse them as they are (several times faster than decoding
+        // to a regorus value and converting that).
+        let mut input: Json = serde_json::from_slice(&r.input).unwrap_or(Json::Null);
+        if r.form == InputForm::Request {
+            complete_request(&mut input);
+        }
         doc.insert("input".into(), input);
         match &r.outcome {
             Ok(o) => {
@@ -260,6 +267,15 @@ impl DecisionLog {
         }
         Json::Object(doc).to_string()
     }
+}
+
+/// [`crate::request::complete`] for the logged copy: adds `path_segments`, so the record shows
+/// the document the policy saw.
+fn complete_request(input: &mut Json) {
+    let Json::Object(fields) = input else { return };
+    let Some(Json::String(path)) = fields.get("path") else { return };
+    let segments = crate::request::path_segments(path).map(Json::from).collect();
+    fields.insert("path_segments".into(), Json::Array(segments));
 }
 
 /// `data.authz.allow` in OPA's decision-log form: `authz/allow`.
@@ -341,6 +357,8 @@ pub fn drain_all(max: usize, render: bool) -> (usize, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::canonical;
 
     fn record(input: &str, outcome: std::result::Result<Arc<Outcome>, Box<str>>) -> Record {
         let v = regorus::Value::from_json_str(input).unwrap();

@@ -143,6 +143,8 @@ class DecisionLogConfig:
             list). Default: ``("/input/headers/authorization", "/input/headers/cookie")``.
             Passing ``mask`` replaces the default: include those two to keep them.
         max_queue: Most records waiting to be logged (default 10,000), from 1 to 1,000,000.
+            Memory follows what is queued (about 100 bytes plus the input per record); nothing
+            is allocated up front.
         labels: str -> str added to every record's ``labels`` (default none).
 
     Raises ``ConfigError`` for a rate outside 0..1, a bad pointer, a queue outside its range,
