@@ -13,7 +13,7 @@ Then it compares them one request at a time, where the difference is the time th
 adds to a request rather than to a queue.
 
 It prints what it did: requests, statuses (allow = 2xx, deny = 401/403), req/s, client-side
-p50/p99, the server's cache hit ratio and evaluations (from ``/metrics``), and the added
+p50/p99, the server's cache hit ratio and evaluations (from ``/stats``), and the added
 latency. Every server it started is stopped on the way out, also on Ctrl-C and on errors.
 
 Exit status: 0 when all went well; 1 when a request got a 5xx, another unexpected status or a
@@ -418,7 +418,7 @@ def servers(*specs: tuple[str, bool]) -> Iterator[list[Server]]:
 
 def metrics(port: int) -> dict[str, Any]:
     with httpx.Client(trust_env=False) as client:
-        reply = client.get(f"http://{HOST}:{port}/metrics", timeout=5.0)
+        reply = client.get(f"http://{HOST}:{port}/stats", timeout=5.0)
         reply.raise_for_status()
         doc: dict[str, Any] = reply.json()
         return doc

@@ -9,7 +9,9 @@ use regorus::{Engine, Value};
 
 use crate::cache::{CacheConfig, DecisionCache, Lookup};
 use crate::canonical;
-use crate::decision::{Outcome, Source};
+use crate::clock;
+use crate::decision::{DecisionId, Outcome, Source};
+use crate::decision_log::{DecisionLog, DecisionLogConfig, Record};
 use crate::engine::{self, Compiled, Evaluator, PolicyFile, Revision};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -33,6 +35,8 @@ pub struct AuthorizerConfig {
     pub cache: Option<CacheConfig>,
     pub rego_v0: bool,
     pub evaluator: Evaluator,
+    /// Decision logging; off when `None`.
+    pub decision_log: Option<DecisionLogConfig>,
 }
 
 impl AuthorizerConfig {
@@ -45,6 +49,7 @@ impl AuthorizerConfig {
             cache: Some(CacheConfig::default()),
             rego_v0: false,
             evaluator: Evaluator::Auto,
+            decision_log: None,
         }
     }
 }
@@ -71,9 +76,24 @@ pub enum InputForm {
 /// A decision made by [`Authorizer::check`].
 #[derive(Clone, Debug)]
 pub struct Decided {
+    pub id: DecisionId,
     pub outcome: Arc<Outcome>,
     pub source: Source,
     pub revision: Arc<str>,
+}
+
+/// One decision in progress: what it is about and when it started.
+#[derive(Clone, Copy)]
+pub struct Check<'a> {
+    pub compiled: &'a Arc<Compiled>,
+    /// The entrypoint's index in `compiled`.
+    pub index: usize,
+    /// The canonical bytes of the input (the key's source, the engine's input).
+    pub canonical: &'a [u8],
+    pub form: InputForm,
+    /// [`clock::now_ns`] when the decision started: before the input was written, so its
+    /// duration covers the key as well as the lookup.
+    pub started_ns: u64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -90,7 +110,16 @@ pub struct Authorizer {
     current: ArcSwap<Compiled>,
     writer: Mutex<Sources>,
     cache: Option<DecisionCache>,
+    log: Option<Arc<DecisionLog>>,
     pub metrics: Metrics,
+}
+
+impl Drop for Authorizer {
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            log.close();
+        }
+    }
 }
 
 impl Authorizer {
@@ -112,8 +141,13 @@ impl Authorizer {
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
         let revision = Revision::of(&files, &data, config.rego_v0)?;
         let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator)?;
+        let log = match &config.decision_log {
+            Some(c) => Some(DecisionLog::new(c.clone(), env!("CARGO_PKG_VERSION"))?),
+            None => None,
+        };
         Ok(Self {
             id,
+            log,
             cache: config.cache.map(DecisionCache::new),
             current: ArcSwap::from_pointee(compiled),
             writer: Mutex::new(Sources { files, parsed, data, entrypoints }),
@@ -174,12 +208,14 @@ impl Authorizer {
         Ok((next, i))
     }
 
-    /// The key and, on an L1 hit, the outcome. Never blocks, never evaluates.
+    /// The key, the outcome of an L1 hit, and the time of the lookup ([`clock::now_ns`], read
+    /// once for the entry's expiry and the decision's duration). Never blocks, never evaluates.
     #[inline]
-    pub fn lookup(&self, compiled: &Compiled, index: usize, canonical: &[u8]) -> (Key, Option<Arc<Outcome>>) {
-        let key = compiled.entrypoints[index].seed.key(canonical);
-        let hit = self.cache.as_ref().and_then(|c| c.get(&key));
-        (key, hit)
+    pub fn lookup(&self, c: &Check<'_>) -> (Key, Option<Arc<Outcome>>, u64) {
+        let key = c.compiled.entrypoints[c.index].seed.key(c.canonical);
+        let now = clock::now_ns();
+        let hit = self.cache.as_ref().and_then(|cache| cache.get_at(&key, now));
+        (key, hit, now)
     }
 
     /// Completes a decision after [`Authorizer::lookup`] missed: waits for a concurrent
@@ -190,46 +226,84 @@ impl Authorizer {
     ///
     /// # Concurrency
     /// May block on another thread's evaluation of the same key: call it without the GIL.
-    pub fn decide_miss(
-        &self,
-        compiled: &Arc<Compiled>,
-        index: usize,
-        key: &Key,
-        canonical: &[u8],
-        form: InputForm,
-    ) -> Result<Decided> {
-        let (outcome, source) = match &self.cache {
+    pub fn decide_miss(&self, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let evaluated = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                match cache.get_or_evaluate(key, || self.evaluate(compiled, index, canonical, form)) {
-                    Ok(Lookup::Evaluated(o)) => (o, Source::Engine),
-                    Ok(Lookup::Hit(o)) => {
+                cache.get_or_evaluate(key, || self.evaluate(c.compiled, c.index, c.canonical, c.form)).map(|l| match l {
+                    Lookup::Evaluated(o) => (o, Source::Engine),
+                    Lookup::Hit(o) => {
                         self.metrics.coalesced();
                         (o, Source::L1)
                     }
-                    Err(e) => {
-                        self.metrics.failed();
-                        return Err(e);
-                    }
-                }
+                })
             }
-            None => match self.evaluate(compiled, index, canonical, form) {
-                Ok(o) => (o, Source::Engine),
-                Err(e) => {
-                    self.metrics.failed();
-                    return Err(e);
-                }
-            },
+            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|o| (o, Source::Engine)),
         };
-        self.metrics.decided(outcome.allow, source);
-        Ok(Decided { outcome, source, revision: compiled.revision.display.clone() })
+        let id = DecisionId::next();
+        let elapsed = clock::now_ns().saturating_sub(c.started_ns);
+        match evaluated {
+            Ok((outcome, source)) => {
+                self.metrics.decided(outcome.allow, source, elapsed);
+                if let Some(log) = &self.log {
+                    self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
+                }
+                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone() })
+            }
+            Err(e) => {
+                self.metrics.failed();
+                let e = e.in_decision(id);
+                if let Some(log) = &self.log {
+                    self.log(log, c, id, Err(&e), None, elapsed);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Builds the decision of an L1 hit.
+    /// Builds the decision of an L1 hit found by [`Authorizer::lookup`] at `now_ns`.
     #[inline]
-    pub fn hit(&self, compiled: &Compiled, outcome: Arc<Outcome>) -> Decided {
-        self.metrics.decided(outcome.allow, Source::L1);
-        Decided { outcome, source: Source::L1, revision: compiled.revision.display.clone() }
+    pub fn hit(&self, c: &Check<'_>, outcome: Arc<Outcome>, now_ns: u64) -> Decided {
+        let elapsed = now_ns.saturating_sub(c.started_ns);
+        self.metrics.decided(outcome.allow, Source::L1, elapsed);
+        let id = DecisionId::next();
+        if let Some(log) = &self.log {
+            self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
+        }
+        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
+    }
+
+    /// Samples and queues a decision-log record (never blocks; a full queue drops it).
+    #[inline(never)]
+    fn log(
+        &self,
+        log: &DecisionLog,
+        c: &Check<'_>,
+        id: DecisionId,
+        outcome: std::result::Result<&Arc<Outcome>, &Error>,
+        source: Option<Source>,
+        duration_ns: u64,
+    ) {
+        if !log.sampled() {
+            return;
+        }
+        let record = Record {
+            id,
+            entrypoint: c.compiled.entrypoints[c.index].name.clone(),
+            input: c.canonical.into(),
+            form: c.form,
+            outcome: outcome.cloned().map_err(|e| e.to_string().into_boxed_str()),
+            source,
+            revision: c.compiled.revision.display.clone(),
+            unix_ns: clock::unix_ns(),
+            duration_ns,
+        };
+        log.offer(record, &self.metrics);
+    }
+
+    /// Whether decisions are logged.
+    pub fn decision_log(&self) -> Option<&DecisionLogConfig> {
+        self.log.as_deref().map(|l| &l.config)
     }
 
     fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {
@@ -249,10 +323,24 @@ impl Authorizer {
     /// # Errors
     /// As [`Authorizer::entrypoint`] and [`Authorizer::decide_miss`].
     pub fn check_canonical(&self, entrypoint: Option<&str>, canonical: &[u8]) -> Result<Decided> {
+        let started_ns = clock::now_ns();
         let (compiled, index) = self.entrypoint(self.current(), entrypoint)?;
-        match self.lookup(&compiled, index, canonical) {
-            (_, Some(outcome)) => Ok(self.hit(&compiled, outcome)),
-            (key, None) => self.decide_miss(&compiled, index, &key, canonical, InputForm::Plain),
+        let c = Check { compiled: &compiled, index, canonical, form: InputForm::Plain, started_ns };
+        match self.lookup(&c) {
+            (_, Some(outcome), now) => Ok(self.hit(&c, outcome, now)),
+            (key, None, _) => self.decide_miss(&c, &key),
+        }
+    }
+
+    /// What the Prometheus exposition shows of this authorizer.
+    pub fn sample(&self, label: Option<String>) -> crate::metrics::AuthorizerSample {
+        let (entries, max_entries) = self.cache.as_ref().map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
+        crate::metrics::AuthorizerSample {
+            label,
+            counters: self.metrics.snapshot(),
+            entries,
+            max_entries,
+            revision: self.current_guard().revision.display.to_string(),
         }
     }
 

@@ -23,11 +23,12 @@
 //! not kept, since it may have read what the invalidation was about.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use quick_cache::sync::{Cache, GuardResult};
 
+use crate::clock::now_ns;
 use crate::decision::Outcome;
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -81,14 +82,6 @@ pub fn seconds(name: &str, s: f64) -> Result<Duration> {
     } else {
         Err(Error::config(format!("{name} must be a finite number >= 0, got {s}")))
     }
-}
-
-/// Nanoseconds since the first use of the cache clock: monotonic, fits a u64 for 584 years.
-#[inline]
-fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The deadline `ttl` from now.
@@ -153,8 +146,15 @@ impl<V: Tagged + Clone + Send + Sync + 'static> TtlCache<V> {
     /// The cached value for `key`, if present and not expired. Never blocks on a computation.
     #[inline]
     pub fn get(&self, key: &Key) -> Option<V> {
+        self.get_at(key, now_ns())
+    }
+
+    /// [`TtlCache::get`] with the current time of [`crate::clock::now_ns`] given, so a caller
+    /// that times the lookup reads the clock once for both.
+    #[inline]
+    pub fn get_at(&self, key: &Key, now_ns: u64) -> Option<V> {
         let entry = self.inner.get(key)?;
-        (entry.expires_ns > now_ns()).then_some(entry.value)
+        (entry.expires_ns > now_ns).then_some(entry.value)
     }
 
     /// The cached value for `key`, or the one `compute` returns, which runs at most once at a
@@ -295,6 +295,12 @@ impl DecisionCache {
     #[inline]
     pub fn get(&self, key: &Key) -> Option<Arc<Outcome>> {
         self.inner.get(key)
+    }
+
+    /// [`DecisionCache::get`] at a time the caller already read.
+    #[inline]
+    pub fn get_at(&self, key: &Key, now_ns: u64) -> Option<Arc<Outcome>> {
+        self.inner.get_at(key, now_ns)
     }
 
     /// The cached outcome for `key`, or the result of `evaluate`, which runs at most once at a

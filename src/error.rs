@@ -34,6 +34,9 @@ impl fmt::Display for PolicyIssue {
 pub struct EvalFailure {
     pub entrypoint: String,
     pub message: String,
+    /// The id of the failed decision (`None` outside a decision, e.g. an unknown entrypoint at
+    /// construction), so a 500's error id finds the decision-log record.
+    pub decision_id: Option<crate::decision::DecisionId>,
 }
 
 /// Every failure the core can report.
@@ -70,7 +73,17 @@ fn join_issues(issues: &[PolicyIssue]) -> String {
 impl Error {
     #[cold]
     pub fn evaluation(entrypoint: &str, message: impl Into<String>) -> Self {
-        Error::Evaluation(EvalFailure { entrypoint: entrypoint.to_owned(), message: message.into() })
+        Error::Evaluation(EvalFailure { entrypoint: entrypoint.to_owned(), message: message.into(), decision_id: None })
+    }
+
+    /// Names the decision an evaluation error belongs to (other errors are returned as they are).
+    #[cold]
+    #[must_use]
+    pub fn in_decision(mut self, id: crate::decision::DecisionId) -> Self {
+        if let Error::Evaluation(f) = &mut self {
+            f.decision_id = Some(id);
+        }
+        self
     }
 
     #[cold]

@@ -6,7 +6,9 @@
 pub mod authorizer;
 pub mod cache;
 pub mod canonical;
+pub mod clock;
 pub mod decision;
+pub mod decision_log;
 pub mod engine;
 pub mod error;
 pub mod key;
@@ -17,7 +19,8 @@ mod bindings;
 
 pub use authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
 pub use cache::CacheConfig;
-pub use decision::{Outcome, Source};
+pub use decision::{DecisionId, Outcome, Source};
+pub use decision_log::DecisionLogConfig;
 pub use engine::Evaluator;
 pub use error::{Error, Result};
 

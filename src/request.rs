@@ -96,14 +96,17 @@ fn latin1(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Adds the fields derived from others to a decoded request document: `path_segments`, the
-/// non-empty `/`-separated parts of `path`. The key leaves them out (they add nothing to it).
+/// `path_segments` of a request: the non-empty `/`-separated parts of its `path`.
+pub fn path_segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Adds the fields derived from others to a decoded request document: `path_segments` (see
+/// [`path_segments`]). The key leaves them out (they add nothing to it).
 pub fn complete(input: &mut Value) {
     let segments = match input {
         Value::Object(fields) => match fields.get(&Value::from("path")) {
-            Some(Value::String(path)) => {
-                path.split('/').filter(|s| !s.is_empty()).map(Value::from).collect::<Vec<_>>()
-            }
+            Some(Value::String(path)) => path_segments(path).map(Value::from).collect::<Vec<_>>(),
             _ => return,
         },
         _ => return,

@@ -176,12 +176,32 @@ def test_health_and_metrics_need_no_token(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     client.get(f"/projects/{PROJECT}", headers=bearer(MEMBER))
     client.get(f"/projects/{PROJECT}", headers=bearer(MEMBER))
-    r = client.get("/metrics")
+    r = client.get("/stats")
     assert r.status_code == 200
     doc: dict[str, Any] = r.json()
     assert doc["authorizer"]["l1_hits"] == 1
     assert doc["authorizer"]["evaluations"] == 1
     assert doc["cached_authorization"]["may_see_billing"]["ttl_seconds"] == 30.0
+
+
+def test_metrics_are_prometheus_text(client: TestClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get(f"/projects/{PROJECT}", headers=bearer(MEMBER))
+    client.get(f"/projects/{PROJECT}", headers=bearer(MEMBER))
+    client.get(f"/projects/{PROJECT}/billing", headers=bearer(OWNER))
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    assert samples[("regoguard_cache_hits_total", (("layer", "l1"),))] >= 1
+    assert samples[("regoguard_evaluations_total", (("evaluator", "rvm"),))] >= 1
+    billing = "basic_fastapi_app.create_app.<locals>.may_see_billing"
+    assert samples[("regoguard_cache_misses_total", (("cache", billing),))] >= 1
 
 
 def test_the_bare_app_has_no_middleware_and_keeps_the_route_checks() -> None:
@@ -226,3 +246,24 @@ def test_run_demo_quick() -> None:
     assert re.search(r"hit ratio 0\.\d{3}", out), out
     assert re.search(r"one at a time, p50 .* ms", out), out
     assert re.search(r"^done in .*, 0 failed", out, re.MULTILINE), out
+
+
+def test_alert_rules_name_only_series_that_exist(client: TestClient) -> None:
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get(f"/projects/{PROJECT}", headers=bearer(MEMBER))
+    exposed = {
+        s.name
+        for f in text_string_to_metric_families(client.get("/metrics").text)
+        for s in f.samples
+    }
+    doc = yaml.safe_load((EXAMPLES / "prometheus" / "alerts.yml").read_text())
+    rules = doc["groups"][0]["rules"]
+    assert {"RegoguardCacheHitRatioLow", "RegoguardEvaluationErrors", "RegoguardL2Errors"} <= {
+        r["alert"] for r in rules
+    }
+    for rule in rules:
+        names = set(re.findall(r"regoguard_[a-z0-9_]+", rule["expr"]))
+        assert names, rule["alert"]
+        assert names <= exposed, (rule["alert"], names - exposed)

@@ -47,6 +47,12 @@ def test_public_usage_type_checks(tmp_path: Path) -> None:
         many: list[regoguard.Decision] = authz.check_many([{"a": 1}], entrypoint="data.x.y")
         revision: str = authz.set_data("a/b", [1, 2])
         authz.invalidate(tags=["t"])
+        logged = regoguard.Authorizer("p", decision_log=regoguard.DecisionLogConfig(
+            sample_rate=0.5, mask=["/input/user"], max_queue=10, labels={"app": "x"}))
+        rate: float = logged.decision_log.sample_rate if logged.decision_log else 0.0
+        text: str = authz.metrics_text() + regoguard.metrics_app(authz, logged).render()
+        collector = regoguard.RegoguardCollector(authz, functions=False)
+        p99: float | None = authz.stats()["decision_seconds"]["l1"]["p99"]
         try:
             authz.reload()
         except regoguard.PolicyError as e:

@@ -5,13 +5,16 @@
 Three ways to authorize, one ``Authorizer``:
 
 - ``RegoGuardMiddleware`` asks ``policies/authz.rego`` (``data.authz.allow``) about every
-  request but ``/health`` and ``/metrics``: admins may do anything, anyone may read
+  request but ``/health``, ``/metrics`` and ``/stats``: admins may do anything, anyone may read
   ``/public/*``, members may read their projects; everything else is 401 or 403 with a reason.
 - ``Authorize(authz, entrypoint="data.projects.allow")`` guards ``PUT /projects/{project_id}``
   with ``policies/projects.rego``, which needs the route template and the path parameters:
   only the project's owners may change it.
 - ``@cached_authorization`` caches a slow answer that is not Rego at all (a stand-in for a
   call to a billing service) for ``GET /projects/{project_id}/billing``.
+
+``/metrics`` serves regoguard's Prometheus series (``metrics_app``: the authorizer and the
+billing cache); ``/stats`` the same counters as JSON for humans and for ``run_demo.py``.
 
 ``data.json`` (users, roles, project memberships; see ``make_data.py``) is both the policies'
 data and the app's stand-in database. ``REGOGUARD_DEMO_BARE=1`` builds the same app without
@@ -36,6 +39,7 @@ from regoguard import (
     Decision,
     RegoGuardMiddleware,
     cached_authorization,
+    metrics_app,
 )
 from starlette.authentication import (
     AuthCredentials,
@@ -156,7 +160,11 @@ def create_app(*, bare: bool | None = None) -> FastAPI:
     ]
     if not bare:
         middleware.append(
-            Middleware(RegoGuardMiddleware, authorizer=authz, exclude_paths=["/health", "/metrics"])
+            Middleware(
+                RegoGuardMiddleware,
+                authorizer=authz,
+                exclude_paths=["/health", "/metrics", "/stats"],
+            )
         )
     app = FastAPI(title="regoguard example: projects", middleware=middleware)
     app.state.authz = authz
@@ -178,9 +186,12 @@ def create_app(*, bare: bool | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
-    async def metrics() -> dict[str, Any]:
-        # JSON for now; Prometheus text replaces it later.
+    # Prometheus text: this authorizer and every live @cached_authorization cache. In a real
+    # service, keep it off the public listener (or behind the network policy of the scraper).
+    app.add_route("/metrics", metrics_app(authz))
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
         return {
             "authorizer": authz.stats(),
             "cached_authorization": {"may_see_billing": may_see_billing.cache_info()._asdict()},

@@ -14,6 +14,7 @@ from regoguard._regoguard import (
     ConfigError,
     DataError,
     Decision,
+    DecisionLogConfig,
     EvaluationError,
     InputError,
     PolicyError,
@@ -21,6 +22,7 @@ from regoguard._regoguard import (
     __version__,
 )
 from regoguard.decorators import cached_authorization
+from regoguard.metrics import RegoguardCollector, metrics_app
 from regoguard.middleware import RegoGuardMiddleware
 
 if TYPE_CHECKING:
@@ -43,13 +45,16 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Decision",
+    "DecisionLogConfig",
     "EvaluationError",
     "InputError",
     "PolicyError",
     "RegoGuardMiddleware",
+    "RegoguardCollector",
     "RegoguardError",
     "__version__",
     "build_input",
     "cached_authorization",
     "default_identity",
+    "metrics_app",
 ]

@@ -21,6 +21,7 @@ body, which the middleware reads.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -73,3 +74,10 @@ def build_input(
         route=route,
     )
     return result
+
+
+def failure_id(exc: BaseException) -> str:
+    """The id a failed request is answered and logged with: the failed decision's id (the
+    ``decision_id`` of its decision-log record) when there is one, else a fresh one."""
+    decision_id = getattr(exc, "decision_id", None)
+    return decision_id if isinstance(decision_id, str) else uuid.uuid4().hex

@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Decision",
+    "DecisionLogConfig",
     "EvaluationError",
     "InputError",
     "PolicyError",
@@ -22,6 +23,8 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "__version__",
+    "_drain_decision_logs",
+    "_render_metrics",
     "build_request_input",
 ]
 
@@ -65,6 +68,10 @@ class EvaluationError(RegoguardError):
 
     entrypoint: str
     """The rule that failed, e.g. ``data.authz.allow``."""
+    decision_id: str | None
+    """The id of the failed decision (the ``decision_id`` of its decision-log record, and the
+    error id the middleware and ``Authorize`` answer 500 with); ``None`` when no decision was
+    being made (an unknown entrypoint at construction or in ``prepare``)."""
 
 class ConfigError(RegoguardError, ValueError):
     """An invalid argument to a constructor or method. Also a ``ValueError``."""
@@ -107,6 +114,63 @@ class CacheConfig:
     def ttl_seconds(self) -> float: ...
     @property
     def deny_ttl_seconds(self) -> float | None: ...
+
+@final
+class DecisionLogConfig:
+    """OPA-style decision logging for an ``Authorizer`` (``Authorizer(..., decision_log=...)``).
+
+    Each sampled decision becomes one JSON line written with
+    ``logging.getLogger("regoguard.decisions").info(line)``: ``decision_id``, ``path`` (the
+    entrypoint in OPA's form: ``data.authz.allow`` is ``authz/allow``), ``input`` (as the policy
+    saw it), ``result`` (absent when undefined), ``error`` (``{"code", "message"}`` of a failed
+    evaluation, instead of ``result``), ``revision``, ``timestamp`` (RFC 3339, UTC, ns),
+    ``metrics`` (``{"timer_regoguard_decision_ns": n}``), ``labels`` (``id``: this process,
+    ``version``: regoguard's, then ``labels``), ``source`` (``l1``/``l2``/``engine``) and
+    ``erased`` (the mask pointers that removed something).
+
+    Requests only queue records (a copy of the input's canonical bytes and a few ids; never
+    blocking); a background daemon thread renders, masks and logs them. A full queue drops
+    records and counts them (``regoguard_decision_logs_dropped_total``,
+    ``stats()["decision_logs_dropped"]``). While the logger is not enabled for INFO, drained
+    records are discarded without being rendered. What is queued at interpreter exit is written
+    by an ``atexit`` hook (unless a handler has been blocked for over a second).
+
+    Args:
+        sample_rate: Fraction of decisions logged, from 0 (none) to 1 (default: all), chosen at
+            random per decision.
+        mask: JSON pointers under ``/input`` or ``/result`` removed from every record before it
+            leaves the process (``~1`` escapes ``/``, ``~0`` escapes ``~``; a number indexes a
+            list). Default: ``("/input/headers/authorization", "/input/headers/cookie")``.
+            Passing ``mask`` replaces the default: include those two to keep them.
+        max_queue: Most records waiting to be logged (default 10,000), from 1 to 1,000,000.
+            Memory follows what is queued (about 100 bytes plus the input per record); nothing
+            is allocated up front.
+        labels: str -> str added to every record's ``labels`` (default none).
+
+    Raises ``ConfigError`` for a rate outside 0..1, a bad pointer, a queue outside its range,
+    or labels that do not map str to str.
+    """
+
+    def __new__(
+        cls,
+        *,
+        sample_rate: float = 1.0,
+        mask: Sequence[str] | None = None,
+        max_queue: int = 10_000,
+        labels: Mapping[str, str] | None = None,
+    ) -> Self: ...
+    @property
+    def sample_rate(self) -> float:
+        """The fraction of decisions logged."""
+    @property
+    def mask(self) -> list[str]:
+        """The JSON pointers removed from every record."""
+    @property
+    def max_queue(self) -> int:
+        """The most records waiting to be logged."""
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels added to every record."""
 
 @final
 class Decision:
@@ -165,6 +229,9 @@ class Authorizer:
         evaluator: ``"auto"`` (default) compiles each entrypoint to regorus's RVM and falls back
             to the interpreter where the RVM cannot compile it (``with``); ``"rvm"`` raises
             ``ConfigError`` instead of falling back; ``"interpreter"`` never uses the RVM.
+        decision_log: ``None`` (default): no decision logs; a ``DecisionLogConfig``: log
+            decisions OPA-style through the ``regoguard.decisions`` logger (starts the
+            process's decision-log thread).
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -179,6 +246,7 @@ class Authorizer:
         cache: CacheConfig | None = ...,
         rego_v0: bool = False,
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
+        decision_log: DecisionLogConfig | None = None,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -255,9 +323,25 @@ class Authorizer:
     def stats(self) -> dict[str, Any]:
         """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
         ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
-        evaluation), ``evaluations``, ``rvm_evaluations``, ``interpreter_evaluations``,
-        ``evaluation_errors``, ``decisions`` (``allow``/``deny``/``error``), ``reloads``,
-        ``reload_errors`` and ``evaluators`` (entrypoint -> ``"rvm"``/``"interpreter"``)."""
+        evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
+        ``l2_errors`` (0 until the Redis L2 exists), ``evaluations``, ``rvm_evaluations``,
+        ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
+        (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
+        (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
+        ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
+        histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
+        decision; failed decisions are not timed), ``decision_logs`` (records queued) and
+        ``decision_logs_dropped`` (records dropped on a full queue)."""
+    def metrics_text(self) -> str:
+        """This authorizer's series in the Prometheus text format 0.0.4 (``# HELP`` and
+        ``# TYPE`` lines, every name prefixed ``regoguard_``); the README's "Operations"
+        section lists them. ``regoguard.metrics_app`` serves it (with the
+        ``@cached_authorization`` caches); ``regoguard.RegoguardCollector`` feeds it to a
+        ``prometheus_client`` registry. Rendered in Rust from relaxed atomic counters; takes
+        no lock on the decision path."""
+    @property
+    def decision_log(self) -> DecisionLogConfig | None:
+        """The decision-log settings given to the constructor, or ``None``."""
 
 @final
 class RequestSpec:
@@ -283,6 +367,21 @@ def build_request_input(
 ) -> dict[str, Any]:
     """Private: the request input document as a dict; use ``regoguard.build_input``."""
 
+def _render_metrics(authorizers: Sequence[Authorizer], *, functions: bool = True) -> str:
+    """Private: the exposition of ``authorizers`` (each labelled ``authorizer="<entrypoint>"``
+    when there are several) and, with ``functions``, of every live ``@cached_authorization``
+    cache (``cache="module.qualname"``). Use ``regoguard.metrics_app`` or
+    ``regoguard.RegoguardCollector``.
+
+    Raises:
+        ConfigError: Two authorizers share an entrypoint.
+    """
+
+def _drain_decision_logs(max_records: int, render: bool) -> tuple[int, list[str]]:
+    """Private: takes up to ``max_records`` queued decision-log records of every authorizer and
+    returns how many it took and, with ``render``, their masked JSON lines. Never releases the
+    GIL. Used by the drain thread in ``regoguard._decision_log``."""
+
 @final
 class ResultCache:
     """Private: the Rust cache behind one function decorated with
@@ -306,6 +405,10 @@ class ResultCache:
     Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
     outside its range. Every method that takes a key raises ``InputError`` (naming the value,
     e.g. ``args.db``) when it has no JSON form.
+
+    While it lives, every cache shows in ``regoguard.metrics_app`` and
+    ``regoguard.RegoguardCollector`` as the ``regoguard_cache_*`` series with
+    ``cache="<name>"`` (caches sharing a name share the series; an empty name is not shown).
     """
 
     def __new__(

@@ -4,13 +4,12 @@ parameters."""
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request
 
-from regoguard._input import Identity, default_identity
+from regoguard._input import Identity, default_identity, failure_id
 from regoguard._regoguard import Authorizer, Decision, InputError, RequestSpec
 
 logger = logging.getLogger("regoguard")
@@ -77,7 +76,7 @@ class Authorize:
         except InputError as exc:
             raise HTTPException(status_code=400, detail="Bad Request") from exc
         except Exception as exc:
-            error_id = uuid.uuid4().hex
+            error_id = failure_id(exc)
             logger.error(
                 "regoguard: evaluation failed, answering 500 [error %s]: %s", error_id, exc
             )

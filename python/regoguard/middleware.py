@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from regoguard._input import Identity, default_identity
+from regoguard._input import Identity, default_identity, failure_id
 from regoguard._regoguard import (
     Authorizer,
     ConfigError,
@@ -221,7 +220,7 @@ class RegoGuardMiddleware:
         await self._failed(scope, receive, send, exc)
 
     async def _failed(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
-        error_id = uuid.uuid4().hex
+        error_id = failure_id(exc)
         if self.fail_open:
             self.failed_open += 1
             logger.warning(

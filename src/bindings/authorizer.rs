@@ -1,20 +1,21 @@
 //! `Authorizer` and `Decision` for Python.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
-use super::config::PyCacheConfig;
+use super::config::{PyCacheConfig, PyDecisionLogConfig};
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
-use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided, InputForm};
+use crate::authorizer::{Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm};
 use crate::cache::CacheConfig;
 use crate::canonical::{self, CanonicalWriter};
-use crate::decision::{Outcome, Source};
+use crate::clock;
+use crate::decision::{DecisionId, Outcome, Source};
+use crate::metrics::{self, HistogramSnapshot};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
 
@@ -60,45 +61,18 @@ fn policy_paths(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     }
 }
 
-/// A Decision's id: a per-process random prefix and a counter, formatted as a UUID (version 4
-/// layout) only when asked for.
-fn next_decision_id() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    COUNTER.fetch_add(1, Ordering::Relaxed)
-}
-
-fn format_decision_id(n: u64) -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut b = [0u8; 8];
-        // Without randomness ids are still unique within the process.
-        let _ = getrandom::fill(&mut b);
-        u64::from_le_bytes(b) ^ u64::from(std::process::id())
-    });
-    let hi = (prefix & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let lo = (n & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
-}
-
 /// One authorization decision. Immutable; fields are computed when first read.
 #[pyclass(name = "Decision", module = "regoguard._regoguard", frozen)]
 pub struct PyDecision {
     outcome: Arc<Outcome>,
     source: Source,
     revision: Arc<str>,
-    id: u64,
+    id: DecisionId,
 }
 
 impl PyDecision {
     fn new(d: Decided) -> Self {
-        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: next_decision_id() }
+        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: d.id }
     }
 }
 
@@ -151,7 +125,7 @@ impl PyDecision {
 
     #[getter]
     fn decision_id(&self) -> String {
-        format_decision_id(self.id)
+        self.id.to_string()
     }
 
     /// Refuses truth testing: `if authz.check(x):` would always pass. Read `.allow`.
@@ -180,7 +154,9 @@ pub struct PyAuthorizer {
 impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
-                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto"))]
+                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto",
+                        decision_log = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
@@ -189,6 +165,7 @@ impl PyAuthorizer {
         cache: CacheArg,
         rego_v0: bool,
         evaluator: &str,
+        decision_log: Option<&Bound<'_, PyDecisionLogConfig>>,
     ) -> PyResult<Self> {
         let policies = policy_paths(policies)?;
         let data = match data {
@@ -209,8 +186,13 @@ impl PyAuthorizer {
             },
             rego_v0,
             evaluator: Evaluator::parse(evaluator)?,
+            decision_log: decision_log.map(|d| d.get().inner.clone()),
         };
         let inner = py.detach(|| Authorizer::new(config))?;
+        if inner.decision_log().is_some() {
+            // The drain thread is Python's (see regoguard/_decision_log.py for why).
+            py.import("regoguard._decision_log")?.call_method0("_ensure_drain")?;
+        }
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -255,9 +237,13 @@ impl PyAuthorizer {
         let results: Vec<Result<Decided>> = py.detach(|| {
             batch
                 .par_iter()
-                .map(|bytes| match a.lookup(&compiled, index, bytes) {
-                    (_, Some(outcome)) => Ok(a.hit(&compiled, outcome)),
-                    (key, None) => a.decide_miss(&compiled, index, &key, bytes, InputForm::Plain),
+                .map(|bytes| {
+                    let started_ns = clock::now_ns();
+                    let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Plain, started_ns };
+                    match a.lookup(&c) {
+                        (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
+                        (key, None, _) => a.decide_miss(&c, &key),
+                    }
                 })
                 .collect()
         });
@@ -319,10 +305,10 @@ impl PyAuthorizer {
         d.set_item("max_entries", max_entries)?;
         d.set_item("l1_hits", s.l1_hits)?;
         d.set_item("l1_misses", s.l1_misses)?;
-        let lookups = s.l1_hits + s.l1_misses;
-        #[allow(clippy::cast_precision_loss)]
-        let ratio = if lookups == 0 { 0.0 } else { s.l1_hits as f64 / lookups as f64 };
-        d.set_item("hit_ratio", ratio)?;
+        d.set_item("hit_ratio", s.hit_ratio())?;
+        d.set_item("l2_hits", s.l2_hits)?;
+        d.set_item("l2_misses", s.l2_misses)?;
+        d.set_item("l2_errors", s.l2_errors)?;
         d.set_item("coalesced", s.coalesced)?;
         d.set_item("evaluations", s.evaluations)?;
         d.set_item("rvm_evaluations", s.rvm_evaluations)?;
@@ -340,13 +326,73 @@ impl PyAuthorizer {
             evaluators.set_item(&*ep.name, ep.evaluator_name())?;
         }
         d.set_item("evaluators", evaluators)?;
+        let times = PyDict::new(py);
+        for source in [Source::L1, Source::L2, Source::Engine] {
+            times.set_item(source.as_str(), timing(py, s.seconds(source))?)?;
+        }
+        d.set_item("decision_seconds", times)?;
+        d.set_item("decision_logs", s.decision_logs)?;
+        d.set_item("decision_logs_dropped", s.decision_logs_dropped)?;
         Ok(d)
+    }
+
+    /// This authorizer's series in the Prometheus text format 0.0.4.
+    fn metrics_text(&self) -> String {
+        metrics::render(&[self.inner.sample(None)], &[])
+    }
+
+    /// The decision-log settings, or `None` when decisions are not logged.
+    #[getter]
+    fn decision_log(&self) -> Option<PyDecisionLogConfig> {
+        self.inner.decision_log().map(|c| PyDecisionLogConfig { inner: c.clone() })
     }
 
     fn __repr__(&self) -> String {
         let c = self.inner.current();
         format!("Authorizer(entrypoint='{}', revision='{}')", self.inner.config().entrypoint, c.revision.display)
     }
+}
+
+/// `{"count": n, "p50": seconds | None, "p99": seconds | None}` of one histogram.
+fn timing<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("count", h.count())?;
+    d.set_item("p50", h.quantile(0.5))?;
+    d.set_item("p99", h.quantile(0.99))?;
+    Ok(d)
+}
+
+/// The exposition of several authorizers (each labelled with its entrypoint when there are
+/// more than one) and, with `functions`, of every live `@cached_authorization` cache.
+#[pyfunction]
+#[pyo3(name = "_render_metrics", signature = (authorizers, *, functions = true))]
+pub fn render_metrics(authorizers: Vec<Bound<'_, PyAuthorizer>>, functions: bool) -> PyResult<String> {
+    let several = authorizers.len() > 1;
+    let mut samples = Vec::with_capacity(authorizers.len());
+    for a in &authorizers {
+        let inner = &a.get().inner;
+        let label = several.then(|| inner.config().entrypoint.clone());
+        if let Some(l) = &label {
+            if samples.iter().any(|s: &metrics::AuthorizerSample| s.label.as_ref() == Some(l)) {
+                return Err(Error::config(format!(
+                    "two authorizers with entrypoint {l} would share one series; expose them from separate metrics apps"
+                ))
+                .into());
+            }
+        }
+        samples.push(inner.sample(label));
+    }
+    let caches = if functions { metrics::live_caches() } else { Vec::new() };
+    Ok(metrics::render(&samples, &caches))
+}
+
+/// Takes up to `max_records` queued decision-log records of every authorizer; returns how
+/// many were taken and, with `render`, their JSON lines. Holds the GIL throughout (it never
+/// releases it: see `regoguard/_decision_log.py`).
+#[pyfunction]
+#[pyo3(name = "_drain_decision_logs", signature = (max_records, render))]
+pub fn drain_decision_logs(max_records: usize, render: bool) -> (usize, Vec<String>) {
+    crate::decision_log::drain_all(max_records, render)
 }
 
 impl PyAuthorizer {
@@ -372,9 +418,13 @@ impl PyAuthorizer {
                 }
             }
         };
-        let decided = with_written(write, |bytes| match a.lookup(compiled, index, bytes) {
-            (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
-            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes, form)),
+        let started_ns = clock::now_ns();
+        let decided = with_written(write, |bytes| {
+            let c = Check { compiled, index, canonical: bytes, form, started_ns };
+            match a.lookup(&c) {
+                (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
+                (key, None, _) => py.detach(|| a.decide_miss(&c, &key)),
+            }
         })?;
         Ok(PyDecision::new(decided))
     }

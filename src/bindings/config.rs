@@ -2,7 +2,10 @@
 
 use pyo3::prelude::*;
 
+use pyo3::types::PyDict;
+
 use crate::cache::CacheConfig;
+use crate::decision_log::{DecisionLogConfig, DEFAULT_MASK};
 
 /// `CacheConfig(*, max_entries=100_000, ttl_seconds=60.0, deny_ttl_seconds=None)`.
 #[pyclass(name = "CacheConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
@@ -52,5 +55,77 @@ impl PyCacheConfig {
             let o = o.get();
             o.inner == self.inner && o.deny_ttl_given == self.deny_ttl_given
         })
+    }
+}
+
+/// `DecisionLogConfig(*, sample_rate=1.0, mask=(...), max_queue=10_000, labels=None)`.
+#[pyclass(name = "DecisionLogConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
+#[derive(Clone)]
+pub struct PyDecisionLogConfig {
+    pub inner: DecisionLogConfig,
+}
+
+#[pymethods]
+impl PyDecisionLogConfig {
+    #[new]
+    #[pyo3(signature = (*, sample_rate = 1.0, mask = None, max_queue = 10_000, labels = None))]
+    fn new(
+        sample_rate: f64,
+        mask: Option<Vec<String>>,
+        max_queue: i64,
+        labels: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let mask = mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect());
+        let max_queue = usize::try_from(max_queue)
+            .map_err(|_| crate::error::Error::config(format!("max_queue must be >= 1, got {max_queue}")))?;
+        let mut pairs = Vec::new();
+        if let Some(labels) = labels {
+            for (k, v) in labels.iter() {
+                let (Ok(k), Ok(v)) = (k.extract::<String>(), v.extract::<String>()) else {
+                    return Err(crate::error::Error::config("decision_log labels must map str to str".to_owned()).into());
+                };
+                pairs.push((k, v));
+            }
+        }
+        pairs.sort();
+        Ok(Self { inner: DecisionLogConfig::new(sample_rate, mask, max_queue, pairs)? })
+    }
+
+    #[getter]
+    fn sample_rate(&self) -> f64 {
+        self.inner.sample_rate
+    }
+
+    #[getter]
+    fn mask(&self) -> Vec<String> {
+        self.inner.mask.clone()
+    }
+
+    #[getter]
+    fn max_queue(&self) -> usize {
+        self.inner.max_queue
+    }
+
+    #[getter]
+    fn labels<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.labels {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DecisionLogConfig(sample_rate={:?}, mask={:?}, max_queue={}, labels={{{}}})",
+            self.inner.sample_rate,
+            self.inner.mask,
+            self.inner.max_queue,
+            self.inner.labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<Self>().is_ok_and(|o| o.get().inner == self.inner)
     }
 }

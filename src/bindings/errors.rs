@@ -120,6 +120,7 @@ fn to_pyerr(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         Error::Evaluation(f) => {
             let e = class(py, &EVALUATION_ERROR)?.call1((message,))?;
             e.setattr("entrypoint", &f.entrypoint)?;
+            e.setattr("decision_id", f.decision_id.map(|id| id.to_string()))?;
             e
         }
         Error::Config(_) => class(py, &CONFIG_ERROR)?.call1((message,))?,

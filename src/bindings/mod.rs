@@ -13,10 +13,13 @@ use pyo3::prelude::*;
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m)?;
     m.add_class::<config::PyCacheConfig>()?;
+    m.add_class::<config::PyDecisionLogConfig>()?;
     m.add_class::<authorizer::PyAuthorizer>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
     m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;
+    m.add_function(wrap_pyfunction!(authorizer::render_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(authorizer::drain_decision_logs, m)?)?;
     m.add_class::<result_cache::PyResultCache>()?;
     m.add_class::<result_cache::PyCacheMiss>()?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;

@@ -28,6 +28,7 @@ use super::convert::with_canonical;
 use crate::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
 use crate::error::Error;
 use crate::key::{Key, KeySeed};
+use crate::metrics;
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -112,10 +113,32 @@ impl PyCacheMiss {
     }
 }
 
+/// What the metrics registry shares with a [`PyResultCache`]: the cache and its counters.
+struct Shared {
+    cache: TtlCache<Cached>,
+    name: String,
+    max_entries: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl metrics::CacheSource for Shared {
+    fn sample(&self) -> metrics::CacheSample {
+        metrics::CacheSample {
+            name: self.name.clone(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.cache.len() as u64,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
 /// The result cache of one decorated function. See `_regoguard.pyi` for the user reference.
 #[pyclass(name = "ResultCache", module = "regoguard._regoguard", frozen)]
 pub struct PyResultCache {
-    cache: TtlCache<Cached>,
+    /// Registered with [`metrics::register_cache`] (weakly) for the `cache="<name>"` series.
+    shared: Arc<Shared>,
     seed: KeySeed,
     name: String,
     /// Where key errors point: `args` (bound arguments) or `key()` (the `key=` callable).
@@ -123,8 +146,6 @@ pub struct PyResultCache {
     max_entries: u64,
     ttl: Duration,
     deny_ttl: Duration,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl PyResultCache {
@@ -203,7 +224,7 @@ impl PyResultCache {
         kwargs: Option<&Py<PyDict>>,
         tags: Option<&Py<PyAny>>,
     ) -> PyResult<(Cached, Duration)> {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let args = args.bind(py);
         let kwargs = kwargs.map(|k| k.bind(py));
         let value = func.bind(py).call(args, kwargs)?;
@@ -231,13 +252,13 @@ impl PyResultCache {
         let kwargs = kwargs.map(|k| k.clone().unbind());
         let tags = tags.map(|t| t.clone().unbind());
         let looked = py.detach(|| {
-            self.cache.get_or_insert_with(&key, || {
+            self.shared.cache.get_or_insert_with(&key, || {
                 Python::attach(|py| self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref()))
             })
         })?;
         let cached = match looked {
             Lookup::Hit(c) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
                 c
             }
             Lookup::Evaluated(c) => c,
@@ -273,17 +294,16 @@ impl PyResultCache {
         let domain = blake3::hash(KEY_DOMAIN);
         // The root is part of the seed: keys from bound arguments and from `key=` never meet.
         let seed = KeySeed::new(domain.as_bytes(), &format!("{name}\0{root}"));
-        Ok(Self {
+        let shared = Arc::new(Shared {
             cache: TtlCache::new(max_entries),
-            seed,
-            name,
-            root,
+            name: name.clone(),
             max_entries,
-            ttl,
-            deny_ttl,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-        })
+        });
+        let source: Arc<dyn metrics::CacheSource> = shared.clone();
+        metrics::register_cache(&source);
+        Ok(Self { shared, seed, name, root, max_entries, ttl, deny_ttl })
     }
 
     /// The whole sync path: the cached result for `key`, or `func(*args, **kwargs)` computed once
@@ -299,8 +319,8 @@ impl PyResultCache {
         tags: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let k = self.key_of(key)?;
-        if let Some(hit) = self.cache.get(&k) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.shared.cache.get(&k) {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
         self.call_miss(py, k, func, args, kwargs, tags)
@@ -309,16 +329,16 @@ impl PyResultCache {
     /// The cached result for `key` (a hit is counted), or a `CacheMiss` (nothing is counted).
     fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let k = self.key_of(key)?;
-        if let Some(hit) = self.cache.get(&k) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.shared.cache.get(&k) {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
-        Ok(Py::new(py, PyCacheMiss { key: k, ticket: self.cache.ticket() })?.into_any())
+        Ok(Py::new(py, PyCacheMiss { key: k, ticket: self.shared.cache.ticket() })?.into_any())
     }
 
     /// Counts a miss: the caller is about to call the function.
     fn begin(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores the result computed for `miss`, with the tags a `tags=` callable returned (`()`
@@ -334,26 +354,26 @@ impl PyResultCache {
         let tags = self.tag_list(tags)?;
         let miss = miss.get();
         let cached = Cached(Arc::new(Stored { value: value.clone().unbind(), tags }));
-        Ok(py.detach(|| self.cache.insert(miss.key, cached, ttl, miss.ticket)))
+        Ok(py.detach(|| self.shared.cache.insert(miss.key, cached, ttl, miss.ticket)))
     }
 
     /// Drops the entry of `key`; returns whether there was one.
     fn invalidate(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let k = self.key_of(key)?;
-        Ok(py.detach(|| self.cache.remove(&k)))
+        Ok(py.detach(|| self.shared.cache.remove(&k)))
     }
 
     fn invalidate_tags(&self, py: Python<'_>, tags: Vec<String>) {
-        py.detach(|| self.cache.invalidate_tags(&tags));
+        py.detach(|| self.shared.cache.invalidate_tags(&tags));
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
-        py.detach(|| self.cache.clear());
+        py.detach(|| self.shared.cache.clear());
     }
 
     /// `(hits, misses, entries)`.
     fn info(&self) -> (u64, u64, usize) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed), self.cache.len())
+        (self.shared.hits.load(Ordering::Relaxed), self.shared.misses.load(Ordering::Relaxed), self.shared.cache.len())
     }
 
     #[getter]
