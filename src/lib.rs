@@ -10,6 +10,7 @@ pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod key;
+pub mod l2;
 pub mod metrics;
 pub mod request;
 

@@ -17,6 +17,7 @@ from regoguard._regoguard import (
     EvaluationError,
     InputError,
     PolicyError,
+    RedisConfig,
     RegoguardError,
     __version__,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "EvaluationError",
     "InputError",
     "PolicyError",
+    "RedisConfig",
     "RegoGuardMiddleware",
     "RegoguardError",
     "__version__",

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -10,6 +11,7 @@ use rayon::prelude::*;
 
 use super::config::PyCacheConfig;
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
+use super::l2::{flush_warning, helpers, ready, resolve, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided, InputForm};
 use crate::cache::CacheConfig;
@@ -17,6 +19,8 @@ use crate::canonical::{self, CanonicalWriter};
 use crate::decision::{Outcome, Source};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::l2::{DecisionPolicy, Found, L2};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
 pub enum CacheArg {
@@ -174,13 +178,18 @@ impl PyDecision {
 #[pyclass(name = "Authorizer", module = "regoguard._regoguard", frozen)]
 pub struct PyAuthorizer {
     inner: Arc<Authorizer>,
+    l2: Option<Arc<L2>>,
+    /// Smoothed duration of an L1 miss decided here (nanoseconds): against the L2's round trip,
+    /// it decides whether the L2 is worth consulting (`decisions="auto"`).
+    miss_ewma_ns: AtomicU64,
 }
 
 #[pymethods]
 impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
-                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto"))]
+                        cache = CacheArg::Default, rego_v0 = false, evaluator = "auto", redis = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
@@ -189,7 +198,22 @@ impl PyAuthorizer {
         cache: CacheArg,
         rego_v0: bool,
         evaluator: &str,
+        redis: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let l2 = match redis {
+            Some(r) if !r.is_none() => {
+                let config = r.cast::<PyRedisConfig>().map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                if config.get().config().signing_key.is_none() {
+                    // Redis never decides alone: a shared decision must carry our signature.
+                    return Err(Error::config(
+                        "Authorizer(redis=...) needs RedisConfig(signing_key=...): decisions read from Redis must be signed",
+                    )
+                    .into());
+                }
+                Some(config.get().l2(py)?)
+            }
+            _ => None,
+        };
         let policies = policy_paths(policies)?;
         let data = match data {
             None => DataSource::Inline(regorus::Value::new_object()),
@@ -211,7 +235,7 @@ impl PyAuthorizer {
             evaluator: Evaluator::parse(evaluator)?,
         };
         let inner = py.detach(|| Authorizer::new(config))?;
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(inner), l2, miss_ewma_ns: AtomicU64::new(0) })
     }
 
     /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
@@ -219,6 +243,62 @@ impl PyAuthorizer {
     #[pyo3(signature = (input, *, entrypoint = None))]
     fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
         self.decide(py, entrypoint, InputForm::Plain, |w| write_value(w, input, "input"))
+    }
+
+    /// `check`, awaitable: an L1 hit returns an already finished awaitable; a miss may ask the
+    /// L2 without blocking the event loop, then evaluates.
+    #[pyo3(signature = (input, *, entrypoint = None))]
+    fn check_async<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let a = &*this.inner;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let (key, hit, owned) = with_written(
+            |w| write_value(w, input, "input"),
+            |bytes| {
+                let (key, hit) = a.lookup(&compiled, index, bytes);
+                let owned = if hit.is_none() { bytes.to_vec() } else { Vec::new() };
+                Ok((key, hit, owned))
+            },
+        )?;
+        if let Some(outcome) = hit {
+            return ready(py, Bound::new(py, PyDecision::new(a.hit(&compiled, outcome)))?.into_any());
+        }
+        if let Some(l2) = this.l2.as_ref().filter(|l2| this.consult_l2(l2)) {
+            let running = helpers(py)?.call_method0("running_loop")?;
+            if !running.is_none() {
+                let future = running.call_method0("create_future")?.unbind();
+                let call_soon = running.getattr("call_soon_threadsafe")?.unbind();
+                let rev = compiled.revision.display.to_string();
+                let redis_key = l2.key(&format!("d:{rev}"), &key.0);
+                let ticket = a.cache().map(crate::cache::DecisionCache::ticket);
+                let (authz, compiled2, fut2) = (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
+                let l2c = l2.clone();
+                let started = l2.spawn_get(redis_key, rev, move |found| {
+                    let decided = match (found, ticket) {
+                        (Some(f), Some(t)) => promote(&authz.get().inner, &compiled2, index, key, &f, t),
+                        _ => None,
+                    };
+                    Python::attach(|py| {
+                        let value = decided.and_then(|d| Py::new(py, PyDecision::new(d)).ok()).map(Py::into_any);
+                        let found = value.is_some();
+                        resolve(py, &call_soon, &fut2, found, value.unwrap_or_else(|| py.None()));
+                        flush_warning(py, &l2c);
+                    });
+                });
+                if started {
+                    let pending = PyPendingDecision { authorizer: slf.clone().unbind(), compiled, index, key, bytes: owned };
+                    return helpers(py)?.call_method1("finish", (Bound::new(py, pending)?, future));
+                }
+                flush_warning(py, l2);
+            }
+        }
+        let decided = this.evaluate_miss(py, &compiled, index, &key, &owned, InputForm::Plain)?;
+        ready(py, Bound::new(py, PyDecision::new(decided))?.into_any())
     }
 
     /// The middleware's and the dependency's fast path: the input document is written from the
@@ -340,6 +420,14 @@ impl PyAuthorizer {
             evaluators.set_item(&*ep.name, ep.evaluator_name())?;
         }
         d.set_item("evaluators", evaluators)?;
+        if let Some(l2) = &self.l2 {
+            let l2d = PyDict::new(py);
+            for (name, v) in crate::l2::snapshot(l2) {
+                l2d.set_item(name, v)?;
+            }
+            l2d.set_item("healthy", l2.healthy())?;
+            d.set_item("l2", l2d)?;
+        }
         Ok(d)
     }
 
@@ -374,9 +462,100 @@ impl PyAuthorizer {
         };
         let decided = with_written(write, |bytes| match a.lookup(compiled, index, bytes) {
             (_, Some(outcome)) => Ok(a.hit(compiled, outcome)),
-            (key, None) => py.detach(|| a.decide_miss(compiled, index, &key, bytes, form)),
+            (key, None) => self.evaluate_miss(py, compiled, index, &key, bytes, form),
         })?;
         Ok(PyDecision::new(decided))
+    }
+
+    /// An L1 miss decided by the engine (or a concurrent caller), timed, and shared through the
+    /// L2 when that pays.
+    fn evaluate_miss(
+        &self,
+        py: Python<'_>,
+        compiled: &Arc<Compiled>,
+        index: usize,
+        key: &Key,
+        bytes: &[u8],
+        form: InputForm,
+    ) -> Result<Decided> {
+        let a = &*self.inner;
+        let started = Instant::now();
+        let decided = py.detach(|| a.decide_miss(compiled, index, key, bytes, form))?;
+        if let Some(l2) = &self.l2 {
+            let took = started.elapsed();
+            let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            let old = self.miss_ewma_ns.load(Ordering::Relaxed);
+            self.miss_ewma_ns.store(if old == 0 { took_ns } else { old - old / 8 + took_ns / 8 }, Ordering::Relaxed);
+            let write = match l2.config().decisions {
+                DecisionPolicy::Always => true,
+                DecisionPolicy::Auto => took > l2.rtt(),
+                DecisionPolicy::Never => false,
+            };
+            if write && decided.source == Source::Engine {
+                self.write_back(l2, compiled, key, &decided.outcome);
+                flush_warning(py, l2);
+            }
+        }
+        Ok(decided)
+    }
+
+    /// Shares an evaluated outcome through the L2 (fire and forget), for as long as L1 would
+    /// keep it.
+    fn write_back(&self, l2: &Arc<L2>, compiled: &Compiled, key: &Key, outcome: &Outcome) {
+        let Some(cache) = self.inner.cache() else { return };
+        let ttl = cache.ttl_for(outcome);
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(payload) = canonical::to_bytes(&outcome.result, "result") else {
+            l2.counters.unshareable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let rev = &*compiled.revision.display;
+        let space = format!("d:{rev}");
+        let tags = outcome.tags.iter().map(ToString::to_string).collect();
+        l2.spawn_set(l2.key(&space, &key.0), rev, &payload, ttl, tags, l2.tag_space(&space));
+    }
+
+    /// Whether `check_async` should ask the L2 before evaluating.
+    fn consult_l2(&self, l2: &L2) -> bool {
+        self.inner.cache().is_some()
+            && match l2.config().decisions {
+                DecisionPolicy::Always => true,
+                DecisionPolicy::Auto => Duration::from_nanos(self.miss_ewma_ns.load(Ordering::Relaxed)) > l2.rtt(),
+                DecisionPolicy::Never => false,
+            }
+    }
+}
+
+/// A decision read from the L2: verified already; decoded, promoted to L1 and counted here.
+fn promote(a: &Authorizer, compiled: &Compiled, index: usize, key: Key, found: &Found, ticket: crate::cache::Ticket) -> Option<Decided> {
+    let cache = a.cache()?;
+    let value = canonical::decode(&found.payload).ok()?;
+    let outcome = Arc::new(Outcome::from_value(&compiled.entrypoints[index].name, value).ok()?);
+    cache.promote(key, outcome.clone(), found.remaining, ticket);
+    a.metrics.miss();
+    a.metrics.decided(outcome.allow, Source::L2);
+    Some(Decided { outcome, source: Source::L2, revision: compiled.revision.display.clone() })
+}
+
+/// The part of a `check_async` that missed L1 and is waiting for the L2.
+#[pyclass(name = "PendingDecision", module = "regoguard._regoguard", frozen)]
+pub struct PyPendingDecision {
+    authorizer: Py<PyAuthorizer>,
+    compiled: Arc<Compiled>,
+    index: usize,
+    key: Key,
+    bytes: Vec<u8>,
+}
+
+#[pymethods]
+impl PyPendingDecision {
+    /// Evaluates (the L2 missed), releasing the GIL.
+    fn evaluate(&self, py: Python<'_>) -> PyResult<PyDecision> {
+        let this = self.authorizer.get();
+        let d = this.evaluate_miss(py, &self.compiled, self.index, &self.key, &self.bytes, InputForm::Plain)?;
+        Ok(PyDecision::new(d))
     }
 }
 

@@ -4,6 +4,7 @@ mod authorizer;
 mod config;
 mod convert;
 mod errors;
+mod l2;
 mod request;
 mod result_cache;
 
@@ -13,6 +14,9 @@ use pyo3::prelude::*;
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m)?;
     m.add_class::<config::PyCacheConfig>()?;
+    m.add_class::<l2::PyRedisConfig>()?;
+    m.add_class::<authorizer::PyPendingDecision>()?;
+    m.add_function(wrap_pyfunction!(l2::_l2_shutdown, m)?)?;
     m.add_class::<authorizer::PyAuthorizer>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
