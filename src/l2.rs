@@ -37,6 +37,8 @@ use tokio::runtime::{Handle, Runtime};
 use crate::cache::seconds;
 use crate::error::{Error, Result};
 
+pub mod pubsub;
+
 /// When the Authorizer consults the L2 for decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecisionPolicy {
@@ -282,6 +284,8 @@ pub struct L2 {
     rtt_ewma_ns: AtomicU64,
     last_warning_ns: AtomicU64,
     warning: Mutex<Option<String>>,
+    /// Cross-instance messages ([`pubsub`]).
+    pub bus: pubsub::Bus,
 }
 
 impl std::fmt::Debug for L2 {
@@ -323,6 +327,7 @@ impl L2 {
             rtt_ewma_ns: AtomicU64::new(ns(INITIAL_RTT)),
             last_warning_ns: AtomicU64::new(0),
             warning: Mutex::new(None),
+            bus: pubsub::Bus::default(),
         }))
     }
 
@@ -734,6 +739,10 @@ pub fn snapshot(l2: &L2) -> Vec<(&'static str, u64)> {
         ("unshareable", g(&c.unshareable)),
         ("deletes", g(&c.deletes)),
         ("rtt_ns", l2.rtt_ewma_ns.load(Ordering::Relaxed)),
+        ("messages_sent", g(&l2.bus.sent)),
+        ("messages_received", g(&l2.bus.received)),
+        ("messages_rejected", g(&l2.bus.rejected)),
+        ("subscription_gaps", g(&l2.bus.gaps)),
     ]
 }
 

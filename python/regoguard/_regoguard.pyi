@@ -138,7 +138,13 @@ class RedisConfig:
             valid one are ignored; without it only unsigned entries are read. Required by
             ``Authorizer(redis=...)``: a decision read from Redis must be one we signed.
         channel: The pub/sub channel of cross-instance messages (default
-            ``"<key_prefix>:events"``).
+            ``"<key_prefix>:events"``): ``reload()``, ``set_data()``, ``invalidate()`` and
+            ``invalidate_all()`` of every ``Authorizer``, and the invalidations of every
+            decorated function, reach the instances subscribed to it (use one channel per policy
+            set). Messages are signed like entries when ``signing_key`` is set, and unverified
+            ones are ignored. The subscription starts on first use, in the background; when it
+            is lost (a Redis restart) every subscribed cache drops its L1, and drops it again
+            once resubscribed, since messages may have been missed meanwhile.
         decisions: When ``Authorizer.check_async`` consults Redis on an L1 miss: ``"auto"``
             (default) only while an L1 miss has recently cost more than a Redis round trip
             (both measured), which for an in-process policy is almost never (see the README);
@@ -182,7 +188,11 @@ class RedisConfig:
         ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
         ``skipped`` (calls not made while Redis was known to be down), ``writes``,
         ``unshareable`` (results with no JSON form, kept L1-only), ``deletes``, ``rtt_ns``
-        (smoothed read round trip) and ``healthy``."""
+        (smoothed read round trip), ``messages_sent``, ``messages_received`` (verified messages
+        seen on the channel, this config's own included; a sender never acts on its own),
+        ``messages_rejected`` (failed verification), ``subscription_gaps`` (lost
+        subscriptions, each dropping the L1s), ``healthy`` (Redis answered last time) and
+        ``subscribed``. Builds the client (without connecting) on first call."""
 
 def _l2_shutdown() -> None:
     """Private: stops the L2 runtime; registered with ``atexit`` on first use of an L2."""
@@ -290,7 +300,9 @@ class Authorizer:
             InputError: The input has no JSON form (nothing is evaluated or cached).
             EvaluationError: The policy failed; errors are never cached.
         """
-    def check_async(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Awaitable[Decision]:
+    def check_async(
+        self, input: Mapping[str, Any], *, entrypoint: str | None = None
+    ) -> Awaitable[Decision]:
         """``check`` for async code: ``await authz.check_async(input)``.
 
         An L1 hit is decided at the call (the awaitable is already finished: no thread, no
@@ -335,8 +347,8 @@ class Authorizer:
         previous revision. Cached decisions of older revisions become unreachable at once.
         When ``data`` was a file, the file is re-read and replaces the data, including any
         ``set_data()`` changes made since; when it was a dict, the current data (with those
-        changes) is kept.
-        Releases the GIL."""
+        changes) is kept. With ``redis=``, every other instance on the channel reloads too
+        (from its own sources). Releases the GIL."""
     def set_data(self, path: str | Sequence[str], value: Any) -> str:
         """Replaces one subtree of data and returns the new revision.
 
@@ -346,13 +358,17 @@ class Authorizer:
                 Missing objects along the path are created.
             value: The new subtree (JSON-shaped).
 
+        With ``redis=``, the same change is applied by every other instance on the channel.
+
         Raises:
             DataError: The path crosses a non-object, or the value has no JSON form.
         """
     def invalidate(self, *, tags: Sequence[str]) -> None:
-        """Drops every cached decision whose result listed any of ``tags``."""
+        """Drops every cached decision whose result listed any of ``tags``; with ``redis=``,
+        also in Redis (this revision) and in every instance on the channel (waiting at most a
+        few ``timeout_seconds``, GIL released)."""
     def invalidate_all(self) -> None:
-        """Drops every cached decision."""
+        """Drops every cached decision; with ``redis=``, as ``invalidate``."""
     def stats(self) -> dict[str, Any]:
         """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
         ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
@@ -465,7 +481,9 @@ class ResultCache:
         """Drops every result stored with any of ``tags``."""
     def invalidate_all(self) -> None:
         """Drops every result."""
-    def l2_get(self, miss: CacheMiss, call_soon_threadsafe: Callable[..., Any], future: Any) -> bool:
+    def l2_get(
+        self, miss: CacheMiss, call_soon_threadsafe: Callable[..., Any], future: Any
+    ) -> bool:
         """The async path between ``lookup`` and ``begin``: starts reading ``miss``'s key from
         Redis and returns ``True``; ``(found, value)`` then reaches ``future`` through
         ``call_soon_threadsafe`` (a found value is already in L1). Returns ``False`` (a miss,

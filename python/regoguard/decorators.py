@@ -155,8 +155,8 @@ def cached_authorization(
             int, float, str, None, lists and str-keyed dicts; a tuple comes back as a list);
             any other result (a ``Decision``, an object) stays in this process's L1, counted as
             ``unshareable`` in ``redis.stats()``. ``invalidate``, ``invalidate_tags`` and
-            ``invalidate_all`` also delete the Redis entries (waiting at most a few
-            ``timeout_seconds``). A Redis error or timeout is a miss: the function is called.
+            ``invalidate_all`` also delete the Redis entries and reach every instance
+            subscribed to ``redis.channel`` (waiting at most a few ``timeout_seconds``). A Redis error or timeout is a miss: the function is called.
             A sync function waits for Redis with the GIL released; an async one awaits it
             without blocking the event loop.
 

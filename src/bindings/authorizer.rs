@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::config::PyCacheConfig;
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
-use super::l2::{flush_warning, helpers, ready, resolve, PyRedisConfig};
+use super::l2::{flush_warning, helpers, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use crate::authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided, InputForm};
 use crate::cache::CacheConfig;
@@ -20,6 +20,7 @@ use crate::decision::{Outcome, Source};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
 use crate::l2::{DecisionPolicy, Found, L2};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
@@ -179,6 +180,10 @@ impl PyDecision {
 pub struct PyAuthorizer {
     inner: Arc<Authorizer>,
     l2: Option<Arc<L2>>,
+    /// Sends this authorizer's reloads, data changes and invalidations to the other instances.
+    publisher: Option<Publisher>,
+    /// Applies theirs; the bus holds it weakly.
+    _listener: Option<Arc<dyn Listener>>,
     /// Smoothed duration of an L1 miss decided here (nanoseconds): against the L2's round trip,
     /// it decides whether the L2 is worth consulting (`decisions="auto"`).
     miss_ewma_ns: AtomicU64,
@@ -234,8 +239,15 @@ impl PyAuthorizer {
             rego_v0,
             evaluator: Evaluator::parse(evaluator)?,
         };
-        let inner = py.detach(|| Authorizer::new(config))?;
-        Ok(Self { inner: Arc::new(inner), l2, miss_ewma_ns: AtomicU64::new(0) })
+        let inner = Arc::new(py.detach(|| Authorizer::new(config))?);
+        let (publisher, listener) = match &l2 {
+            Some(l2) => {
+                let listener: Arc<dyn Listener> = Arc::new(AuthorizerListener { authorizer: Arc::downgrade(&inner) });
+                (Some(l2.listen("a", Arc::downgrade(&listener))), Some(listener))
+            }
+            None => (None, None),
+        };
+        Ok(Self { inner, l2, publisher, _listener: listener, miss_ewma_ns: AtomicU64::new(0) })
     }
 
     /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
@@ -369,23 +381,47 @@ impl PyAuthorizer {
     }
 
     fn reload(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(py.detach(|| self.inner.reload())?.to_string())
+        let revision = py.detach(|| self.inner.reload())?.to_string();
+        self.publish(py, &Message::Reload);
+        Ok(revision)
     }
 
     fn set_data(&self, py: Python<'_>, path: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<String> {
         let segments = data_path(path)?;
         let root = if segments.is_empty() { "data".to_owned() } else { format!("data.{}", segments.join(".")) };
         let value = to_value(value, &root).map_err(|e| Error::data(e.to_string()))?;
-        Ok(py.detach(|| self.inner.set_data(&segments, value))?.to_string())
+        let message = self
+            .publisher
+            .as_ref()
+            .and_then(|_| canonical::to_bytes(&value, &root).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|value| Message::SetData { path: segments.clone(), value });
+        let revision = py.detach(|| self.inner.set_data(&segments, value))?.to_string();
+        if let Some(m) = message {
+            self.publish(py, &m);
+        }
+        Ok(revision)
     }
 
+    /// Drops the decisions tagged with any of `tags`, here, in Redis (this revision) and, through
+    /// pub/sub, in every instance on the channel.
     #[pyo3(signature = (*, tags))]
-    fn invalidate(&self, tags: Vec<String>) {
+    fn invalidate(&self, py: Python<'_>, tags: Vec<String>) {
         self.inner.invalidate_tags(&tags);
+        if let Some(l2) = &self.l2 {
+            let space = format!("d:{}", self.inner.current().revision.display);
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None));
+        }
+        self.publish(py, &Message::InvalidateTags(tags));
     }
 
-    fn invalidate_all(&self) {
+    fn invalidate_all(&self, py: Python<'_>) {
         self.inner.invalidate_all();
+        if let Some(l2) = &self.l2 {
+            let space = format!("d:{}", self.inner.current().revision.display);
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space))));
+        }
+        self.publish(py, &Message::InvalidateAll);
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -422,10 +458,7 @@ impl PyAuthorizer {
         d.set_item("evaluators", evaluators)?;
         if let Some(l2) = &self.l2 {
             let l2d = PyDict::new(py);
-            for (name, v) in crate::l2::snapshot(l2) {
-                l2d.set_item(name, v)?;
-            }
-            l2d.set_item("healthy", l2.healthy())?;
+            stats_into(&l2d, l2)?;
             d.set_item("l2", l2d)?;
         }
         Ok(d)
@@ -515,6 +548,14 @@ impl PyAuthorizer {
         let space = format!("d:{rev}");
         let tags = outcome.tags.iter().map(ToString::to_string).collect();
         l2.spawn_set(l2.key(&space, &key.0), rev, &payload, ttl, tags, l2.tag_space(&space));
+    }
+
+    /// Sends `message` to the other instances (bounded by the timeout, GIL released).
+    fn publish(&self, py: Python<'_>, message: &Message) {
+        if let Some(p) = &self.publisher {
+            py.detach(|| p.publish(message));
+            flush_warning(py, p.l2());
+        }
     }
 
     /// Whether `check_async` should ask the L2 before evaluating.

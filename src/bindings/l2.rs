@@ -119,18 +119,8 @@ impl PyRedisConfig {
     /// The L2 counters of every cache built with this configuration.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        if let Some(l2) = self.l2.get() {
-            for (name, v) in l2::snapshot(l2) {
-                d.set_item(name, v)?;
-            }
-            d.set_item("healthy", l2.healthy())?;
-        } else {
-            for name in ["hits", "misses", "errors", "bad_entries", "skipped", "writes", "unshareable", "deletes"] {
-                d.set_item(name, 0)?;
-            }
-            d.set_item("rtt_ns", 0)?;
-            d.set_item("healthy", true)?;
-        }
+        let l2 = self.l2(py)?;
+        stats_into(&d, &l2)?;
         Ok(d)
     }
 
@@ -146,6 +136,16 @@ impl PyRedisConfig {
             self.config.decisions.as_str()
         )
     }
+}
+
+/// Writes the counters and state of `l2` into `d`.
+pub fn stats_into(d: &Bound<'_, PyDict>, l2: &L2) -> PyResult<()> {
+    for (name, v) in l2::snapshot(l2) {
+        d.set_item(name, v)?;
+    }
+    d.set_item("healthy", l2.healthy())?;
+    d.set_item("subscribed", l2.bus.subscribed())?;
+    Ok(())
 }
 
 /// Stops the L2 runtime (registered with `atexit` when the first L2 is built).

@@ -30,6 +30,7 @@ use crate::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
 use crate::canonical;
 use crate::error::Error;
 use crate::key::{Key, KeySeed};
+use crate::l2::pubsub::{Listener, Message, Publisher};
 use crate::l2::{Found, L2};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
@@ -43,6 +44,10 @@ const L2_REVISION: &str = "r1";
 /// A result cache's place in the L2.
 struct Shared {
     l2: Arc<L2>,
+    /// Sends this function's invalidations to the other instances.
+    publisher: Publisher,
+    /// Applies theirs; the bus holds it weakly.
+    _listener: Arc<dyn Listener>,
     /// `r1:<first 8 bytes of BLAKE3(name) in hex>`: keys are `<prefix>:<space>:<key>`.
     space: String,
     tag_space: String,
@@ -101,6 +106,32 @@ impl Drop for Computing {
     }
 }
 
+/// Applies other instances' invalidations of one decorated function. Runs on the L2 runtime
+/// without the GIL: dropped results are decref'd at the next attach (`PyO3`'s deferred pool).
+struct ResultListener {
+    cache: std::sync::Weak<TtlCache<Cached>>,
+}
+
+impl Listener for ResultListener {
+    fn on_message(&self, message: Message) {
+        let Some(cache) = self.cache.upgrade() else { return };
+        match message {
+            Message::InvalidateKey(k) => {
+                cache.remove(&Key(k));
+            }
+            Message::InvalidateTags(tags) => cache.invalidate_tags(&tags),
+            Message::InvalidateAll => cache.clear(),
+            Message::Reload | Message::SetData { .. } => {}
+        }
+    }
+
+    fn on_gap(&self) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.clear();
+        }
+    }
+}
+
 /// What `ResultCache.lookup` returns on a miss: the key (hashable, for the async in-flight map)
 /// and the invalidation epoch seen, which `store` checks.
 #[pyclass(name = "CacheMiss", module = "regoguard._regoguard", frozen)]
@@ -130,7 +161,7 @@ impl PyCacheMiss {
 /// The result cache of one decorated function. See `_regoguard.pyi` for the user reference.
 #[pyclass(name = "ResultCache", module = "regoguard._regoguard", frozen)]
 pub struct PyResultCache {
-    cache: TtlCache<Cached>,
+    cache: Arc<TtlCache<Cached>>,
     seed: KeySeed,
     name: String,
     /// Where key errors point: `args` (bound arguments) or `key()` (the `key=` callable).
@@ -359,6 +390,7 @@ impl PyResultCache {
         let domain = blake3::hash(KEY_DOMAIN);
         // The root is part of the seed: keys from bound arguments and from `key=` never meet.
         let seed = KeySeed::new(domain.as_bytes(), &format!("{name}\0{root}"));
+        let cache = Arc::new(TtlCache::new(max_entries));
         let l2 = match redis {
             None => None,
             Some(r) if r.is_none() => None,
@@ -373,11 +405,13 @@ impl PyResultCache {
                     .collect();
                 let space = format!("{L2_REVISION}:{id}");
                 let tag_space = l2.tag_space(&space);
-                Some(Shared { l2, space, tag_space })
+                let listener: Arc<dyn Listener> = Arc::new(ResultListener { cache: Arc::downgrade(&cache) });
+                let publisher = l2.listen(&space, Arc::downgrade(&listener));
+                Some(Shared { l2, publisher, _listener: listener, space, tag_space })
             }
         };
         Ok(Self {
-            cache: TtlCache::new(max_entries),
+            cache,
             seed,
             name,
             root,
@@ -491,7 +525,10 @@ impl PyResultCache {
         let held = py.detach(|| self.cache.remove(&k));
         if let Some(shared) = &self.l2 {
             let redis_key = shared.l2.key(&shared.space, &k.0);
-            py.detach(|| shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None));
+            py.detach(|| {
+                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
+                shared.publisher.publish(&Message::InvalidateKey(k.0));
+            });
             flush_warning(py, &shared.l2);
         }
         Ok(held)
@@ -500,7 +537,10 @@ impl PyResultCache {
     fn invalidate_tags(&self, py: Python<'_>, tags: Vec<String>) {
         py.detach(|| self.cache.invalidate_tags(&tags));
         if let Some(shared) = &self.l2 {
-            py.detach(|| shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None));
+            py.detach(|| {
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
+                shared.publisher.publish(&Message::InvalidateTags(tags));
+            });
             flush_warning(py, &shared.l2);
         }
     }
@@ -509,7 +549,10 @@ impl PyResultCache {
         py.detach(|| self.cache.clear());
         if let Some(shared) = &self.l2 {
             let pattern = shared.l2.pattern(&shared.space);
-            py.detach(|| shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern)));
+            py.detach(|| {
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
+                shared.publisher.publish(&Message::InvalidateAll);
+            });
             flush_warning(py, &shared.l2);
         }
     }
