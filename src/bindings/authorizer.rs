@@ -512,9 +512,12 @@ impl PyAuthorizer {
         form: InputForm,
     ) -> Result<Decided> {
         let a = &*self.inner;
+        let Some(l2) = &self.l2 else {
+            return py.detach(|| a.decide_miss(compiled, index, key, bytes, form));
+        };
         let started = Instant::now();
         let decided = py.detach(|| a.decide_miss(compiled, index, key, bytes, form))?;
-        if let Some(l2) = &self.l2 {
+        {
             let took = started.elapsed();
             let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             let old = self.miss_ewma_ns.load(Ordering::Relaxed);

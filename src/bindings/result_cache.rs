@@ -349,9 +349,16 @@ impl PyResultCache {
                 c
             }
             Lookup::Evaluated(c) => {
-                // Shared only if kept in L1 (not computed across an invalidation).
-                if let Some(ttl) = computed_ttl.filter(|_| self.l2.is_some() && self.cache.get(&key).is_some()) {
-                    self.write_back(py, &key, &c, ttl);
+                match computed_ttl {
+                    // Shared only if kept in L1 (not computed across an invalidation).
+                    Some(ttl) if self.l2.is_some() && self.cache.get(&key).is_some() => {
+                        self.write_back(py, &key, &c, ttl);
+                    }
+                    Some(_) => {}
+                    // Read from the L2: answered without calling the function.
+                    None => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 c
             }

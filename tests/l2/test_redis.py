@@ -120,6 +120,7 @@ def test_sync_result_is_shared_and_promoted_with_the_remaining_ttl(
     assert b(1) == {"allow": True, "roles": ["x"]}
     assert calls_b == [] and cfg_b.stats()["hits"] == 1
     assert b.cache_info().entries == 1
+    assert (b.cache_info().hits, b.cache_info().misses) == (1, 0), "answered without a call"
     # Promotion keeps the remaining TTL: shorten it in Redis, and a fresh instance's L1 entry
     # expires with it.
     redis_server.command("PEXPIRE", key, 300)
@@ -292,6 +293,20 @@ def test_decisions_are_shared_per_revision(
     )
 
 
+def test_check_async_without_redis_is_check(policy_dir: Callable[..., Path]) -> None:
+    a = Authorizer(policy_dir(POLICY))
+
+    async def main() -> None:
+        d = await a.check_async({"user": "alice"})
+        assert d.allow and d.source == "engine"
+        d = await a.check_async({"user": "alice"})
+        assert d.source == "l1"
+        assert not (await a.check_async({"user": "bob"}, entrypoint="data.authz.allow")).allow
+
+    asyncio.run(main())
+    assert "l2" not in a.stats()
+
+
 def test_sync_check_never_waits_for_redis(
     own_redis: RedisServer, prefix: str, policy_dir: Callable[..., Path]
 ) -> None:
@@ -402,7 +417,7 @@ def test_redis_killed_during_load(
     assert errors == []
     assert cfg.stats()["errors"] >= 1
     # Bounded by the timeout (0.05 s) plus scheduling on two shared cores.
-    assert max(worst) < 0.5, max(worst)
+    assert max(worst) < 0.25, max(worst)
 
 
 def test_client_pause_is_bounded_by_the_timeout(own_redis: RedisServer, prefix: str) -> None:
