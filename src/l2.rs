@@ -155,7 +155,8 @@ impl RedisConfig {
 
 enum RuntimeState {
     NotStarted,
-    Running(Runtime),
+    /// The runtime and the process that built it.
+    Running(Runtime, u32),
     Stopped,
 }
 
@@ -163,25 +164,34 @@ static RUNTIME: Mutex<RuntimeState> = Mutex::new(RuntimeState::NotStarted);
 
 /// The L2 runtime's handle, built on first use; `None` once [`shutdown`] ran (or if tokio
 /// could not start a thread).
+///
+/// # Fork
+/// A runtime inherited across `fork()` (a pre-forking server that imported the app first) has
+/// no threads in the child: the child builds its own and forgets the parent's.
 pub fn handle() -> Option<Handle> {
+    let pid = std::process::id();
     let mut state = RUNTIME.lock();
     match &*state {
-        RuntimeState::Running(rt) => Some(rt.handle().clone()),
-        RuntimeState::Stopped => None,
-        RuntimeState::NotStarted => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .max_blocking_threads(2)
-                .thread_name("regoguard-l2")
-                .enable_io()
-                .enable_time()
-                .build()
-                .ok()?;
-            let h = rt.handle().clone();
-            *state = RuntimeState::Running(rt);
-            Some(h)
-        }
+        RuntimeState::Running(rt, owner) if *owner == pid => return Some(rt.handle().clone()),
+        RuntimeState::Stopped => return None,
+        _ => {}
     }
+    if let RuntimeState::Running(inherited, _) = std::mem::replace(&mut *state, RuntimeState::NotStarted) {
+        // Dropping it would wait for threads that only exist in the parent.
+        std::mem::forget(inherited);
+        IN_FLIGHT.store(0, Ordering::SeqCst);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .thread_name("regoguard-l2")
+        .enable_io()
+        .enable_time()
+        .build()
+        .ok()?;
+    let h = rt.handle().clone();
+    *state = RuntimeState::Running(rt, pid);
+    Some(h)
 }
 
 /// Tasks spawned and not finished: [`shutdown`] lets them finish (each is bounded by its
@@ -209,7 +219,7 @@ impl Drop for InFlight {
 pub fn shutdown(timeout: Duration) {
     let started = Instant::now();
     let state = std::mem::replace(&mut *RUNTIME.lock(), RuntimeState::Stopped);
-    if let RuntimeState::Running(rt) = state {
+    if let RuntimeState::Running(rt, _) = state {
         while IN_FLIGHT.load(Ordering::SeqCst) > 0 && started.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -276,7 +286,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct L2 {
     config: RedisConfig,
     client: redis::Client,
-    manager: OnceLock<Option<ConnectionManager>>,
+    /// The connection and the process that made it (see [`handle`] on `fork()`).
+    manager: Mutex<Option<(u32, Option<ConnectionManager>)>>,
     pub counters: L2Counters,
     /// Skip Redis until this instant (`now_ns`); 0 when healthy.
     down_until_ns: AtomicU64,
@@ -320,7 +331,7 @@ impl L2 {
         Ok(Arc::new(Self {
             config,
             client,
-            manager: OnceLock::new(),
+            manager: Mutex::new(None),
             counters: L2Counters::default(),
             down_until_ns: AtomicU64::new(0),
             backoff_ns: AtomicU64::new(ns(MIN_BACKOFF)),
@@ -406,19 +417,30 @@ impl L2 {
     }
 
     fn manager(&self, handle: &Handle) -> Option<ConnectionManager> {
-        self.manager
-            .get_or_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.config.timeout))
-                    .set_response_timeout(Some(self.config.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(MAX_BACKOFF);
-                // The manager spawns its tasks on the current runtime.
-                let _entered = handle.enter();
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()
-            })
-            .clone()
+        let pid = std::process::id();
+        let mut slot = self.manager.lock();
+        if let Some((owner, conn)) = &*slot {
+            if *owner == pid {
+                return conn.clone();
+            }
+        }
+        // Inherited across fork(): the connection and its tasks belong to the parent.
+        if let Some(inherited) = slot.take() {
+            std::mem::forget(inherited);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.timeout))
+            .set_response_timeout(Some(self.config.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(MAX_BACKOFF);
+        // The manager spawns its tasks on the current runtime.
+        let conn = {
+            let _entered = handle.enter();
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()
+        };
+        *slot = Some((pid, conn.clone()));
+        conn
     }
 
     /// Runs `f` on the runtime, bounded by the timeout.
@@ -434,7 +456,7 @@ impl L2 {
     }
 
     /// The runtime and a connection if a call may be made now (else counted as skipped).
-    fn ready(&self) -> Option<(Handle, ConnectionManager)> {
+    fn ready(self: &Arc<Self>) -> Option<(Handle, ConnectionManager)> {
         if !self.admit() {
             return None;
         }
@@ -446,6 +468,7 @@ impl L2 {
             self.failed("connection", &CallError::NoRuntime);
             return None;
         };
+        self.ensure_subscriber(&handle);
         Some((handle, conn))
     }
 

@@ -17,7 +17,7 @@
 //! key, or `-` without one. A listener with a signing key ignores messages without a valid tag
 //! (a forged `set_data` could otherwise change the data every instance decides with).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -62,7 +62,8 @@ struct Registered {
 #[derive(Default)]
 pub struct Bus {
     listeners: Mutex<Vec<Registered>>,
-    started: AtomicBool,
+    /// The process whose subscriber runs (0: none yet); after `fork()` the child starts its own.
+    started: AtomicU32,
     subscribed: AtomicBool,
     pub sent: AtomicU64,
     pub received: AtomicU64,
@@ -106,12 +107,22 @@ impl L2 {
             all.retain(|r| r.listener.strong_count() > 0);
             all.push(Registered { id: id.clone(), scope: scope.to_owned(), listener });
         }
-        if !self.bus.started.swap(true, Ordering::SeqCst) {
-            if let Some(h) = handle() {
-                h.spawn(subscribe(Arc::downgrade(self)));
-            }
+        if let Some(h) = handle() {
+            self.ensure_subscriber(&h);
         }
         Publisher { l2: self.clone(), id, scope: scope.to_owned() }
+    }
+
+    /// Starts this process's subscriber if listeners are registered and none runs here yet.
+    pub(super) fn ensure_subscriber(self: &Arc<Self>, handle: &tokio::runtime::Handle) {
+        let pid = std::process::id();
+        if self.bus.started.load(Ordering::Relaxed) == pid || self.bus.listeners.lock().is_empty() {
+            return;
+        }
+        if self.bus.started.swap(pid, Ordering::SeqCst) != pid {
+            self.bus.subscribed.store(false, Ordering::Relaxed);
+            handle.spawn(subscribe(Arc::downgrade(self)));
+        }
     }
 
     fn deliver(&self, raw: &[u8]) {

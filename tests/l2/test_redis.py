@@ -4,11 +4,13 @@ signing, revisions, failures, two OS processes and clean exits."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -538,3 +540,34 @@ def test_interpreter_exit_is_clean(
             assert p.returncode == 0, err.decode()
             codes.append(p.returncode)
     assert codes == [0] * 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_uses_its_own_runtime_and_connection(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A pre-forking server may build the L2 before fork(): the child's L2 still works."""
+    cfg = RedisConfig(redis_server.url, key_prefix=prefix)
+    f, _ = make_shared(cfg, True)
+    f(1)
+    wait_for(lambda: cfg.stats()["writes"] == 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 3
+        try:
+            f(2)  # computed here, written by the child's own runtime
+            deadline = time.monotonic() + 5
+            while cfg.stats()["writes"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            code = 0 if cfg.stats()["writes"] == 2 else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    g, calls = make_shared(RedisConfig(redis_server.url, key_prefix=prefix), True)
+    g(2)
+    assert calls == [], "the child's write reached Redis"
+    f(3)
+    wait_for(lambda: cfg.stats()["writes"] == 2, timeout=5)
