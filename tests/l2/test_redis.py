@@ -571,3 +571,41 @@ def test_a_forked_child_uses_its_own_runtime_and_connection(
     assert calls == [], "the child's write reached Redis"
     f(3)
     wait_for(lambda: cfg.stats()["writes"] == 2, timeout=5)
+
+
+SLOW_POLICY = """
+package authz
+
+default allow := false
+
+allow if {
+    count([x | some x in data.items; x >= 0]) > 0
+    input.user == "alice"
+}
+"""
+
+
+def test_auto_policy_uses_redis_for_slow_evaluations(
+    redis_server: RedisServer, prefix: str, policy_dir: Callable[..., Path]
+) -> None:
+    folder = policy_dir(SLOW_POLICY)
+    data = {"items": list(range(100_000))}
+
+    def make() -> tuple[Authorizer, RedisConfig]:
+        cfg = RedisConfig(redis_server.url, key_prefix=prefix, signing_key=KEY)
+        return Authorizer(folder, data=data, redis=cfg), cfg
+
+    a, cfg_a = make()
+    b, cfg_b = make()
+
+    async def main() -> None:
+        assert (await a.check_async({"user": "alice", "i": 1})).source == "engine"
+        wait_for(lambda: cfg_a.stats()["writes"] == 1)
+        # b has not measured a miss yet: it evaluates once, learns that misses are slow...
+        assert (await b.check_async({"user": "alice", "i": 2})).source == "engine"
+        # ... and from then on asks Redis first.
+        d = await b.check_async({"user": "alice", "i": 1})
+        assert d.allow and d.source == "l2"
+
+    asyncio.run(main())
+    assert cfg_b.stats()["hits"] == 1
