@@ -365,8 +365,9 @@ class Authorizer:
         """
     def invalidate(self, *, tags: Sequence[str]) -> None:
         """Drops every cached decision whose result listed any of ``tags``; with ``redis=``,
-        also in Redis (this revision) and in every instance on the channel (waiting at most a
-        few ``timeout_seconds``, GIL released)."""
+        also in Redis (this revision) and in every instance on the channel (waiting, with the
+        GIL released, at most about 2 ``timeout_seconds`` for the deletion, 20 for the ``SCAN``
+        of ``invalidate_all``, and 2 for the message)."""
     def invalidate_all(self) -> None:
         """Drops every cached decision; with ``redis=``, as ``invalidate``."""
     def stats(self) -> dict[str, Any]:

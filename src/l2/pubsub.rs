@@ -153,6 +153,25 @@ impl L2 {
         }
     }
 
+    /// The wire form of `message` from listener `from` in `scope`.
+    fn encode(&self, from: &str, scope: &str, message: &Message) -> String {
+        let mut body = json!({"v": 1, "from": from, "scope": scope});
+        let fields = match message {
+            Message::Reload => json!({"kind": "reload"}),
+            Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
+            Message::InvalidateTags(tags) => json!({"kind": "invalidate_tags", "tags": tags}),
+            Message::InvalidateAll => json!({"kind": "invalidate_all"}),
+            Message::InvalidateKey(k) => {
+                json!({"kind": "invalidate_key", "key": k.iter().map(|b| format!("{b:02x}")).collect::<String>()})
+            }
+        };
+        if let (Some(b), Json::Object(f)) = (body.as_object_mut(), fields) {
+            b.extend(f);
+        }
+        let body = body.to_string();
+        format!("{} {body}", self.sign(&body))
+    }
+
     fn sign(&self, json: &str) -> String {
         match &self.config.signing_key {
             Some(secret) => {
@@ -219,21 +238,7 @@ impl Publisher {
     /// Sends `message` to every other listener of this scope, waiting (without the GIL) at most
     /// about the timeout. Returns whether Redis took it.
     pub fn publish(&self, message: &Message) -> bool {
-        let mut body = json!({"v": 1, "from": self.id, "scope": self.scope});
-        let fields = match message {
-            Message::Reload => json!({"kind": "reload"}),
-            Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
-            Message::InvalidateTags(tags) => json!({"kind": "invalidate_tags", "tags": tags}),
-            Message::InvalidateAll => json!({"kind": "invalidate_all"}),
-            Message::InvalidateKey(k) => {
-                json!({"kind": "invalidate_key", "key": k.iter().map(|b| format!("{b:02x}")).collect::<String>()})
-            }
-        };
-        if let (Some(b), Json::Object(f)) = (body.as_object_mut(), fields) {
-            b.extend(f);
-        }
-        let body = body.to_string();
-        let wire = format!("{} {body}", self.l2.sign(&body));
+        let wire = self.l2.encode(&self.id, &self.scope, message);
         let l2 = &self.l2;
         let Some((handle, conn)) = l2.ready() else { return false };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -355,5 +360,45 @@ fn blocking(f: impl FnOnce() + Send + 'static) {
             let _guard = guard;
             f();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l2::{DecisionPolicy, RedisConfig};
+
+    fn l2(key: Option<&[u8]>) -> Arc<L2> {
+        let cfg = RedisConfig::new("redis://127.0.0.1:1/", 300.0, 0.05, "rg", key.map(<[u8]>::to_vec), None, DecisionPolicy::Auto)
+            .unwrap();
+        L2::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_and_forgeries_are_rejected() {
+        let signed = l2(Some(b"0123456789abcdef-secret"));
+        let all = [
+            Message::Reload,
+            Message::SetData { path: vec!["a".into(), "b".into()], value: "[1,2]".into() },
+            Message::InvalidateTags(vec!["t1".into(), "t2".into()]),
+            Message::InvalidateAll,
+            Message::InvalidateKey([7; 32]),
+        ];
+        for m in &all {
+            let wire = signed.encode("me", "a", m);
+            assert_eq!(signed.decode(wire.as_bytes()), Some(("me".to_owned(), "a".to_owned(), m.clone())));
+            let forged = wire.replace("\"scope\":\"a\"", "\"scope\":\"b\"");
+            assert_ne!(forged, wire);
+            assert_eq!(signed.decode(forged.as_bytes()), None, "tampered");
+            assert_eq!(l2(Some(b"another-secret-of-16+")).decode(wire.as_bytes()), None, "other key");
+            assert_eq!(l2(None).decode(wire.as_bytes()), None, "signed, reader unsigned");
+        }
+        let plain = l2(None);
+        let wire = plain.encode("me", "r1:x", &Message::InvalidateAll);
+        assert!(wire.starts_with("- "));
+        assert_eq!(plain.decode(wire.as_bytes()).map(|m| m.2), Some(Message::InvalidateAll));
+        assert_eq!(signed.decode(wire.as_bytes()), None, "unsigned, reader signed");
+        assert_eq!(plain.decode(b"garbage"), None);
+        assert_eq!(plain.decode(b"- {\"v\":2}"), None);
     }
 }
