@@ -273,6 +273,19 @@ impl Authorizer {
         Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
     }
 
+    /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
+    pub fn served_from_l2(&self, c: &Check<'_>, outcome: Arc<Outcome>) -> Decided {
+        let elapsed = clock::now_ns().saturating_sub(c.started_ns);
+        self.metrics.miss();
+        self.metrics.l2_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.decided(outcome.allow, Source::L2, elapsed);
+        let id = DecisionId::next();
+        if let Some(log) = &self.log {
+            self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
+        }
+        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone() }
+    }
+
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).
     #[inline(never)]
     fn log(

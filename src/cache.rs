@@ -333,6 +333,18 @@ impl DecisionCache {
         self.inner.invalidate_tags(tags);
     }
 
+    /// The invalidation epoch now; pass it to [`DecisionCache::promote`].
+    pub fn ticket(&self) -> Ticket {
+        self.inner.ticket()
+    }
+
+    /// Stores an outcome found elsewhere (the L2) for at most `remaining`, and never longer
+    /// than [`DecisionCache::ttl_for`]; not when an invalidation happened since `ticket`.
+    /// Returns whether it was stored.
+    pub fn promote(&self, key: Key, outcome: Arc<Outcome>, remaining: Duration, ticket: Ticket) -> bool {
+        let ttl = self.ttl_for(&outcome).min(remaining);
+        self.inner.insert(key, outcome, ttl, ticket)
+    }
     /// Drops every entry.
     pub fn clear(&self) {
         self.inner.clear();

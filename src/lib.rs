@@ -12,6 +12,7 @@ pub mod decision_log;
 pub mod engine;
 pub mod error;
 pub mod key;
+pub mod l2;
 pub mod metrics;
 pub mod request;
 

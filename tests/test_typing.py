@@ -59,6 +59,19 @@ def test_public_usage_type_checks(tmp_path: Path) -> None:
             line: int | None = e.line
         except regoguard.InputError as e:
             path: str = e.path
+
+        redis = regoguard.RedisConfig("redis://127.0.0.1:6379/0", signing_key=b"k" * 16,
+                                      decisions="never", timeout_seconds=0.02)
+        shared = regoguard.Authorizer("policies", redis=redis)
+        counters: dict[str, int | bool] = redis.stats()
+
+        @regoguard.cached_authorization(ttl_seconds=60, redis=redis)
+        async def can_edit(user_id: str, project_id: int) -> bool:
+            return True
+
+        async def handler() -> bool:
+            decision: regoguard.Decision = await shared.check_async({"user": "u1"})
+            return decision.allow and await can_edit("u1", 42)
         """)
     )
     out = _run("mypy", "--strict", str(usage))

@@ -18,6 +18,7 @@ from regoguard._regoguard import (
     EvaluationError,
     InputError,
     PolicyError,
+    RedisConfig,
     RegoguardError,
     __version__,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "EvaluationError",
     "InputError",
     "PolicyError",
+    "RedisConfig",
     "RegoGuardMiddleware",
     "RegoguardCollector",
     "RegoguardError",

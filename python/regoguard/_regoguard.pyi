@@ -4,7 +4,7 @@ Import everything from ``regoguard``; this module is private.
 """
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Self, TypeAlias, final
 
 __all__ = [
@@ -18,13 +18,16 @@ __all__ = [
     "DecisionLogConfig",
     "EvaluationError",
     "InputError",
+    "PendingDecision",
     "PolicyError",
+    "RedisConfig",
     "RegoguardError",
     "RequestSpec",
     "ResultCache",
     "__version__",
     "_drain_decision_logs",
     "_render_metrics",
+    "_l2_shutdown",
     "build_request_input",
 ]
 
@@ -173,6 +176,99 @@ class DecisionLogConfig:
         """The labels added to every record."""
 
 @final
+class RedisConfig:
+    """A shared L2 cache in Redis, for ``Authorizer(redis=...)`` and
+    ``@cached_authorization(redis=...)``.
+
+    Redis is an accelerator, never an authority: every Redis call is bounded by
+    ``timeout_seconds``; an error, a timeout, or an entry that fails verification (undecodable,
+    a bad or missing signature, another revision) is a miss, counted in ``stats()`` and logged
+    on the ``regoguard`` logger at most once per 10 seconds. After an error Redis is skipped for
+    a backoff (100 ms doubling to 5 s), then probed by one call; the client reconnects by
+    itself. Every object built with one ``RedisConfig`` shares one connection and one set of
+    counters. Nothing connects until first use.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``).
+        ttl_seconds: Longest lifetime of an entry in Redis (default 300.0); an entry never
+            outlives what the L1 would keep it for either. A hit is promoted to L1 for what is
+            left of its Redis TTL.
+        timeout_seconds: Bound of every Redis call (default 0.05), at most 60.
+        key_prefix: Prefix of every Redis key (default ``"regoguard"``); keys are
+            ``<prefix>:d:<revision>:<digest>`` for decisions, ``<prefix>:r1:<function>:<digest>``
+            for decorated results, ``<prefix>:t:...`` for tag sets.
+        signing_key: A secret of at least 16 bytes (``bytes`` or ``str``). With it every entry
+            carries an HMAC-SHA256 over its key, revision and value, and entries without a
+            valid one are ignored; without it only unsigned entries are read. Required by
+            ``Authorizer(redis=...)``: a decision read from Redis must be one we signed.
+        channel: The pub/sub channel of cross-instance messages (default
+            ``"<key_prefix>:events"``): ``reload()``, ``set_data()``, ``invalidate()`` and
+            ``invalidate_all()`` of every ``Authorizer``, and the invalidations of every
+            decorated function, reach the instances subscribed to it (use one channel per policy
+            set). Messages are signed like entries when ``signing_key`` is set, and unverified
+            ones are ignored. The subscription starts on first use, in the background; when it
+            is lost (a Redis restart) every subscribed cache drops its L1, and drops it again
+            once resubscribed, since messages may have been missed meanwhile.
+        decisions: When ``Authorizer.check_async`` consults Redis on an L1 miss: ``"auto"``
+            (default) only while an L1 miss has recently cost more than a Redis round trip
+            (both measured), which for an in-process policy is almost never (see the README);
+            ``"always"``; or ``"never"``. Evaluated decisions are written under the same rule
+            (``"auto"``: those that took longer than a round trip). ``Authorizer.check`` never
+            waits for Redis; it only writes.
+
+    Raises ``ConfigError`` for a URL the Redis client rejects, a TTL or timeout that is not a
+    positive finite number of seconds, an empty or blank prefix or channel, a short or
+    non-bytes ``signing_key``, or an unknown ``decisions``.
+    """
+
+    def __new__(
+        cls,
+        url: str,
+        *,
+        ttl_seconds: float = 300.0,
+        timeout_seconds: float = 0.05,
+        key_prefix: str = "regoguard",
+        signing_key: bytes | str | None = None,
+        channel: str | None = None,
+        decisions: Literal["auto", "always", "never"] = "auto",
+    ) -> Self: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def ttl_seconds(self) -> float: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def key_prefix(self) -> str: ...
+    @property
+    def signed(self) -> bool:
+        """Whether a ``signing_key`` was given (the key itself is never shown)."""
+    @property
+    def channel(self) -> str: ...
+    @property
+    def decisions(self) -> Literal["auto", "always", "never"]: ...
+    def stats(self) -> dict[str, int | bool]:
+        """Counters shared by everything built with this config: ``hits``, ``misses``,
+        ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
+        ``skipped`` (calls not made while Redis was known to be down), ``writes``,
+        ``unshareable`` (results with no JSON form, kept L1-only), ``deletes``, ``rtt_ns``
+        (smoothed read round trip), ``messages_sent``, ``messages_received`` (verified messages
+        seen on the channel, this config's own included; a sender never acts on its own),
+        ``messages_rejected`` (failed verification), ``subscription_gaps`` (lost
+        subscriptions, each dropping the L1s), ``healthy`` (Redis answered last time) and
+        ``subscribed``. Builds the client (without connecting) on first call."""
+
+def _l2_shutdown() -> None:
+    """Private: stops the L2 runtime; registered with ``atexit`` on first use of an L2."""
+
+@final
+class PendingDecision:
+    """Private: a ``check_async`` that missed L1 and waits for Redis."""
+
+    def evaluate(self) -> Decision:
+        """Evaluates (Redis missed); releases the GIL."""
+
+@final
 class Decision:
     """One authorization decision. Immutable.
 
@@ -232,6 +328,10 @@ class Authorizer:
         decision_log: ``None`` (default): no decision logs; a ``DecisionLogConfig``: log
             decisions OPA-style through the ``regoguard.decisions`` logger (starts the
             process's decision-log thread).
+        redis: A ``RedisConfig`` (with a ``signing_key``, else ``ConfigError``) to share
+            decisions between processes; ``None`` (default) keeps them in this process. Keys
+            carry the revision, so processes on different policies never share decisions.
+            See ``RedisConfig.decisions`` for when Redis is consulted.
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -247,6 +347,7 @@ class Authorizer:
         rego_v0: bool = False,
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
         decision_log: DecisionLogConfig | None = None,
+        redis: RedisConfig | None = None,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -266,6 +367,18 @@ class Authorizer:
         Raises:
             InputError: The input has no JSON form (nothing is evaluated or cached).
             EvaluationError: The policy failed; errors are never cached.
+        """
+    def check_async(
+        self, input: Mapping[str, Any], *, entrypoint: str | None = None
+    ) -> Awaitable[Decision]:
+        """``check`` for async code: ``await authz.check_async(input)``.
+
+        An L1 hit is decided at the call (the awaitable is already finished: no thread, no
+        event-loop round trip). On a miss, with ``redis=`` and when ``RedisConfig.decisions``
+        says so, Redis is read by a task on regoguard's runtime while the event loop keeps
+        running (at most ``timeout_seconds``); a verified entry is promoted to L1 and returned
+        with ``source == "l2"``; otherwise the input is evaluated as by ``check``. Without a
+        running asyncio loop (trio) Redis is not consulted. Raises as ``check``.
         """
     def _check_scope(
         self,
@@ -302,8 +415,8 @@ class Authorizer:
         previous revision. Cached decisions of older revisions become unreachable at once.
         When ``data`` was a file, the file is re-read and replaces the data, including any
         ``set_data()`` changes made since; when it was a dict, the current data (with those
-        changes) is kept.
-        Releases the GIL."""
+        changes) is kept. With ``redis=``, every other instance on the channel reloads too
+        (from its own sources). Releases the GIL."""
     def set_data(self, path: str | Sequence[str], value: Any) -> str:
         """Replaces one subtree of data and returns the new revision.
 
@@ -313,25 +426,32 @@ class Authorizer:
                 Missing objects along the path are created.
             value: The new subtree (JSON-shaped).
 
+        With ``redis=``, the same change is applied by every other instance on the channel.
+
         Raises:
             DataError: The path crosses a non-object, or the value has no JSON form.
         """
     def invalidate(self, *, tags: Sequence[str]) -> None:
-        """Drops every cached decision whose result listed any of ``tags``."""
+        """Drops every cached decision whose result listed any of ``tags``; with ``redis=``,
+        also in Redis (this revision) and in every instance on the channel (waiting, with the
+        GIL released, at most about 2 ``timeout_seconds`` for the deletion, 20 for the ``SCAN``
+        of ``invalidate_all``, and 2 for the message)."""
     def invalidate_all(self) -> None:
-        """Drops every cached decision."""
+        """Drops every cached decision; with ``redis=``, as ``invalidate``."""
     def stats(self) -> dict[str, Any]:
         """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
         ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
         evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
-        ``l2_errors`` (0 until the Redis L2 exists), ``evaluations``, ``rvm_evaluations``,
+        ``l2_errors`` (decisions served by Redis, misses there, and the Redis client's errors),
+        ``evaluations``, ``rvm_evaluations``,
         ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
         (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
         ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
         histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
         decision; failed decisions are not timed), ``decision_logs`` (records queued) and
-        ``decision_logs_dropped`` (records dropped on a full queue)."""
+        ``decision_logs_dropped`` (records dropped on a full queue); with ``redis=``, also
+        ``l2`` (``RedisConfig.stats()``)."""
     def metrics_text(self) -> str:
         """This authorizer's series in the Prometheus text format 0.0.4 (``# HELP`` and
         ``# TYPE`` lines, every name prefixed ``regoguard_``); the README's "Operations"
@@ -401,6 +521,8 @@ class ResultCache:
             ``ttl_seconds``, ``0`` never keeps falsy results.
         custom_key: Whether keys come from a ``key=`` callable (errors then point at
             ``key()``) rather than from the bound arguments (errors point at ``args``).
+        redis: Share JSON-shaped results through this Redis L2 (see
+            ``cached_authorization``); ``None`` (default): this process only.
 
     Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
     outside its range. Every method that takes a key raises ``InputError`` (naming the value,
@@ -419,6 +541,7 @@ class ResultCache:
         ttl_seconds: float = 600.0,
         deny_ttl_seconds: float | None = None,
         custom_key: bool = False,
+        redis: RedisConfig | None = None,
     ) -> Self: ...
     def call(
         self,
@@ -463,6 +586,16 @@ class ResultCache:
         """Drops every result stored with any of ``tags``."""
     def invalidate_all(self) -> None:
         """Drops every result."""
+    def l2_get(
+        self, miss: CacheMiss, call_soon_threadsafe: Callable[..., Any], future: Any
+    ) -> bool:
+        """The async path between ``lookup`` and ``begin``: starts reading ``miss``'s key from
+        Redis and returns ``True``; ``(found, value)`` then reaches ``future`` through
+        ``call_soon_threadsafe`` (a found value is already in L1). Returns ``False`` (a miss,
+        nothing started) without ``redis=`` or while Redis is known to be down."""
+    @property
+    def shared(self) -> bool:
+        """Whether a Redis L2 was given."""
     def info(self) -> tuple[int, int, int]:
         """``(hits, misses, entries)``: calls answered from the cache (including waiters of a
         concurrent call), calls of the function, and results held (expired ones included until

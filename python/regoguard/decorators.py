@@ -15,7 +15,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
-from regoguard._regoguard import CacheMiss, ConfigError, ResultCache
+from regoguard import _l2
+from regoguard._regoguard import CacheMiss, ConfigError, RedisConfig, ResultCache
 
 __all__ = ["CacheInfo", "CachedFunction", "cached_authorization"]
 
@@ -89,6 +90,7 @@ def cached_authorization(
     tags: Callable[..., Sequence[str]] | None = None,
     deny_ttl_seconds: float | None = None,
     max_entries: int = 10_000,
+    redis: RedisConfig | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -101,6 +103,7 @@ def cached_authorization(
     tags: Callable[..., Sequence[str]] | None = None,
     deny_ttl_seconds: float | None = None,
     max_entries: int = 10_000,
+    redis: RedisConfig | None = None,
 ) -> Any:
     """Caches the result of a sync or async authorization function (a DB lookup, a remote call)
     in regoguard's Rust cache.
@@ -145,6 +148,17 @@ def cached_authorization(
         deny_ttl_seconds: How long a falsy result is kept; ``None`` (default) means
             ``ttl_seconds``, ``0`` never caches falsy results.
         max_entries: Most results kept (default 10,000); past it the least useful are evicted.
+        redis: A ``RedisConfig`` to share results between processes through Redis (default
+            ``None``: this process only). An L1 miss reads Redis first (a hit is kept in L1 for
+            what is left of its Redis TTL); a computed result is written back for
+            ``min(redis.ttl_seconds, its L1 TTL)``. Only JSON-shaped results are shared (bool,
+            int, float, str, None, lists and str-keyed dicts; a tuple comes back as a list);
+            any other result (a ``Decision``, an object) stays in this process's L1, counted as
+            ``unshareable`` in ``redis.stats()``. ``invalidate``, ``invalidate_tags`` and
+            ``invalidate_all`` also delete the Redis entries and reach every instance
+            subscribed to ``redis.channel`` (waiting at most a few ``timeout_seconds``). A Redis error or timeout is a miss: the function is called.
+            A sync function waits for Redis with the GIL released; an async one awaits it
+            without blocking the event loop.
 
     The decorated function also has ``.invalidate(*args, **kwargs)``,
     ``.invalidate_tags(tags)``, ``.invalidate_all()`` and ``.cache_info()`` (see
@@ -158,6 +172,8 @@ def cached_authorization(
         TypeError: From a call: ``tags=`` returned something other than a list of str, or a
             plain function returned an awaitable.
     """
+    if redis is not None and not isinstance(redis, RedisConfig):
+        raise ConfigError(f"redis must be a RedisConfig or None, got {type(redis).__name__}")
     new_cache = functools.partial(
         ResultCache,
         max_entries=max_entries,
@@ -180,7 +196,7 @@ def cached_authorization(
                 f"@cached_authorization cannot cache generator function {_name(fn)}: "
                 "its result is an iterator that the first caller would exhaust"
             )
-        cache = new_cache(_name(fn), custom_key=key is not None)
+        cache = new_cache(_name(fn), custom_key=key is not None, redis=redis)
         if _is_async(fn):
             wrapper = _async_wrapper(fn, cache, key, tags)
         else:
@@ -299,6 +315,7 @@ def _async_filler(
         "regoguard_computing", default=()
     )
     lookup, begin, store = cache.lookup, cache.begin, cache.store
+    shared = cache.shared
 
     async def fill(k: Any, miss: CacheMiss, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         done: asyncio.Future[None] | None = None
@@ -324,6 +341,10 @@ def _async_filler(
             in_flight[(loop, miss)] = done
         token = computing.set((*computing.get(), miss))
         try:
+            if shared and loop is not None:
+                found, value = await _l2.fetch(cache, miss, loop)
+                if found:
+                    return value
             begin()
             value = await fn(*args, **kwargs)
             store(miss, value, () if tags is None else tags(*args, **kwargs))

@@ -1,6 +1,8 @@
 //! `Authorizer` and `Decision` for Python.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -9,6 +11,7 @@ use rayon::prelude::*;
 
 use super::config::{PyCacheConfig, PyDecisionLogConfig};
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
+use super::l2::{flush_warning, helpers, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use crate::authorizer::{Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm};
 use crate::cache::CacheConfig;
@@ -18,6 +21,9 @@ use crate::decision::{DecisionId, Outcome, Source};
 use crate::metrics::{self, HistogramSnapshot};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
+use crate::l2::{DecisionPolicy, Found, L2};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
 pub enum CacheArg {
@@ -148,6 +154,14 @@ impl PyDecision {
 #[pyclass(name = "Authorizer", module = "regoguard._regoguard", frozen)]
 pub struct PyAuthorizer {
     inner: Arc<Authorizer>,
+    l2: Option<Arc<L2>>,
+    /// Sends this authorizer's reloads, data changes and invalidations to the other instances.
+    publisher: Option<Publisher>,
+    /// Applies theirs; the bus holds it weakly.
+    _listener: Option<Arc<dyn Listener>>,
+    /// Smoothed duration of an L1 miss decided here (nanoseconds): against the L2's round trip,
+    /// it decides whether the L2 is worth consulting (`decisions="auto"`).
+    miss_ewma_ns: AtomicU64,
 }
 
 #[pymethods]
@@ -155,7 +169,7 @@ impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
                         cache = CacheArg::Default, rego_v0 = false, evaluator = "auto",
-                        decision_log = None))]
+                        decision_log = None, redis = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -166,7 +180,22 @@ impl PyAuthorizer {
         rego_v0: bool,
         evaluator: &str,
         decision_log: Option<&Bound<'_, PyDecisionLogConfig>>,
+        redis: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let l2 = match redis {
+            Some(r) if !r.is_none() => {
+                let config = r.cast::<PyRedisConfig>().map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                if config.get().config().signing_key.is_none() {
+                    // Redis never decides alone: a shared decision must carry our signature.
+                    return Err(Error::config(
+                        "Authorizer(redis=...) needs RedisConfig(signing_key=...): decisions read from Redis must be signed",
+                    )
+                    .into());
+                }
+                Some(config.get().l2(py)?)
+            }
+            _ => None,
+        };
         let policies = policy_paths(policies)?;
         let data = match data {
             None => DataSource::Inline(regorus::Value::new_object()),
@@ -188,12 +217,19 @@ impl PyAuthorizer {
             evaluator: Evaluator::parse(evaluator)?,
             decision_log: decision_log.map(|d| d.get().inner.clone()),
         };
-        let inner = py.detach(|| Authorizer::new(config))?;
+        let inner = Arc::new(py.detach(|| Authorizer::new(config))?);
         if inner.decision_log().is_some() {
             // The drain thread is Python's (see regoguard/_decision_log.py for why).
             py.import("regoguard._decision_log")?.call_method0("_ensure_drain")?;
         }
-        Ok(Self { inner: Arc::new(inner) })
+        let (publisher, listener) = match &l2 {
+            Some(l2) => {
+                let listener: Arc<dyn Listener> = Arc::new(AuthorizerListener { authorizer: Arc::downgrade(&inner) });
+                (Some(l2.listen("a", Arc::downgrade(&listener))), Some(listener))
+            }
+            None => (None, None),
+        };
+        Ok(Self { inner, l2, publisher, _listener: listener, miss_ewma_ns: AtomicU64::new(0) })
     }
 
     /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
@@ -221,6 +257,74 @@ impl PyAuthorizer {
         let none = py.None().into_bound(py);
         let extras = RequestExtras::new(user, include_body, body, route.as_ref(), &none);
         self.decide(py, entrypoint, InputForm::Request, |w| write_request(w, scope, &spec.get().headers, &extras))
+    }
+
+    /// `check`, awaitable: an L1 hit returns an already finished awaitable; a miss may ask the
+    /// L2 without blocking the event loop, then evaluates.
+    #[pyo3(signature = (input, *, entrypoint = None))]
+    fn check_async<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let a = &*this.inner;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let started_ns = clock::now_ns();
+        let (key, hit, owned) = with_written(
+            |w| write_value(w, input, "input"),
+            |bytes| {
+                let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Plain, started_ns };
+                Ok(match a.lookup(&c) {
+                    (key, Some(outcome), now) => (key, Some(a.hit(&c, outcome, now)), Vec::new()),
+                    (key, None, _) => (key, None, bytes.to_vec()),
+                })
+            },
+        )?;
+        if let Some(decided) = hit {
+            return ready(py, Bound::new(py, PyDecision::new(decided))?.into_any());
+        }
+        if let Some(l2) = this.l2.as_ref().filter(|l2| this.consult_l2(l2)) {
+            let running = helpers(py)?.call_method0("running_loop")?;
+            if !running.is_none() {
+                let future = running.call_method0("create_future")?.unbind();
+                let call_soon = running.getattr("call_soon_threadsafe")?.unbind();
+                let rev = compiled.revision.display.to_string();
+                let redis_key = l2.key(&format!("d:{rev}"), &key.0);
+                let ticket = a.cache().map(crate::cache::DecisionCache::ticket);
+                let (authz, compiled2, fut2) = (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
+                let l2c = l2.clone();
+                let bytes2 = owned.clone();
+                let started = l2.spawn_get(redis_key, rev, move |found| {
+                    if found.is_none() {
+                        authz.get().inner.metrics.l2_misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let decided = match (found, ticket) {
+                        (Some(f), Some(t)) => {
+                            let c = Check { compiled: &compiled2, index, canonical: &bytes2, form: InputForm::Plain, started_ns };
+                            promote(&authz.get().inner, &c, key, &f, t)
+                        }
+                        _ => None,
+                    };
+                    Python::attach(|py| {
+                        let value = decided.and_then(|d| Py::new(py, PyDecision::new(d)).ok()).map(Py::into_any);
+                        let found = value.is_some();
+                        resolve(py, &call_soon, &fut2, found, value.unwrap_or_else(|| py.None()));
+                        flush_warning(py, &l2c);
+                    });
+                });
+                if started {
+                    let pending =
+                        PyPendingDecision { authorizer: slf.clone().unbind(), compiled, index, key, bytes: owned, started_ns };
+                    return helpers(py)?.call_method1("finish", (Bound::new(py, pending)?, future));
+                }
+                flush_warning(py, l2);
+            }
+        }
+        let c = Check { compiled: &compiled, index, canonical: &owned, form: InputForm::Plain, started_ns };
+        let decided = this.evaluate_miss(py, &c, &key)?;
+        ready(py, Bound::new(py, PyDecision::new(decided))?.into_any())
     }
 
     /// Decides for many inputs in parallel with the GIL released; same cache as `check`.
@@ -275,27 +379,52 @@ impl PyAuthorizer {
     }
 
     fn reload(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(py.detach(|| self.inner.reload())?.to_string())
+        let revision = py.detach(|| self.inner.reload())?.to_string();
+        self.publish(py, &Message::Reload);
+        Ok(revision)
     }
 
     fn set_data(&self, py: Python<'_>, path: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<String> {
         let segments = data_path(path)?;
         let root = if segments.is_empty() { "data".to_owned() } else { format!("data.{}", segments.join(".")) };
         let value = to_value(value, &root).map_err(|e| Error::data(e.to_string()))?;
-        Ok(py.detach(|| self.inner.set_data(&segments, value))?.to_string())
+        let message = self
+            .publisher
+            .as_ref()
+            .and_then(|_| canonical::to_bytes(&value, &root).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|value| Message::SetData { path: segments.clone(), value });
+        let revision = py.detach(|| self.inner.set_data(&segments, value))?.to_string();
+        if let Some(m) = message {
+            self.publish(py, &m);
+        }
+        Ok(revision)
     }
 
+    /// Drops the decisions tagged with any of `tags`, here, in Redis (this revision) and, through
+    /// pub/sub, in every instance on the channel.
     #[pyo3(signature = (*, tags))]
-    fn invalidate(&self, tags: Vec<String>) {
+    fn invalidate(&self, py: Python<'_>, tags: Vec<String>) {
         self.inner.invalidate_tags(&tags);
+        if let Some(l2) = &self.l2 {
+            let space = format!("d:{}", self.inner.current().revision.display);
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None));
+        }
+        self.publish(py, &Message::InvalidateTags(tags));
     }
 
-    fn invalidate_all(&self) {
+    fn invalidate_all(&self, py: Python<'_>) {
         self.inner.invalidate_all();
+        if let Some(l2) = &self.l2 {
+            let space = format!("d:{}", self.inner.current().revision.display);
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space))));
+        }
+        self.publish(py, &Message::InvalidateAll);
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let a = &*self.inner;
+        self.sync_l2_errors();
         let s = a.metrics.snapshot();
         let compiled = a.current();
         let d = PyDict::new(py);
@@ -333,11 +462,17 @@ impl PyAuthorizer {
         d.set_item("decision_seconds", times)?;
         d.set_item("decision_logs", s.decision_logs)?;
         d.set_item("decision_logs_dropped", s.decision_logs_dropped)?;
+        if let Some(l2) = &self.l2 {
+            let l2d = PyDict::new(py);
+            stats_into(&l2d, l2)?;
+            d.set_item("l2", l2d)?;
+        }
         Ok(d)
     }
 
     /// This authorizer's series in the Prometheus text format 0.0.4.
     fn metrics_text(&self) -> String {
+        self.sync_l2_errors();
         metrics::render(&[self.inner.sample(None)], &[])
     }
 
@@ -423,12 +558,118 @@ impl PyAuthorizer {
             let c = Check { compiled, index, canonical: bytes, form, started_ns };
             match a.lookup(&c) {
                 (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
-                (key, None, _) => py.detach(|| a.decide_miss(&c, &key)),
+                (key, None, _) => self.evaluate_miss(py, &c, &key),
             }
         })?;
         Ok(PyDecision::new(decided))
     }
+
+    /// An L1 miss decided by the engine (or a concurrent caller), timed, and shared through the
+    /// L2 when that pays.
+    fn evaluate_miss(&self, py: Python<'_>, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let a = &*self.inner;
+        let Some(l2) = &self.l2 else {
+            return py.detach(|| a.decide_miss(c, key));
+        };
+        let started = clock::now_ns();
+        let decided = py.detach(|| a.decide_miss(c, key))?;
+        let took_ns = clock::now_ns().saturating_sub(started);
+        let old = self.miss_ewma_ns.load(Ordering::Relaxed);
+        self.miss_ewma_ns.store(if old == 0 { took_ns } else { old - old / 8 + took_ns / 8 }, Ordering::Relaxed);
+        let write = match l2.config().decisions {
+            DecisionPolicy::Always => true,
+            DecisionPolicy::Auto => Duration::from_nanos(took_ns) > l2.rtt(),
+            DecisionPolicy::Never => false,
+        };
+        if write && decided.source == Source::Engine {
+            self.write_back(l2, c.compiled, key, &decided.outcome);
+            flush_warning(py, l2);
+        }
+        Ok(decided)
+    }
+
+    /// Shares an evaluated outcome through the L2 (fire and forget), for as long as L1 would
+    /// keep it.
+    fn write_back(&self, l2: &Arc<L2>, compiled: &Compiled, key: &Key, outcome: &Outcome) {
+        let Some(cache) = self.inner.cache() else { return };
+        let ttl = cache.ttl_for(outcome);
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(payload) = canonical::to_bytes(&outcome.result, "result") else {
+            l2.counters.unshareable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let rev = &*compiled.revision.display;
+        let space = format!("d:{rev}");
+        let tags = outcome.tags.iter().map(ToString::to_string).collect();
+        l2.spawn_set(l2.key(&space, &key.0), rev, &payload, ttl, tags, l2.tag_space(&space));
+    }
+
+    /// Sends `message` to the other instances (bounded by the timeout, GIL released).
+    fn publish(&self, py: Python<'_>, message: &Message) {
+        if let Some(p) = &self.publisher {
+            py.detach(|| p.publish(message));
+            flush_warning(py, p.l2());
+        }
+    }
+
+    /// Whether `check_async` should ask the L2 before evaluating.
+    fn consult_l2(&self, l2: &L2) -> bool {
+        self.inner.cache().is_some()
+            && match l2.config().decisions {
+                DecisionPolicy::Always => true,
+                DecisionPolicy::Auto => Duration::from_nanos(self.miss_ewma_ns.load(Ordering::Relaxed)) > l2.rtt(),
+                DecisionPolicy::Never => false,
+            }
+    }
+
+    /// Brings the Redis client's error count into the authorizer's metrics (the client may be
+    /// shared with decorated functions using the same `RedisConfig`).
+    fn sync_l2_errors(&self) {
+        if let Some(l2) = &self.l2 {
+            let errors = l2.counters.errors.load(Ordering::Relaxed);
+            self.inner.metrics.l2_errors.fetch_max(errors, Ordering::Relaxed);
+        }
+    }
 }
+
+/// A decision read from the L2: verified already; decoded, promoted to L1 and counted here.
+fn promote(a: &Authorizer, c: &Check<'_>, key: Key, found: &Found, ticket: crate::cache::Ticket) -> Option<Decided> {
+    let cache = a.cache()?;
+    let value = canonical::decode(&found.payload).ok()?;
+    let outcome = Arc::new(Outcome::from_value(&c.compiled.entrypoints[c.index].name, value).ok()?);
+    cache.promote(key, outcome.clone(), found.remaining, ticket);
+    Some(a.served_from_l2(c, outcome))
+}
+
+/// The part of a `check_async` that missed L1 and is waiting for the L2.
+#[pyclass(name = "PendingDecision", module = "regoguard._regoguard", frozen)]
+pub struct PyPendingDecision {
+    authorizer: Py<PyAuthorizer>,
+    compiled: Arc<Compiled>,
+    index: usize,
+    key: Key,
+    bytes: Vec<u8>,
+    started_ns: u64,
+}
+
+#[pymethods]
+impl PyPendingDecision {
+    /// Evaluates (the L2 missed), releasing the GIL.
+    fn evaluate(&self, py: Python<'_>) -> PyResult<PyDecision> {
+        let this = self.authorizer.get();
+        let c = Check {
+            compiled: &self.compiled,
+            index: self.index,
+            canonical: &self.bytes,
+            form: InputForm::Plain,
+            started_ns: self.started_ns,
+        };
+        Ok(PyDecision::new(this.evaluate_miss(py, &c, &self.key)?))
+    }
+}
+
 
 /// The input document the policy sees for `scope` (what `_check_scope` keys and evaluates),
 /// as a Python dict: for debugging policies and for `regoguard.build_input`.

@@ -4,6 +4,7 @@ mod authorizer;
 mod config;
 mod convert;
 mod errors;
+mod l2;
 mod request;
 mod result_cache;
 
@@ -14,6 +15,9 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m)?;
     m.add_class::<config::PyCacheConfig>()?;
     m.add_class::<config::PyDecisionLogConfig>()?;
+    m.add_class::<l2::PyRedisConfig>()?;
+    m.add_class::<authorizer::PyPendingDecision>()?;
+    m.add_function(wrap_pyfunction!(l2::_l2_shutdown, m)?)?;
     m.add_class::<authorizer::PyAuthorizer>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;

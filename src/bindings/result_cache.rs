@@ -24,15 +24,35 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::authorizer::PyDecision;
-use super::convert::with_canonical;
+use super::convert::{to_canonical, to_python, with_canonical};
+use super::l2::{flush_warning, resolve, PyRedisConfig};
 use crate::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
+use crate::canonical;
 use crate::error::Error;
 use crate::key::{Key, KeySeed};
+use crate::l2::pubsub::{Listener, Message, Publisher};
 use crate::metrics;
+use crate::l2::{Found, L2};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
 const KEY_DOMAIN: &[u8] = b"regoguard/cached_authorization/v1";
+
+/// The "revision" of result entries in the L2: the key domain's version. Changing the key
+/// domain or the payload layout changes it.
+const L2_REVISION: &str = "r1";
+
+/// A result cache's place in the L2.
+struct Shared {
+    l2: Arc<L2>,
+    /// Sends this function's invalidations to the other instances.
+    publisher: Publisher,
+    /// Applies theirs; the bus holds it weakly.
+    _listener: Arc<dyn Listener>,
+    /// `r1:<first 8 bytes of BLAKE3(name) in hex>`: keys are `<prefix>:<space>:<key>`.
+    space: String,
+    tag_space: String,
+}
 
 /// One stored result and the tags its `tags=` callable gave it.
 struct Stored {
@@ -87,6 +107,32 @@ impl Drop for Computing {
     }
 }
 
+/// Applies other instances' invalidations of one decorated function. Runs on the L2 runtime
+/// without the GIL: dropped results are decref'd at the next attach (`PyO3`'s deferred pool).
+struct ResultListener {
+    cache: std::sync::Weak<TtlCache<Cached>>,
+}
+
+impl Listener for ResultListener {
+    fn on_message(&self, message: Message) {
+        let Some(cache) = self.cache.upgrade() else { return };
+        match message {
+            Message::InvalidateKey(k) => {
+                cache.remove(&Key(k));
+            }
+            Message::InvalidateTags(tags) => cache.invalidate_tags(&tags),
+            Message::InvalidateAll => cache.clear(),
+            Message::Reload | Message::SetData { .. } => {}
+        }
+    }
+
+    fn on_gap(&self) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.clear();
+        }
+    }
+}
+
 /// What `ResultCache.lookup` returns on a miss: the key (hashable, for the async in-flight map)
 /// and the invalidation epoch seen, which `store` checks.
 #[pyclass(name = "CacheMiss", module = "regoguard._regoguard", frozen)]
@@ -113,16 +159,17 @@ impl PyCacheMiss {
     }
 }
 
-/// What the metrics registry shares with a [`PyResultCache`]: the cache and its counters.
-struct Shared {
-    cache: TtlCache<Cached>,
+/// What the metrics registry reads of a [`PyResultCache`]: the cache and its counters.
+/// Registered weakly with [`metrics::register_cache`] for the `cache="<name>"` series.
+struct Counters {
+    cache: Arc<TtlCache<Cached>>,
     name: String,
     max_entries: u64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl metrics::CacheSource for Shared {
+impl metrics::CacheSource for Counters {
     fn sample(&self) -> metrics::CacheSample {
         metrics::CacheSample {
             name: self.name.clone(),
@@ -137,8 +184,7 @@ impl metrics::CacheSource for Shared {
 /// The result cache of one decorated function. See `_regoguard.pyi` for the user reference.
 #[pyclass(name = "ResultCache", module = "regoguard._regoguard", frozen)]
 pub struct PyResultCache {
-    /// Registered with [`metrics::register_cache`] (weakly) for the `cache="<name>"` series.
-    shared: Arc<Shared>,
+    counters: Arc<Counters>,
     seed: KeySeed,
     name: String,
     /// Where key errors point: `args` (bound arguments) or `key()` (the `key=` callable).
@@ -146,6 +192,7 @@ pub struct PyResultCache {
     max_entries: u64,
     ttl: Duration,
     deny_ttl: Duration,
+    l2: Option<Shared>,
 }
 
 impl PyResultCache {
@@ -224,7 +271,7 @@ impl PyResultCache {
         kwargs: Option<&Py<PyDict>>,
         tags: Option<&Py<PyAny>>,
     ) -> PyResult<(Cached, Duration)> {
-        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let args = args.bind(py);
         let kwargs = kwargs.map(|k| k.bind(py));
         let value = func.bind(py).call(args, kwargs)?;
@@ -234,6 +281,52 @@ impl PyResultCache {
             None => Box::new([]),
         };
         Ok((Cached(Arc::new(Stored { value: value.unbind(), tags })), ttl))
+    }
+
+    /// The L2 payload of a result: the canonical form of `{"t": tags, "v": value}`, or `None`
+    /// (counted) for a value with no JSON form, which stays L1-only.
+    fn l2_payload(&self, py: Python<'_>, shared: &Shared, cached: &Cached) -> Option<Vec<u8>> {
+        let d = PyDict::new(py);
+        let tags: Vec<&str> = cached.0.tags.iter().map(|t| &**t).collect();
+        let ok = d.set_item("t", tags).is_ok() && d.set_item("v", cached.0.value.bind(py)).is_ok();
+        let payload = to_canonical(&d, "result").ok().filter(|_| ok);
+        if payload.is_none() {
+            shared.l2.counters.unshareable.fetch_add(1, Ordering::Relaxed);
+        }
+        payload
+    }
+
+    /// Writes a result just stored in L1 to the L2 (fire and forget).
+    fn write_back(&self, py: Python<'_>, key: &Key, cached: &Cached, ttl: Duration) {
+        let Some(shared) = &self.l2 else { return };
+        if ttl.is_zero() {
+            return;
+        }
+        if let Some(payload) = self.l2_payload(py, shared, cached) {
+            let tags = cached.0.tags.iter().map(ToString::to_string).collect();
+            let k = shared.l2.key(&shared.space, &key.0);
+            shared.l2.spawn_set(k, L2_REVISION, &payload, ttl, tags, shared.tag_space.clone());
+        }
+    }
+
+    /// A result read from the L2, ready for L1 with its lifetime (the entry's remaining TTL,
+    /// never more than this cache's TTL for the value); `None` (counted) if it does not decode.
+    fn promoted(&self, py: Python<'_>, shared: &Shared, found: &Found) -> Option<(Cached, Duration)> {
+        let decoded = (|| {
+            let value = canonical::decode(&found.payload).ok()?;
+            let obj = value.as_object().ok()?;
+            let v = obj.get(&regorus::Value::from("v"))?;
+            let t = obj.get(&regorus::Value::from("t"))?;
+            let tags: Option<Box<[Arc<str>]>> =
+                t.as_array().ok()?.iter().map(|x| x.as_string().ok().map(|s| Arc::from(&**s))).collect();
+            let value = to_python(py, v).ok()?;
+            let ttl = self.ttl_for(&value).ok()?.min(found.remaining);
+            Some((Cached(Arc::new(Stored { value: value.unbind(), tags: tags? })), ttl))
+        })();
+        if decoded.is_none() {
+            shared.l2.counters.bad_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        decoded
     }
 
     /// The miss half of `call`: single flight with the GIL released while waiting.
@@ -251,17 +344,45 @@ impl PyResultCache {
         let (func, args) = (func.clone().unbind(), args.clone().unbind());
         let kwargs = kwargs.map(|k| k.clone().unbind());
         let tags = tags.map(|t| t.clone().unbind());
-        let looked = py.detach(|| {
-            self.shared.cache.get_or_insert_with(&key, || {
-                Python::attach(|py| self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref()))
+        let mut computed_ttl = None;
+        let looked: PyResult<Lookup<Cached>> = py.detach(|| {
+            self.counters.cache.get_or_insert_with(&key, || {
+                if let Some(shared) = &self.l2 {
+                    let k = shared.l2.key(&shared.space, &key.0);
+                    if let Some(found) = shared.l2.get_blocking(&k, L2_REVISION) {
+                        if let Some(p) = Python::attach(|py| self.promoted(py, shared, &found)) {
+                            return Ok(p);
+                        }
+                    }
+                }
+                let (cached, ttl) =
+                    Python::attach(|py| self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref()))?;
+                computed_ttl = Some(ttl);
+                Ok((cached, ttl))
             })
-        })?;
-        let cached = match looked {
+        });
+        if let Some(shared) = &self.l2 {
+            flush_warning(py, &shared.l2);
+        }
+        let cached = match looked? {
             Lookup::Hit(c) => {
-                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 c
             }
-            Lookup::Evaluated(c) => c,
+            Lookup::Evaluated(c) => {
+                match computed_ttl {
+                    // Shared only if kept in L1 (not computed across an invalidation).
+                    Some(ttl) if self.l2.is_some() && self.counters.cache.get(&key).is_some() => {
+                        self.write_back(py, &key, &c, ttl);
+                    }
+                    Some(_) => {}
+                    // Read from the L2: answered without calling the function.
+                    None => {
+                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                c
+            }
         };
         Ok(cached.0.value.clone_ref(py))
     }
@@ -271,13 +392,16 @@ impl PyResultCache {
 impl PyResultCache {
     #[new]
     #[pyo3(signature = (name, *, max_entries = 10_000, ttl_seconds = 600.0, deny_ttl_seconds = None,
-                        custom_key = false))]
+                        custom_key = false, redis = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: String,
         max_entries: i64,
         ttl_seconds: f64,
         deny_ttl_seconds: Option<f64>,
         custom_key: bool,
+        redis: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max_entries = u64::try_from(max_entries)
             .ok()
@@ -294,16 +418,36 @@ impl PyResultCache {
         let domain = blake3::hash(KEY_DOMAIN);
         // The root is part of the seed: keys from bound arguments and from `key=` never meet.
         let seed = KeySeed::new(domain.as_bytes(), &format!("{name}\0{root}"));
-        let shared = Arc::new(Shared {
-            cache: TtlCache::new(max_entries),
+        let cache = Arc::new(TtlCache::new(max_entries));
+        let l2 = match redis {
+            None => None,
+            Some(r) if r.is_none() => None,
+            Some(r) => {
+                let config = r
+                    .cast::<PyRedisConfig>()
+                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                let l2 = config.get().l2(py)?;
+                let id: String = blake3::hash(format!("{name}\0{root}").as_bytes()).as_bytes()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let space = format!("{L2_REVISION}:{id}");
+                let tag_space = l2.tag_space(&space);
+                let listener: Arc<dyn Listener> = Arc::new(ResultListener { cache: Arc::downgrade(&cache) });
+                let publisher = l2.listen(&space, Arc::downgrade(&listener));
+                Some(Shared { l2, publisher, _listener: listener, space, tag_space })
+            }
+        };
+        let counters = Arc::new(Counters {
+            cache,
             name: name.clone(),
             max_entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         });
-        let source: Arc<dyn metrics::CacheSource> = shared.clone();
+        let source: Arc<dyn metrics::CacheSource> = counters.clone();
         metrics::register_cache(&source);
-        Ok(Self { shared, seed, name, root, max_entries, ttl, deny_ttl })
+        Ok(Self { counters, seed, name, root, max_entries, ttl, deny_ttl, l2 })
     }
 
     /// The whole sync path: the cached result for `key`, or `func(*args, **kwargs)` computed once
@@ -319,8 +463,8 @@ impl PyResultCache {
         tags: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let k = self.key_of(key)?;
-        if let Some(hit) = self.shared.cache.get(&k) {
-            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.counters.cache.get(&k) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
         self.call_miss(py, k, func, args, kwargs, tags)
@@ -329,16 +473,16 @@ impl PyResultCache {
     /// The cached result for `key` (a hit is counted), or a `CacheMiss` (nothing is counted).
     fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let k = self.key_of(key)?;
-        if let Some(hit) = self.shared.cache.get(&k) {
-            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.counters.cache.get(&k) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
-        Ok(Py::new(py, PyCacheMiss { key: k, ticket: self.shared.cache.ticket() })?.into_any())
+        Ok(Py::new(py, PyCacheMiss { key: k, ticket: self.counters.cache.ticket() })?.into_any())
     }
 
     /// Counts a miss: the caller is about to call the function.
     fn begin(&self) {
-        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores the result computed for `miss`, with the tags a `tags=` callable returned (`()`
@@ -354,26 +498,100 @@ impl PyResultCache {
         let tags = self.tag_list(tags)?;
         let miss = miss.get();
         let cached = Cached(Arc::new(Stored { value: value.clone().unbind(), tags }));
-        Ok(py.detach(|| self.shared.cache.insert(miss.key, cached, ttl, miss.ticket)))
+        let stored = py.detach(|| self.counters.cache.insert(miss.key, cached.clone(), ttl, miss.ticket));
+        if stored {
+            self.write_back(py, &miss.key, &cached, ttl);
+        }
+        Ok(stored)
     }
 
-    /// Drops the entry of `key`; returns whether there was one.
+    /// Async miss path: starts reading `miss` from the L2 and returns `True`; the result reaches
+    /// `future` as `(found, value)` through `call_soon_threadsafe`. Returns `False` (nothing
+    /// started: a miss) without an L2 or while Redis is known to be down.
+    fn l2_get(
+        slf: &Bound<'_, Self>,
+        miss: &Bound<'_, PyCacheMiss>,
+        call_soon_threadsafe: Py<PyAny>,
+        future: Py<PyAny>,
+    ) -> bool {
+        let this = slf.get();
+        let Some(shared) = &this.l2 else { return false };
+        let (key, ticket) = (miss.get().key, miss.get().ticket);
+        let cache: Py<Self> = slf.clone().unbind();
+        let k = shared.l2.key(&shared.space, &key.0);
+        let started = shared.l2.spawn_get(k, L2_REVISION.to_owned(), move |found| {
+            let this = cache.get();
+            let Some(shared) = &this.l2 else { return };
+            let promoted = found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
+            if let Some((c, ttl)) = &promoted {
+                // Not attached: a value replaced here is dropped without the GIL (deferred).
+                this.counters.cache.insert(key, c.clone(), *ttl, ticket);
+            }
+            Python::attach(|py| {
+                let (found, value) = match promoted {
+                    Some((c, _)) => (true, c.0.value.clone_ref(py)),
+                    None => (false, py.None()),
+                };
+                if found {
+                    this.counters.hits.fetch_add(1, Ordering::Relaxed);
+                }
+                resolve(py, &call_soon_threadsafe, &future, found, value);
+                flush_warning(py, &shared.l2);
+            });
+        });
+        if !started {
+            flush_warning(slf.py(), &shared.l2);
+        }
+        started
+    }
+
+    /// Drops the entry of `key`, here and in the L2; returns whether this process held one.
     fn invalidate(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let k = self.key_of(key)?;
-        Ok(py.detach(|| self.shared.cache.remove(&k)))
+        let held = py.detach(|| self.counters.cache.remove(&k));
+        if let Some(shared) = &self.l2 {
+            let redis_key = shared.l2.key(&shared.space, &k.0);
+            py.detach(|| {
+                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
+                shared.publisher.publish(&Message::InvalidateKey(k.0));
+            });
+            flush_warning(py, &shared.l2);
+        }
+        Ok(held)
     }
 
     fn invalidate_tags(&self, py: Python<'_>, tags: Vec<String>) {
-        py.detach(|| self.shared.cache.invalidate_tags(&tags));
+        py.detach(|| self.counters.cache.invalidate_tags(&tags));
+        if let Some(shared) = &self.l2 {
+            py.detach(|| {
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
+                shared.publisher.publish(&Message::InvalidateTags(tags));
+            });
+            flush_warning(py, &shared.l2);
+        }
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
-        py.detach(|| self.shared.cache.clear());
+        py.detach(|| self.counters.cache.clear());
+        if let Some(shared) = &self.l2 {
+            let pattern = shared.l2.pattern(&shared.space);
+            py.detach(|| {
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
+                shared.publisher.publish(&Message::InvalidateAll);
+            });
+            flush_warning(py, &shared.l2);
+        }
+    }
+
+    /// Whether results are shared through a Redis L2.
+    #[getter]
+    fn shared(&self) -> bool {
+        self.l2.is_some()
     }
 
     /// `(hits, misses, entries)`.
     fn info(&self) -> (u64, u64, usize) {
-        (self.shared.hits.load(Ordering::Relaxed), self.shared.misses.load(Ordering::Relaxed), self.shared.cache.len())
+        (self.counters.hits.load(Ordering::Relaxed), self.counters.misses.load(Ordering::Relaxed), self.counters.cache.len())
     }
 
     #[getter]

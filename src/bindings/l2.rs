@@ -1,0 +1,187 @@
+//! `RedisConfig` and the glue between the L2's tokio tasks and Python.
+//!
+//! Async callers never block: a Rust task on the L2 runtime does the Redis call and hands the
+//! result to the caller's event loop with `loop.call_soon_threadsafe` (see
+//! `python/regoguard/_l2.py`). The runtime is stopped from `atexit` with the GIL released, so
+//! no task is left wanting the GIL while the interpreter finalises.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::error::Error;
+use crate::l2::{self, DecisionPolicy, RedisConfig, L2};
+
+/// `RedisConfig(url, *, ttl_seconds=300.0, timeout_seconds=0.05, key_prefix="regoguard",
+/// signing_key=None, channel=None, decisions="auto")`.
+#[pyclass(name = "RedisConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
+pub struct PyRedisConfig {
+    config: RedisConfig,
+    ttl_seconds: f64,
+    timeout_seconds: f64,
+    /// One client (and set of counters) per config object, built on first use.
+    l2: OnceLock<Arc<L2>>,
+}
+
+impl PyRedisConfig {
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The shared client of this configuration.
+    pub fn l2(&self, py: Python<'_>) -> PyResult<Arc<L2>> {
+        if let Some(l2) = self.l2.get() {
+            return Ok(l2.clone());
+        }
+        helpers(py)?.call_method0("register_atexit")?;
+        let l2 = L2::new(self.config.clone())?;
+        Ok(self.l2.get_or_init(|| l2).clone())
+    }
+}
+
+#[pymethods]
+impl PyRedisConfig {
+    #[new]
+    #[pyo3(signature = (url, *, ttl_seconds = 300.0, timeout_seconds = 0.05, key_prefix = "regoguard",
+                        signing_key = None, channel = None, decisions = "auto"))]
+    fn new(
+        url: &Bound<'_, PyAny>,
+        ttl_seconds: f64,
+        timeout_seconds: f64,
+        key_prefix: &str,
+        signing_key: Option<&Bound<'_, PyAny>>,
+        channel: Option<&str>,
+        decisions: &str,
+    ) -> PyResult<Self> {
+        let url = url.cast::<PyString>().map_err(|_| Error::config("url must be a str"))?.to_str()?;
+        let signing_key = match signing_key {
+            None => None,
+            Some(k) => {
+                if let Ok(b) = k.cast::<PyBytes>() {
+                    Some(b.as_bytes().to_vec())
+                } else if let Ok(s) = k.cast::<PyString>() {
+                    Some(s.to_str()?.as_bytes().to_vec())
+                } else {
+                    return Err(Error::config("signing_key must be bytes, str or None").into());
+                }
+            }
+        };
+        let config = RedisConfig::new(
+            url,
+            ttl_seconds,
+            timeout_seconds,
+            key_prefix,
+            signing_key,
+            channel,
+            DecisionPolicy::parse(decisions)?,
+        )?;
+        Ok(Self { config, ttl_seconds, timeout_seconds, l2: OnceLock::new() })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    #[getter]
+    fn ttl_seconds(&self) -> f64 {
+        self.ttl_seconds
+    }
+
+    #[getter]
+    fn timeout_seconds(&self) -> f64 {
+        self.timeout_seconds
+    }
+
+    #[getter]
+    fn key_prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+
+    #[getter]
+    fn signed(&self) -> bool {
+        self.config.signing_key.is_some()
+    }
+
+    #[getter]
+    fn channel(&self) -> &str {
+        &self.config.channel
+    }
+
+    #[getter]
+    fn decisions(&self) -> &'static str {
+        self.config.decisions.as_str()
+    }
+
+    /// The L2 counters of every cache built with this configuration.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let l2 = self.l2(py)?;
+        stats_into(&d, &l2)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RedisConfig(url={:?}, ttl_seconds={:?}, timeout_seconds={:?}, key_prefix={:?}, signing_key={}, channel={:?}, decisions={:?})",
+            self.config.url,
+            self.ttl_seconds,
+            self.timeout_seconds,
+            self.config.key_prefix,
+            if self.config.signing_key.is_some() { "<set>" } else { "None" },
+            self.config.channel,
+            self.config.decisions.as_str()
+        )
+    }
+}
+
+/// Writes the counters and state of `l2` into `d`.
+pub fn stats_into(d: &Bound<'_, PyDict>, l2: &L2) -> PyResult<()> {
+    for (name, v) in l2::snapshot(l2) {
+        d.set_item(name, v)?;
+    }
+    d.set_item("healthy", l2.healthy())?;
+    d.set_item("subscribed", l2.bus.subscribed())?;
+    Ok(())
+}
+
+/// Stops the L2 runtime (registered with `atexit` when the first L2 is built).
+#[pyfunction]
+pub fn _l2_shutdown(py: Python<'_>) {
+    py.detach(|| l2::shutdown(Duration::from_secs(2)));
+}
+
+static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// `regoguard._l2`, imported on first use (it imports this module).
+pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    HELPERS.get_or_try_init(py, || Ok::<_, PyErr>(py.import("regoguard._l2")?.unbind())).map(|m| m.bind(py))
+}
+
+/// Logs the L2's pending rate-limited warning on the `regoguard` logger.
+pub fn flush_warning(py: Python<'_>, l2: &L2) {
+    if let Some(message) = l2.take_warning() {
+        let _ = py
+            .import("logging")
+            .and_then(|m| m.call_method1("getLogger", ("regoguard",)))
+            .and_then(|log| log.call_method1("warning", (message,)));
+    }
+}
+
+/// Hands `(found, value)` to the future `fut` on its event loop; a closed loop is ignored
+/// (nobody waits any more).
+pub fn resolve(py: Python<'_>, call_soon: &Py<PyAny>, fut: &Py<PyAny>, found: bool, value: Py<PyAny>) {
+    if let Ok(h) = helpers(py) {
+        if let Ok(resolve) = h.getattr("resolve") {
+            let _ = call_soon.call1(py, (resolve, fut, found, value));
+        }
+    }
+}
+
+/// An awaitable that returns `value` at once (a hit never goes through the bridge).
+pub fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    helpers(py)?.call_method1("ready", (value,))
+}

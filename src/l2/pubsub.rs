@@ -1,0 +1,404 @@
+//! Cross-instance messages over Redis pub/sub: `reload()`, `set_data()`, invalidations.
+//!
+//! Every cache or authorizer built with a `RedisConfig` registers a [`Listener`] under a scope
+//! (`a` for authorizers, `r1:<function id>` for a decorated function). One subscriber task per
+//! [`L2`] listens on the configured channel and hands each verified message to the listeners of
+//! its scope, except the one that sent it.
+//!
+//! # Lost subscriptions
+//! While the subscription is down an instance may miss messages, so when the subscription is
+//! lost, and again when it is re-established, every listener drops its L1
+//! ([`Listener::on_gap`]) before serving from it again. The subscriber reconnects with the
+//! breaker's backoff (100 ms doubling to 5 s).
+//!
+//! # Wire format
+//! `<tag> <json>`, where the JSON object has `v` (1), `from`, `scope`, `kind` and the fields of
+//! the kind, and `<tag>` is the hex HMAC-SHA256 of the channel and the JSON under the signing
+//! key, or `-` without one. A listener with a signing key ignores messages without a valid tag
+//! (a forged `set_data` could otherwise change the data every instance decides with).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hmac::Mac;
+use parking_lot::Mutex;
+use serde_json::{json, Value as Json};
+
+use super::{handle, CallError, HmacSha256, InFlight, L2, MAX_BACKOFF, MIN_BACKOFF};
+use crate::authorizer::Authorizer;
+use crate::canonical;
+
+/// What one instance tells the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `reload()`: reload from this instance's own sources.
+    Reload,
+    /// `set_data(path, value)`, the value as canonical JSON.
+    SetData { path: Vec<String>, value: String },
+    InvalidateTags(Vec<String>),
+    InvalidateAll,
+    /// One decorated result, by its key digest.
+    InvalidateKey([u8; 32]),
+}
+
+/// Something that acts on messages: an authorizer or a result cache.
+pub trait Listener: Send + Sync {
+    /// A message of this listener's scope from another instance. Runs on the L2 runtime: hand
+    /// anything slow to a blocking thread.
+    fn on_message(&self, message: Message);
+    /// Messages may have been missed: drop every cached entry.
+    fn on_gap(&self);
+}
+
+struct Registered {
+    id: String,
+    scope: String,
+    listener: Weak<dyn Listener>,
+}
+
+/// The pub/sub state of one [`L2`].
+#[derive(Default)]
+pub struct Bus {
+    listeners: Mutex<Vec<Registered>>,
+    /// The process whose subscriber runs (0: none yet); after `fork()` the child starts its own.
+    started: AtomicU32,
+    subscribed: AtomicBool,
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Subscriptions lost, each followed by dropped L1s.
+    pub gaps: AtomicU64,
+}
+
+/// A per-process random prefix of listener ids.
+fn process_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        let n = u64::from_le_bytes(b) ^ u64::from(std::process::id());
+        format!("{n:016x}")
+    })
+}
+
+/// A listener's registration: keep it to publish as that listener.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    l2: Arc<L2>,
+    id: String,
+    scope: String,
+}
+
+impl Bus {
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+}
+
+impl L2 {
+    /// Registers `listener` for messages of `scope` and starts the subscriber on first use.
+    pub fn listen(self: &Arc<Self>, scope: &str, listener: Weak<dyn Listener>) -> Publisher {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!("{}-{}", process_id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        {
+            let mut all = self.bus.listeners.lock();
+            all.retain(|r| r.listener.strong_count() > 0);
+            all.push(Registered { id: id.clone(), scope: scope.to_owned(), listener });
+        }
+        if let Some(h) = handle() {
+            self.ensure_subscriber(&h);
+        }
+        Publisher { l2: self.clone(), id, scope: scope.to_owned() }
+    }
+
+    /// Starts this process's subscriber if listeners are registered and none runs here yet.
+    pub(super) fn ensure_subscriber(self: &Arc<Self>, handle: &tokio::runtime::Handle) {
+        let pid = std::process::id();
+        if self.bus.started.load(Ordering::Relaxed) == pid || self.bus.listeners.lock().is_empty() {
+            return;
+        }
+        if self.bus.started.swap(pid, Ordering::SeqCst) != pid {
+            self.bus.subscribed.store(false, Ordering::Relaxed);
+            handle.spawn(subscribe(Arc::downgrade(self)));
+        }
+    }
+
+    fn deliver(&self, raw: &[u8]) {
+        let Some((from, scope, message)) = self.decode(raw) else {
+            self.bus.rejected.fetch_add(1, Ordering::Relaxed);
+            self.warn(|| "regoguard L2: ignored a pub/sub message that failed verification".to_owned());
+            return;
+        };
+        self.bus.received.fetch_add(1, Ordering::Relaxed);
+        let targets: Vec<Arc<dyn Listener>> = self
+            .bus
+            .listeners
+            .lock()
+            .iter()
+            .filter(|r| r.scope == scope && r.id != from)
+            .filter_map(|r| r.listener.upgrade())
+            .collect();
+        for t in targets {
+            t.on_message(message.clone());
+        }
+    }
+
+    fn gap(&self) {
+        self.bus.gaps.fetch_add(1, Ordering::Relaxed);
+        let targets: Vec<Arc<dyn Listener>> = self.bus.listeners.lock().iter().filter_map(|r| r.listener.upgrade()).collect();
+        for t in targets {
+            t.on_gap();
+        }
+    }
+
+    /// The wire form of `message` from listener `from` in `scope`.
+    fn encode(&self, from: &str, scope: &str, message: &Message) -> String {
+        let mut body = json!({"v": 1, "from": from, "scope": scope});
+        let fields = match message {
+            Message::Reload => json!({"kind": "reload"}),
+            Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
+            Message::InvalidateTags(tags) => json!({"kind": "invalidate_tags", "tags": tags}),
+            Message::InvalidateAll => json!({"kind": "invalidate_all"}),
+            Message::InvalidateKey(k) => {
+                json!({"kind": "invalidate_key", "key": k.iter().map(|b| format!("{b:02x}")).collect::<String>()})
+            }
+        };
+        if let (Some(b), Json::Object(f)) = (body.as_object_mut(), fields) {
+            b.extend(f);
+        }
+        let body = body.to_string();
+        format!("{} {body}", self.sign(&body))
+    }
+
+    fn sign(&self, json: &str) -> String {
+        match &self.config.signing_key {
+            Some(secret) => {
+                let Ok(mut m) = HmacSha256::new_from_slice(secret) else { return "-".to_owned() };
+                m.update(b"regoguard/bus/v1\0");
+                m.update(self.config.channel.as_bytes());
+                m.update(b"\0");
+                m.update(json.as_bytes());
+                m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+            }
+            None => "-".to_owned(),
+        }
+    }
+
+    /// `(from, scope, message)` of a verified message.
+    fn decode(&self, raw: &[u8]) -> Option<(String, String, Message)> {
+        let text = std::str::from_utf8(raw).ok()?;
+        let (tag, body) = text.split_once(' ')?;
+        if let Some(secret) = &self.config.signing_key {
+            let bytes: Option<Vec<u8>> = (0..tag.len() / 2)
+                .map(|i| tag.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .collect();
+            let mut m = HmacSha256::new_from_slice(secret).ok()?;
+            m.update(b"regoguard/bus/v1\0");
+            m.update(self.config.channel.as_bytes());
+            m.update(b"\0");
+            m.update(body.as_bytes());
+            m.verify_slice(&bytes?).ok()?;
+        } else if tag != "-" {
+            return None;
+        }
+        let v: Json = serde_json::from_str(body).ok()?;
+        if v.get("v")?.as_u64()? != 1 {
+            return None;
+        }
+        let from = v.get("from")?.as_str()?.to_owned();
+        let scope = v.get("scope")?.as_str()?.to_owned();
+        let strings = |field: &str| -> Option<Vec<String>> {
+            v.get(field)?.as_array()?.iter().map(|t| t.as_str().map(str::to_owned)).collect()
+        };
+        let message = match v.get("kind")?.as_str()? {
+            "reload" => Message::Reload,
+            "set_data" => Message::SetData { path: strings("path")?, value: v.get("value")?.as_str()?.to_owned() },
+            "invalidate_tags" => Message::InvalidateTags(strings("tags")?),
+            "invalidate_all" => Message::InvalidateAll,
+            "invalidate_key" => {
+                let hex = v.get("key")?.as_str()?;
+                let mut key = [0u8; 32];
+                if hex.len() != 64 {
+                    return None;
+                }
+                for (i, b) in key.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Message::InvalidateKey(key)
+            }
+            _ => return None,
+        };
+        Some((from, scope, message))
+    }
+}
+
+impl Publisher {
+    /// Sends `message` to every other listener of this scope, waiting (without the GIL) at most
+    /// about the timeout. Returns whether Redis took it.
+    pub fn publish(&self, message: &Message) -> bool {
+        let wire = self.l2.encode(&self.id, &self.scope, message);
+        let l2 = &self.l2;
+        let Some((handle, conn)) = l2.ready() else { return false };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let this = l2.clone();
+        let guard = InFlight::new();
+        handle.spawn(async move {
+            let _guard = guard;
+            let channel = this.config.channel.clone();
+            let result = L2::call(conn, this.config.timeout, |mut c| async move {
+                redis::cmd("PUBLISH").arg(channel).arg(wire).query_async::<i64>(&mut c).await
+            })
+            .await;
+            let ok = match result {
+                Ok(_) => {
+                    this.succeeded();
+                    this.bus.sent.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    this.failed("PUBLISH", &e);
+                    false
+                }
+            };
+            let _ = tx.send(ok);
+        });
+        rx.recv_timeout(l2.config.timeout * 2 + Duration::from_millis(20)).unwrap_or(false)
+    }
+
+    pub fn l2(&self) -> &Arc<L2> {
+        &self.l2
+    }
+}
+
+/// The subscriber: subscribe, deliver, and on a lost connection drop every L1, back off and
+/// subscribe again (dropping every L1 once more before trusting messages again).
+async fn subscribe(l2: Weak<L2>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut missed_some = false;
+    loop {
+        let Some(this) = l2.upgrade() else { return };
+        let connect_timeout = this.config.timeout.max(Duration::from_millis(500));
+        let channel = this.config.channel.clone();
+        let client = this.client.clone();
+        let connected = tokio::time::timeout(connect_timeout, async move {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        })
+        .await;
+        match connected {
+            Ok(Ok(ps)) => {
+                backoff = MIN_BACKOFF;
+                this.bus.subscribed.store(true, Ordering::Relaxed);
+                if missed_some {
+                    this.gap();
+                }
+                missed_some = true;
+                let mut stream = ps.into_on_message();
+                drop(this);
+                while let Some(msg) = stream.next().await {
+                    let Some(this) = l2.upgrade() else { return };
+                    this.deliver(msg.get_payload_bytes());
+                }
+                let Some(this) = l2.upgrade() else { return };
+                this.bus.subscribed.store(false, Ordering::Relaxed);
+                this.warn(|| "regoguard L2: the pub/sub subscription was lost; dropping L1 and resubscribing".to_owned());
+                this.gap();
+            }
+            Ok(Err(e)) => {
+                missed_some = true;
+                this.warn(|| format!("regoguard L2: cannot subscribe ({e}); retrying"));
+            }
+            Err(_) => {
+                missed_some = true;
+                let e = CallError::Timeout;
+                this.warn(|| format!("regoguard L2: cannot subscribe ({e}); retrying"));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// An authorizer's listener: applies other instances' reloads, data changes and invalidations.
+pub struct AuthorizerListener {
+    pub authorizer: Weak<Authorizer>,
+}
+
+impl Listener for AuthorizerListener {
+    fn on_message(&self, message: Message) {
+        let Some(a) = self.authorizer.upgrade() else { return };
+        match message {
+            Message::InvalidateTags(tags) => a.invalidate_tags(&tags),
+            Message::InvalidateAll | Message::InvalidateKey(_) => a.invalidate_all(),
+            Message::Reload => blocking(move || {
+                let _ = a.reload();
+            }),
+            Message::SetData { path, value } => blocking(move || {
+                if let Ok(v) = canonical::decode(value.as_bytes()) {
+                    let _ = a.set_data(&path, v);
+                }
+            }),
+        }
+    }
+
+    fn on_gap(&self) {
+        if let Some(a) = self.authorizer.upgrade() {
+            a.invalidate_all();
+        }
+    }
+}
+
+/// Runs `f` on the L2 runtime's blocking pool (at most two threads), so reloads never stall
+/// the task that reads Redis.
+fn blocking(f: impl FnOnce() + Send + 'static) {
+    if let Some(h) = handle() {
+        let guard = InFlight::new();
+        h.spawn_blocking(move || {
+            let _guard = guard;
+            f();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l2::{DecisionPolicy, RedisConfig};
+
+    fn l2(key: Option<&[u8]>) -> Arc<L2> {
+        let cfg = RedisConfig::new("redis://127.0.0.1:1/", 300.0, 0.05, "rg", key.map(<[u8]>::to_vec), None, DecisionPolicy::Auto)
+            .unwrap();
+        L2::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_and_forgeries_are_rejected() {
+        let signed = l2(Some(b"0123456789abcdef-secret"));
+        let all = [
+            Message::Reload,
+            Message::SetData { path: vec!["a".into(), "b".into()], value: "[1,2]".into() },
+            Message::InvalidateTags(vec!["t1".into(), "t2".into()]),
+            Message::InvalidateAll,
+            Message::InvalidateKey([7; 32]),
+        ];
+        for m in &all {
+            let wire = signed.encode("me", "a", m);
+            assert_eq!(signed.decode(wire.as_bytes()), Some(("me".to_owned(), "a".to_owned(), m.clone())));
+            let forged = wire.replace("\"scope\":\"a\"", "\"scope\":\"b\"");
+            assert_ne!(forged, wire);
+            assert_eq!(signed.decode(forged.as_bytes()), None, "tampered");
+            assert_eq!(l2(Some(b"another-secret-of-16+")).decode(wire.as_bytes()), None, "other key");
+            assert_eq!(l2(None).decode(wire.as_bytes()), None, "signed, reader unsigned");
+        }
+        let plain = l2(None);
+        let wire = plain.encode("me", "r1:x", &Message::InvalidateAll);
+        assert!(wire.starts_with("- "));
+        assert_eq!(plain.decode(wire.as_bytes()).map(|m| m.2), Some(Message::InvalidateAll));
+        assert_eq!(signed.decode(wire.as_bytes()), None, "unsigned, reader signed");
+        assert_eq!(plain.decode(b"garbage"), None);
+        assert_eq!(plain.decode(b"- {\"v\":2}"), None);
+    }
+}
