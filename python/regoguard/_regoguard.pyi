@@ -26,8 +26,8 @@ __all__ = [
     "ResultCache",
     "__version__",
     "_drain_decision_logs",
-    "_render_metrics",
     "_l2_shutdown",
+    "_render_metrics",
     "build_request_input",
 ]
 
