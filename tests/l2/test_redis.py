@@ -290,6 +290,12 @@ def test_decisions_are_shared_per_revision(
 
     asyncio.run(main())
     assert b.stats()["l2"]["hits"] == 2
+    # The authorizer's own counters and exposition see the L2 answers too.
+    s = b.stats()
+    assert (s["l2_hits"], s["decision_seconds"]["l2"]["count"]) == (2, 2)
+    assert s["l2_misses"] == 0 and other.stats()["l2_misses"] == 1
+    assert 'regoguard_cache_hits_total{layer="l2"} 2' in b.metrics_text()
+    assert "regoguard_l2_errors_total 0" in b.metrics_text()
     assert all(
         k.startswith(f"{prefix}:d:".encode()) or b":t:" in k for k in keys(redis_server, prefix)
     )
