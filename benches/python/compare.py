@@ -578,73 +578,95 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+SHORT = {
+    "bare": "1 bare Starlette",
+    "noop": "2 no-op ASGI layer",
+    "binding": "3 regorus binding",
+    "binding_ttl": "4 binding + TTLCache",
+    "pdp": "5 stand-in PDP (not OPA)",
+    "regoguard": "6 regoguard",
+    "regoguard_nocache": "7 regoguard, cache=None",
+}
+
+
 def plots(res: dict[str, Any], out: Path) -> list[str]:
+    """Two small PNGs: added p50 latency per variant (both levels) and req/s (uvicorn)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(W.VARIANTS)
-    labels = [W.VARIANTS[k] for k in keys]
-    made = []
+    def color(k: str) -> str:
+        if k.startswith("regoguard"):
+            return "#2a8a2a"
+        return "#888888" if k in ("bare", "noop") else "#c44444"
 
-    def bars(ax, vals, title, xlabel, log=False):
+    def bars(ax, keys, vals, title, log=False, floor=0.1):
         med = [v["median"] for v in vals]
-        lo = [v["median"] - v["min"] for v in vals]
-        hi = [v["max"] - v["median"] for v in vals]
-        colors = [
-            "#888" if k in ("bare", "noop") else "#c44" if "rego" not in k else "#36c" for k in keys
-        ]
-        colors = ["#2a2" if k.startswith("regoguard") else c for k, c in zip(keys, colors)]
-        ax.barh(range(len(vals)), med, xerr=[lo, hi], color=colors, capsize=3)
-        ax.set_yticks(range(len(vals)), labels, fontsize=8)
+        drawn = [max(x, floor) if log else x for x in med]
+        lo = [max(d - max(v["min"], floor if log else v["min"]), 0) for d, v in zip(drawn, vals)]
+        hi = [max(max(v["max"], floor if log else v["max"]) - d, 0) for d, v in zip(drawn, vals)]
+        ax.barh(range(len(keys)), drawn, xerr=[lo, hi], color=[color(k) for k in keys], capsize=2)
+        ax.set_yticks(range(len(keys)), [SHORT[k] for k in keys], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
         if log:
             ax.set_xscale("log")
-        for y, v in enumerate(med):
-            ax.text(v, y, f" {v:,.1f}" if v < 100 else f" {v:,.0f}", va="center", fontsize=7)
+            ax.set_xlim(floor / 2, max(v["max"] for v in vals) * 8)
+        else:
+            ax.set_xlim(0, max(v["max"] for v in vals) * 1.25)
+        for y, (d, v) in enumerate(zip(drawn, vals)):
+            x = max(d, v["max"] if not log else max(v["max"], floor))
+            txt = f"{v['median']:+,.1f}" if log else f"{v['median']:,.0f}"
+            ax.text(x, y, " " + txt, va="center", fontsize=7)
 
     ip = res["in_process"]["variants"]
     uv = res.get("uvicorn", {}).get("variants")
-    sub = f"median (min–max) of {res['meta']['rounds']} rounds · {res['meta']['date']} · 2-core box"
-    fig, axes = plt.subplots(1, 2 if uv else 1, figsize=(11 if uv else 6, 3.4), squeeze=False)
-    nonbare = [k for k in keys]
-    clip = lambda s: {x: max(v, 0.05) for x, v in s.items()}  # log axis: bare is 0
+    m = res["meta"]
+    foot = f"median, bars min–max over {m['rounds']} rounds · {m['date']} · shared 2-core box"
+    made = []
+    guarded = [k for k in W.VARIANTS if k != "bare"]
+    fig, axes = plt.subplots(1, 2 if uv else 1, figsize=(9.5 if uv else 5.5, 3.0), squeeze=False)
     bars(
         axes[0][0],
-        [clip(ip[k]["added_p50_us"]) for k in nonbare],
-        "in-process: added p50 µs over bare (log)",
-        "µs",
+        guarded,
+        [ip[k]["added_p50_us"] for k in guarded],
+        "in-process ASGI: added p50 µs over bare",
         log=True,
     )
     if uv:
         bars(
             axes[0][1],
-            [clip(uv[k]["added_p50_us"]) for k in nonbare],
-            "uvicorn + wrk -c1: added p50 µs over bare (log)",
-            "µs",
+            guarded,
+            [uv[k]["added_p50_us"] for k in guarded],
+            "uvicorn + wrk -c1: added p50 µs over bare",
             log=True,
+            floor=1.0,
         )
-        axes[0][1].set_yticks([])
-    fig.suptitle("Added latency per request  ·  " + sub, fontsize=9)
-    fig.tight_layout()
+        axes[0][1].set_yticklabels([])
+    fig.suptitle(
+        "What each guard adds to a request (log scale; ≤ floor drawn at the floor)", fontsize=9
+    )
+    fig.text(0.99, 0.01, foot, ha="right", fontsize=6, color="#555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     p = out / "compare_latency.png"
-    fig.savefig(p, dpi=80)
+    fig.savefig(p, dpi=90)
     plt.close(fig)
     made.append(p.name)
     if uv:
-        fig, ax = plt.subplots(figsize=(7, 3.4))
+        keys = list(W.VARIANTS)
+        fig, ax = plt.subplots(figsize=(6.5, 3.0))
         bars(
             ax,
+            keys,
             [uv[k]["rps"] for k in keys],
-            f"uvicorn (1 worker) + wrk -c{res['uvicorn']['connections']}: req/s · " + sub,
-            "requests per second",
+            f"uvicorn, 1 worker, wrk -c{res['uvicorn']['connections']}: requests per second",
         )
-        fig.tight_layout()
+        fig.text(0.99, 0.01, foot, ha="right", fontsize=6, color="#555")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
         p = out / "compare_rps.png"
-        fig.savefig(p, dpi=80)
+        fig.savefig(p, dpi=90)
         plt.close(fig)
         made.append(p.name)
     return made
