@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """regoguard against what services do today: one command, same machine, same run.
 
-    .venv/bin/python benches/python/compare.py            # full: 5 rounds, ~8 minutes
+    .venv/bin/python benches/python/compare.py            # full: 5 rounds, ~7 minutes
     .venv/bin/python benches/python/compare.py --quick    # smoke run, under 2 minutes
 
 One seeded workload for every variant: 2,000 users (every 100th an admin), 200 projects,
