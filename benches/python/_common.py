@@ -391,3 +391,16 @@ def apply_mode(
         if getattr(args, k) is None:
             setattr(args, k, v)
     return args
+
+
+def binding_or_note(skip: bool) -> tuple[Binding | None, str]:
+    """The regorus binding (unless ``skip``) and the line that labels it in every report."""
+    binding = None if skip else load_binding()
+    if binding is not None:
+        return binding, binding.label
+    if skip:
+        return None, "regorus binding variants skipped (--no-binding)"
+    return None, (
+        "regorus binding variants skipped: no regorus Python binding installs here "
+        "(pip install -r benches/python/requirements.txt)"
+    )

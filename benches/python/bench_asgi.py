@@ -782,18 +782,7 @@ async def amain(args) -> int:
         sys.exit(
             f"not importable ({e}): install starlette and build the extension (maturin develop)"
         )
-    binding = None if args.no_binding else C.load_binding()
-    binding_note = (
-        binding.label
-        if binding
-        else "regorus binding variants skipped"
-        + (
-            " (--no-binding)"
-            if args.no_binding
-            else ": no regorus Python binding installed "
-            "(pip install -r benches/python/requirements.txt)"
-        )
-    )
+    binding, binding_note = C.binding_or_note(args.no_binding)
     bare = build_app()
     authz_eval = rg.Authorizer(
         policies=[str(p) for p in fx.rego_files],

@@ -260,17 +260,7 @@ def main(argv=None) -> int:
         sys.exit(
             f"regoguard is not importable ({e}): build and install the extension first (maturin develop)"
         )
-    binding = None if args.no_binding else C.load_binding()
-    binding_note = (
-        binding.label
-        if binding
-        else (
-            "regorus binding variants skipped (--no-binding)"
-            if args.no_binding
-            else "regorus binding variants skipped: no regorus Python binding installs here "
-            "(pip install -r benches/python/requirements.txt)"
-        )
-    )
+    binding, binding_note = C.binding_or_note(args.no_binding)
 
     shapes = C.request_shapes(fx)
     hit_list = C.hit_inputs(fx)
