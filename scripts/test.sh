@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
+. scripts/_oracle.sh
 
 step "redis-server (Debian package; the Redis tests start their own on loopback)"
 if ! command -v redis-server >/dev/null; then
@@ -14,6 +15,7 @@ fi
 redis-server --version
 
 venv_with_wheel testing
+install_opa_oracle
 
 step "cargo test"
 cargo test --quiet

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod decision_log;
 pub mod engine;
 pub mod error;
+pub mod eval_context;
 pub mod key;
 pub mod l2;
 pub mod metrics;

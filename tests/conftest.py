@@ -63,3 +63,14 @@ def load_case_files() -> list[tuple[str, dict[str, Any]]]:
     files = sorted(CASES.glob("*.yaml"))
     assert files, f"no case files in {CASES}"
     return [(f.stem, yaml.safe_load(f.read_text())) for f in files]
+
+
+@pytest.fixture(scope="session")
+def opa() -> type[Any]:
+    """The OPA Go engine (``tests/opa_oracle.Opa``); skips with the reason when unavailable."""
+    from tests import opa_oracle
+
+    loaded = opa_oracle.load()
+    if isinstance(loaded, str):
+        pytest.skip(loaded)
+    return loaded
