@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authorizer;
+pub mod builtins;
 pub mod cache;
 pub mod canonical;
 pub mod clock;
