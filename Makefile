@@ -18,3 +18,27 @@ bench-guard:
 
 bench-guard-update:
 	$(PY) benches/python/guard.py --update
+
+# Lint and format, as CI runs it (scripts/test.sh calls `make check`): rustfmt, clippy with
+# warnings as errors (pedantic is on in Cargo.toml), ruff, mypy --strict, stubtest.
+RUFF_PATHS = python tests benches examples
+
+.PHONY: check lint-rust lint-python format
+
+check: lint-rust lint-python
+
+lint-rust:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --quiet -- -D warnings
+
+lint-python:
+	$(PY) -m ruff check $(RUFF_PATHS)
+	$(PY) -m ruff format --check $(RUFF_PATHS)
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest regoguard._regoguard
+
+# Rewrites the tree into the checked formats.
+format:
+	cargo fmt --all
+	$(PY) -m ruff format $(RUFF_PATHS)
+	$(PY) -m ruff check --fix $(RUFF_PATHS)

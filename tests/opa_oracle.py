@@ -79,7 +79,7 @@ def load() -> type[Opa] | str:
         sys.path.insert(0, str(d))
     try:
         import opa_bindings  # noqa: F401
-    except Exception as e:  # pragma: no cover - a broken download
+    except (ImportError, OSError) as e:  # a broken download
         return f"the OPA oracle at {d} does not load: {e}"
     return Opa
 
