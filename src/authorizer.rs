@@ -212,7 +212,11 @@ impl Authorizer {
     /// once for the entry's expiry and the decision's duration). Never blocks, never evaluates.
     #[inline]
     pub fn lookup(&self, c: &Check<'_>) -> (Key, Option<Arc<Outcome>>, u64) {
-        let key = c.compiled.entrypoints[c.index].seed.key(c.canonical);
+        let seeds = &c.compiled.entrypoints[c.index].seeds;
+        let key = match c.form {
+            InputForm::Plain => seeds.plain.key(c.canonical),
+            InputForm::Request => seeds.request.key(c.canonical),
+        };
         let now = clock::now_ns();
         let hit = self.cache.as_ref().and_then(|cache| cache.get_at(&key, now));
         (key, hit, now)
