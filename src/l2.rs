@@ -93,9 +93,9 @@ pub struct RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the signing key.
+        // Never print the signing key or the Redis password.
         f.debug_struct("RedisConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("ttl", &self.ttl)
             .field("timeout", &self.timeout)
             .field("key_prefix", &self.key_prefix)
@@ -121,7 +121,7 @@ impl RedisConfig {
         channel: Option<&str>,
         decisions: DecisionPolicy,
     ) -> Result<Self> {
-        redis::Client::open(url).map_err(|e| Error::config(format!("url: {e}")))?;
+        redis::Client::open(url).map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(url)), url)))?;
         let ttl = seconds("ttl_seconds", ttl_seconds)?;
         if ttl.is_zero() {
             return Err(Error::config("ttl_seconds must be > 0"));
@@ -148,6 +148,89 @@ impl RedisConfig {
         };
         Ok(Self { url: url.to_owned(), ttl, timeout, key_prefix: key_prefix.to_owned(), signing_key, channel, decisions })
     }
+}
+
+/// `url` with its password (the userinfo after `user:`, and any `pass=`/`password=` query
+/// value) replaced by `***`: what every repr, error, log line and warning shows.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let start = scheme_end + 3;
+        let end = out[start..].find(['/', '?', '#']).map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
+}
+
+/// The secrets of `url` (its password and `pass=`/`password=` values, raw and
+/// percent-decoded), which no message may carry.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut raw = Vec::new();
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
+                raw.push(&url[colon + 1..at]);
+            }
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split(['&', '#']) {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") {
+                    raw.push(v);
+                }
+            }
+        }
+    }
+    let mut secrets: Vec<String> = raw.iter().flat_map(|r| [percent_decode(r), (*r).to_owned()]).collect();
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` with every secret of `url` replaced by `***`.
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.to_owned();
+    for secret in url_secrets(url) {
+        out = out.replace(&secret, "***");
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +410,8 @@ impl L2 {
     /// # Errors
     /// `Error::Config` if the URL does not parse (already checked by [`RedisConfig::new`]).
     pub fn new(config: RedisConfig) -> Result<Arc<Self>> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::config(format!("url: {e}")))?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(&config.url)), &config.url)))?;
         Ok(Arc::new(Self {
             config,
             client,
@@ -364,7 +448,8 @@ impl L2 {
             return;
         }
         if self.last_warning_ns.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            *self.warning.lock() = Some(message());
+            // A Redis error may quote the connection string: never its password.
+            *self.warning.lock() = Some(scrub(&message(), &self.config.url));
         }
     }
 
@@ -806,6 +891,25 @@ mod tests {
         let c = RedisConfig::new("redis://x", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto).unwrap();
         assert_eq!(c.channel, "rg:events");
         assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(redact_url("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_url("redis://bob:p%40ss@h/0"), "redis://bob:***@h/0");
+        assert_eq!(redact_url("rediss://bob:a:b@c@h:1"), "rediss://bob:***@h:1");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("redis://bob@h/0"), "redis://bob@h/0");
+        assert_eq!(redact_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret"), "redis+unix:///tmp/r.sock?db=1&pass=***");
+        assert_eq!(redact_url("unix:///tmp/r.sock?password=s3cret&db=2"), "unix:///tmp/r.sock?password=***&db=2");
+        let url = "redis://bob:p%40ss@h/0";
+        assert_eq!(scrub("AUTH p@ss failed for p%40ss", url), "AUTH *** failed for ***");
+        let c = RedisConfig::new("redis://:hunter2@localhost:6379/0", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let Err(e) = RedisConfig::new("redis://:hunter2@[bad", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto) else {
+            panic!("a bad url must be refused")
+        };
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]
