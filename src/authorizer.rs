@@ -256,7 +256,8 @@ impl Authorizer {
             }
             Err(e) => {
                 self.metrics.failed();
-                let e = e.in_decision(id);
+                // An error may quote the input: never a masked value (ARCHITECTURE.md, "Masking").
+                let e = self.masker().redact_error(e.in_decision(id), c.canonical, c.form);
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Err(&e), None, elapsed);
                 }
@@ -316,6 +317,14 @@ impl Authorizer {
             duration_ns,
         };
         log.offer(record, &self.metrics);
+    }
+
+    /// The masks applied to decision-log records and error messages.
+    pub fn masker(&self) -> &crate::decision_log::Masker {
+        match self.log.as_deref() {
+            Some(log) => log.masker(),
+            None => crate::decision_log::Masker::default_masks(),
+        }
     }
 
     /// Whether decisions are logged.
