@@ -25,6 +25,7 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "__version__",
+    "_canonical",
     "_drain_decision_logs",
     "_l2_shutdown",
     "_render_metrics",
@@ -129,7 +130,13 @@ class DecisionLogConfig:
     evaluation, instead of ``result``), ``revision``, ``timestamp`` (RFC 3339, UTC, ns),
     ``metrics`` (``{"timer_regoguard_decision_ns": n}``), ``labels`` (``id``: this process,
     ``version``: regoguard's, then ``labels``), ``source`` (``l1``/``l2``/``engine``) and
-    ``erased`` (the mask pointers that removed something).
+    ``erased`` (the mask pointers that removed something, and the pointer of each field
+    removed by ``mask_names``).
+
+    The same masks apply to evaluation error messages: a masked input value quoted by an
+    error (regorus prints the operands of failed arithmetic) is replaced by ``***`` in the
+    ``EvaluationError``, the ``regoguard`` logger and the decision log. An ``Authorizer``
+    without ``decision_log=`` masks its errors with the defaults.
 
     Requests only queue records (a copy of the input's canonical bytes and a few ids; never
     blocking); a background daemon thread renders, masks and logs them. A full queue drops
@@ -143,8 +150,13 @@ class DecisionLogConfig:
             random per decision.
         mask: JSON pointers under ``/input`` or ``/result`` removed from every record before it
             leaves the process (``~1`` escapes ``/``, ``~0`` escapes ``~``; a number indexes a
-            list). Default: ``("/input/headers/authorization", "/input/headers/cookie")``.
-            Passing ``mask`` replaces the default: include those two to keep them.
+            list). Default: the ``authorization``, ``cookie``, ``proxy-authorization``,
+            ``set-cookie`` and ``x-api-key`` headers (``/input/headers/<name>``). Passing
+            ``mask`` replaces the default: include those to keep them.
+        mask_names: Field-name patterns (``*`` is any run of characters, compared
+            case-insensitively) removed wherever they appear in the input or result, any
+            header or nested field. Default: ``("*token*", "*secret*", "*password*")``;
+            ``()`` masks no names. A pattern of only ``*`` is refused.
         max_queue: Most records waiting to be logged (default 10,000), from 1 to 1,000,000.
             Memory follows what is queued (about 100 bytes plus the input per record); nothing
             is allocated up front.
@@ -161,6 +173,7 @@ class DecisionLogConfig:
         mask: Sequence[str] | None = None,
         max_queue: int = 10_000,
         labels: Mapping[str, str] | None = None,
+        mask_names: Sequence[str] | None = None,
     ) -> Self: ...
     @property
     def sample_rate(self) -> float:
@@ -168,6 +181,9 @@ class DecisionLogConfig:
     @property
     def mask(self) -> list[str]:
         """The JSON pointers removed from every record."""
+    @property
+    def mask_names(self) -> list[str]:
+        """The field-name patterns removed at any depth."""
     @property
     def max_queue(self) -> int:
         """The most records waiting to be logged."""
@@ -233,7 +249,8 @@ class RedisConfig:
         decisions: Literal["auto", "always", "never"] = "auto",
     ) -> Self: ...
     @property
-    def url(self) -> str: ...
+    def url(self) -> str:
+        """The URL with its password replaced by ``***`` (as in ``repr``, errors and warnings)."""
     @property
     def ttl_seconds(self) -> float: ...
     @property
@@ -523,6 +540,9 @@ class ResultCache:
             ``key()``) rather than from the bound arguments (errors point at ``args``).
         redis: Share JSON-shaped results through this Redis L2 (see
             ``cached_authorization``); ``None`` (default): this process only.
+        identity: A JSON-shaped value telling apart functions that share ``name`` (the
+            decorator passes a closure's free variables and defaults); part of every key and
+            of the Redis key space. ``None`` (default): the name alone.
 
     Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
     outside its range. Every method that takes a key raises ``InputError`` (naming the value,
@@ -542,6 +562,7 @@ class ResultCache:
         deny_ttl_seconds: float | None = None,
         custom_key: bool = False,
         redis: RedisConfig | None = None,
+        identity: Any = None,
     ) -> Self: ...
     def call(
         self,
@@ -612,6 +633,10 @@ class ResultCache:
     @property
     def deny_ttl_seconds(self) -> float:
         """How long a falsy result is kept (``ttl_seconds`` when given ``None``)."""
+
+def _canonical(value: Any, root: str = "value") -> bytes:
+    """Private: the canonical bytes of ``value`` (the key form of ``cached_authorization``).
+    Raises ``InputError`` naming the part (under ``root``) that has no JSON form."""
 
 @final
 class CacheMiss:
