@@ -244,6 +244,7 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 _MAX_IDENTITY_DEPTH = 4
+_OPAQUE: Any = object()
 
 
 def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]:
@@ -257,7 +258,7 @@ def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]
         if isinstance(value, (types.FunctionType, types.MethodType, functools.partial)):
             if depth >= _MAX_IDENTITY_DEPTH:
                 opaque.append(label)
-                return None
+                return _OPAQUE
             inner, more = _identity(value, depth + 1, f"{label}.")
             opaque.extend(more)
             return {"function": _name(value), "identity": inner}
@@ -269,7 +270,7 @@ def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]
             _canonical(value, label)
         except (InputError, RecursionError):
             opaque.append(label)
-            return None
+            return _OPAQUE
         return value
 
     if isinstance(fn, functools.partial):
@@ -296,7 +297,16 @@ def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]
     elif not isinstance(fn, type):
         # A callable object: its attributes are its configuration.
         parts["object"] = _attributes(fn, form, f"{where}self")
-    return parts, opaque
+    return _without_opaque(parts), opaque
+
+
+def _without_opaque(value: Any) -> Any:
+    """``value`` without the parts that have no canonical form (left out of the identity)."""
+    if isinstance(value, dict):
+        return {k: _without_opaque(v) for k, v in value.items() if v is not _OPAQUE}
+    if isinstance(value, list):
+        return [_without_opaque(v) for v in value if v is not _OPAQUE]
+    return value
 
 
 def _attributes(obj: Any, form: Callable[[Any, str], Any], label: str) -> Any:
