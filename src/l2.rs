@@ -663,13 +663,13 @@ impl L2 {
         let guard = InFlight::new();
         handle.spawn(async move {
             let _guard = guard;
-            let (found, observed) = match tokio::time::timeout(this.config.timeout, this.get(conn, &key, &space, &epochs, &revision)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    bump(&this.counters.misses);
-                    this.failed("GET", &CallError::Timeout);
-                    (None, None)
-                }
+            let read = this.get(conn, &key, &space, &epochs, &revision);
+            let (found, observed) = if let Ok(r) = tokio::time::timeout(this.config.timeout, read).await {
+                r
+            } else {
+                bump(&this.counters.misses);
+                this.failed("GET", &CallError::Timeout);
+                (None, None)
             };
             done(found, observed);
         });

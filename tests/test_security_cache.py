@@ -42,7 +42,13 @@ allow if not admin_area
 
 #: What the middleware builds for ``GET /admin`` (no identity, no headers allowed), minus the
 #: derived ``path_segments``: the bytes of its key.
-ADMIN_DOC: dict[str, Any] = {"headers": {}, "method": "GET", "path": "/admin", "query": {}, "user": None}
+ADMIN_DOC: dict[str, Any] = {
+    "headers": {},
+    "method": "GET",
+    "path": "/admin",
+    "query": {},
+    "user": None,
+}
 
 
 def _client(authz: regoguard.Authorizer) -> TestClient:
@@ -56,20 +62,28 @@ def _client(authz: regoguard.Authorizer) -> TestClient:
 # --- 1. One key domain per input form --------------------------------------------------------
 
 
-def test_middleware_document_is_the_attack_document(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_middleware_document_is_the_attack_document(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     # The attack needs the two forms to write the same bytes: check that they do.
-    seen = regoguard.build_input({"type": "http", "method": "GET", "path": "/admin", "headers": [], "query_string": b""})
+    seen = regoguard.build_input(
+        {"type": "http", "method": "GET", "path": "/admin", "headers": [], "query_string": b""}
+    )
     assert {k: v for k, v in seen.items() if k != "path_segments"} == ADMIN_DOC
     assert seen["path_segments"] == ["admin"]
 
 
-def test_a_plain_check_never_serves_the_middleware(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_a_plain_check_never_serves_the_middleware(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     authz = authorizer(NOT_ADMIN_AREA)
     # Evaluated without path_segments: not in the admin area, allowed (OPA agrees).
     assert authz.check(ADMIN_DOC).allow
     assert authz.check(ADMIN_DOC).source == "l1"
     with _client(authz) as client:
-        assert client.get("/admin").status_code == 403, "the plain check's allow was served to a request"
+        assert client.get("/admin").status_code == 403, (
+            "the plain check's allow was served to a request"
+        )
         assert client.get("/admin").status_code == 403
         assert client.get("/public").status_code == 200
     fresh = authorizer(NOT_ADMIN_AREA)
@@ -77,7 +91,9 @@ def test_a_plain_check_never_serves_the_middleware(authorizer: Callable[..., reg
         assert client.get("/admin").status_code == 403
 
 
-def test_the_middleware_never_serves_a_plain_check(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_the_middleware_never_serves_a_plain_check(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     authz = authorizer(NOT_ADMIN_AREA)
     with _client(authz) as client:
         assert client.get("/admin").status_code == 403
@@ -164,8 +180,10 @@ def test_identity_covers_defaults_partials_methods_and_objects() -> None:
 
     assert _identity(Checker("a")) != _identity(Checker("b"))
     assert _identity(Checker("a").method) != _identity(Checker("b").method)
-    assert _identity(Checker("a")) == _identity(Checker("a")), "stable: equal values, equal identity"
-    ident, opaque = _identity(partial(f, object()))
+    assert _identity(Checker("a")) == _identity(Checker("a")), (
+        "stable: equal values, equal identity"
+    )
+    _, opaque = _identity(partial(f, object()))
     assert opaque == ["args[0]"]
 
 
@@ -213,7 +231,9 @@ def _text(records: list[logging.LogRecord]) -> str:
     return "\n".join(r.getMessage() for r in records)
 
 
-def test_evaluation_errors_do_not_quote_masked_values(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_evaluation_errors_do_not_quote_masked_values(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     # The interpreter raises on `"text" + 1` and quotes the operand (the RVM answers undefined).
     authz = authorizer(LEAKY, evaluator="interpreter")
     for doc in (
@@ -236,18 +256,25 @@ def test_masked_values_stay_out_of_the_500_the_logger_and_the_decision_log(
     async def ok(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    app = RegoGuardMiddleware(Starlette(routes=[Route("/", ok)]), authorizer=authz, include_headers=["authorization"])
+    app = RegoGuardMiddleware(
+        Starlette(routes=[Route("/", ok)]), authorizer=authz, include_headers=["authorization"]
+    )
     with TestClient(app) as client:
         r = client.get("/", headers={"authorization": SECRET})
     assert r.status_code == 500
     assert SECRET not in r.text
     deadline = time.monotonic() + 5
-    while "regoguard.decisions" not in {r.name for r in regoguard_logs} and time.monotonic() < deadline:
+    while (
+        "regoguard.decisions" not in {r.name for r in regoguard_logs}
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     logs = _text(regoguard_logs)
     assert "evaluation failed" in logs
     assert SECRET not in logs and "s3cr3t" not in logs, logs
-    decisions = [json.loads(r.getMessage()) for r in regoguard_logs if r.name == "regoguard.decisions"]
+    decisions = [
+        json.loads(r.getMessage()) for r in regoguard_logs if r.name == "regoguard.decisions"
+    ]
     assert decisions and "***" in decisions[-1]["error"]["message"]
 
 
@@ -275,7 +302,10 @@ def test_default_masks_remove_credentials_from_decision_logs(
         }
     )
     deadline = time.monotonic() + 5
-    while not [r for r in regoguard_logs if r.name == "regoguard.decisions"] and time.monotonic() < deadline:
+    while (
+        not [r for r in regoguard_logs if r.name == "regoguard.decisions"]
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     lines = [r.getMessage() for r in regoguard_logs if r.name == "regoguard.decisions"]
     assert lines

@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 from regoguard import _l2
-from regoguard._regoguard import CacheMiss, ConfigError, InputError, RedisConfig, ResultCache, _canonical
+from regoguard._regoguard import (
+    CacheMiss,
+    ConfigError,
+    InputError,
+    RedisConfig,
+    ResultCache,
+    _canonical,
+)
 
 __all__ = ["CacheInfo", "CachedFunction", "cached_authorization"]
 
@@ -226,7 +233,9 @@ def cached_authorization(
                 "functions made by one factory would share cached results; pass key= (what to key on) "
                 "or name= (a key space per closure, e.g. name=f'requires:{role}')"
             )
-        cache = new_cache(name or _name(fn), custom_key=key is not None, redis=redis, identity=identity)
+        cache = new_cache(
+            name or _name(fn), custom_key=key is not None, redis=redis, identity=identity
+        )
         if _is_async(fn):
             wrapper = _async_wrapper(fn, cache, key, tags)
         else:
@@ -292,8 +301,12 @@ def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]
                 continue
             closure[var] = form(value, label)
         parts["closure"] = closure
-        parts["defaults"] = [form(d, f"{where}defaults[{i}]") for i, d in enumerate(fn.__defaults__ or ())]
-        parts["kwdefaults"] = {k: form(v, f"{where}{k}") for k, v in (fn.__kwdefaults__ or {}).items()}
+        parts["defaults"] = [
+            form(d, f"{where}defaults[{i}]") for i, d in enumerate(fn.__defaults__ or ())
+        ]
+        parts["kwdefaults"] = {
+            k: form(v, f"{where}{k}") for k, v in (fn.__kwdefaults__ or {}).items()
+        }
     elif not isinstance(fn, type):
         # A callable object: its attributes are its configuration.
         parts["object"] = _attributes(fn, form, f"{where}self")
@@ -311,7 +324,7 @@ def _without_opaque(value: Any) -> Any:
 
 def _attributes(obj: Any, form: Callable[[Any, str], Any], label: str) -> Any:
     attrs = getattr(obj, "__dict__", None)
-    if isinstance(obj, types.ModuleType) or isinstance(obj, type):
+    if isinstance(obj, (types.ModuleType, type)):
         return form(obj, label)
     if attrs is None:
         return form(obj, label)

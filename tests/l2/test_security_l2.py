@@ -49,7 +49,13 @@ admin_area if input.path_segments[0] == "admin"
 allow if not admin_area
 """
 
-ADMIN_DOC: dict[str, Any] = {"headers": {}, "method": "GET", "path": "/admin", "query": {}, "user": None}
+ADMIN_DOC: dict[str, Any] = {
+    "headers": {},
+    "method": "GET",
+    "path": "/admin",
+    "query": {},
+    "user": None,
+}
 
 
 def test_l2_never_serves_one_input_form_to_the_other(
@@ -66,7 +72,9 @@ def test_l2_never_serves_one_input_form_to_the_other(
 
     # The middleware's deny is shared first...
     worker, cfg_w = authz()
-    with TestClient(RegoGuardMiddleware(Starlette(routes=[Route("/{p:path}", ok)]), authorizer=worker)) as client:
+    with TestClient(
+        RegoGuardMiddleware(Starlette(routes=[Route("/{p:path}", ok)]), authorizer=worker)
+    ) as client:
         assert client.get("/admin").status_code == 403
     wait_for(lambda: cfg_w.stats()["writes"] == 1)
     # ...and a plain check of the same bytes elsewhere must not read it.
@@ -78,7 +86,9 @@ def test_l2_never_serves_one_input_form_to_the_other(
         wait_for(lambda: cfg_o.stats()["writes"] == 1)
         # The plain allow, now in Redis, never reaches a request either.
         third, _ = authz()
-        with TestClient(RegoGuardMiddleware(Starlette(routes=[Route("/{p:path}", ok)]), authorizer=third)) as c:
+        with TestClient(
+            RegoGuardMiddleware(Starlette(routes=[Route("/{p:path}", ok)]), authorizer=third)
+        ) as c:
             assert c.get("/admin").status_code == 403
         d = await third.check_async(ADMIN_DOC)
         assert d.allow and d.source == "l2", "the same form still shares"
@@ -138,7 +148,9 @@ def test_closures_of_one_factory_never_share_redis_entries(
         check=False,
     )
     assert child.returncode == 0, child.stderr
-    assert child.stdout.split() == ["False", "1"], "the admin's own entry is shared, the viewer's is not"
+    assert child.stdout.split() == ["False", "1"], (
+        "the admin's own entry is shared, the viewer's is not"
+    )
     # The same closure is still shared (equal identity in every process).
     again = config(redis_server, prefix)
     assert requires("viewer", again)("bob") is True and again.stats()["hits"] == 1
@@ -199,7 +211,11 @@ def test_a_revoked_entry_set_back_without_expiry_is_refused_by_a_fresh_process(
     script = tmp_path / "replay.py"
     script.write_text(textwrap.dedent(REPLAY_CHILD))
     child = subprocess.run(
-        [sys.executable, str(script), redis_server.url, prefix], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(script), redis_server.url, prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["False", "True", "1", "0"], "replayed: " + child.stdout
@@ -267,7 +283,9 @@ def test_an_entry_is_refused_after_its_sealed_expiry_whatever_redis_says(
     assert CALLS == ["bob"] and late.stats()["stale_entries"] == 1
 
 
-def test_a_revoked_decision_is_refused(redis_server: RedisServer, prefix: str, policy_dir: Callable[..., Path]) -> None:
+def test_a_revoked_decision_is_refused(
+    redis_server: RedisServer, prefix: str, policy_dir: Callable[..., Path]
+) -> None:
     folder = policy_dir(
         """
 package authz
@@ -304,7 +322,9 @@ allow := {"allow": true, "tags": [sprintf("user:%s", [input.user])]} if input.us
     asyncio.run(main())
 
 
-def test_a_result_computed_across_an_invalidation_is_not_shared(redis_server: RedisServer, prefix: str) -> None:
+def test_a_result_computed_across_an_invalidation_is_not_shared(
+    redis_server: RedisServer, prefix: str
+) -> None:
     cfg = config(redis_server, prefix)
     other = config(redis_server, prefix)
     started, release = threading.Event(), threading.Event()
