@@ -205,18 +205,22 @@ class RedisConfig:
     counters. Nothing connects until first use.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``).
+        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``). The password is
+            shown as ``***`` everywhere (``repr``, ``url``, errors, warnings).
         ttl_seconds: Longest lifetime of an entry in Redis (default 300.0); an entry never
             outlives what the L1 would keep it for either. A hit is promoted to L1 for what is
             left of its Redis TTL.
         timeout_seconds: Bound of every Redis call (default 0.05), at most 60.
         key_prefix: Prefix of every Redis key (default ``"regoguard"``); keys are
             ``<prefix>:d:<revision>:<digest>`` for decisions, ``<prefix>:r1:<function>:<digest>``
-            for decorated results, ``<prefix>:t:...`` for tag sets.
+            for decorated results, ``<prefix>:t:...`` for tag sets, ``<prefix>:e:...`` for
+            invalidation epochs.
         signing_key: A secret of at least 16 bytes (``bytes`` or ``str``). With it every entry
-            carries an HMAC-SHA256 over its key, revision and value, and entries without a
-            valid one are ignored; without it only unsigned entries are read. Required by
-            ``Authorizer(redis=...)``: a decision read from Redis must be one we signed.
+            carries an HMAC-SHA256 over its key, revision, absolute expiry, invalidation epochs
+            and value, and entries without a valid one are ignored; without it only unsigned
+            entries are read. Required by ``Authorizer(redis=...)``: a decision read from
+            Redis must be one we signed. Messages carry a sender, a sequence number and a
+            timestamp under the same key; replays are refused (README, "Security").
         channel: The pub/sub channel of cross-instance messages (default
             ``"<key_prefix>:events"``): ``reload()``, ``set_data()``, ``invalidate()`` and
             ``invalidate_all()`` of every ``Authorizer``, and the invalidations of every
@@ -267,11 +271,15 @@ class RedisConfig:
     def stats(self) -> dict[str, int | bool]:
         """Counters shared by everything built with this config: ``hits``, ``misses``,
         ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
+        ``stale_entries`` (of those, signed entries past their sealed expiry or sealed before
+        an invalidation), ``stale_writes`` (results not written because an invalidation
+        happened while they were computed),
         ``skipped`` (calls not made while Redis was known to be down), ``writes``,
         ``unshareable`` (results with no JSON form, kept L1-only), ``deletes``, ``rtt_ns``
         (smoothed read round trip), ``messages_sent``, ``messages_received`` (verified messages
         seen on the channel, this config's own included; a sender never acts on its own),
-        ``messages_rejected`` (failed verification), ``subscription_gaps`` (lost
+        ``messages_rejected`` (failed verification, or replays: a repeated or older sequence,
+        a timestamp more than 30 s off, a state change older than one applied), ``subscription_gaps`` (lost
         subscriptions, each dropping the L1s), ``healthy`` (Redis answered last time) and
         ``subscribed``. Builds the client (without connecting) on first call."""
 
