@@ -334,6 +334,7 @@ def test_redis_password_is_redacted_everywhere(regoguard_logs: list[logging.LogR
         return True
 
     assert check("x") is True  # Redis down: a miss, computed
+    assert "regoguard L2:" in _text(regoguard_logs), "the warning path ran"
     stats = cfg.stats()
     assert "hunter2" not in repr(stats) and stats["errors"] >= 1
     assert "hunter2" not in _text(regoguard_logs)

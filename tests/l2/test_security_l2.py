@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from ..test_security_cache import ADMIN_DOC, NOT_ADMIN_AREA
 from .conftest import RedisServer, _read
 from .test_redis import KEY, keys, wait_for
 
@@ -38,24 +39,6 @@ def config(server: RedisServer, prefix: str, **kwargs: Any) -> RedisConfig:
 
 
 # --- 1. Input forms through the L2 ----------------------------------------------------------
-
-NOT_ADMIN_AREA = """
-package authz
-
-default allow := false
-
-admin_area if input.path_segments[0] == "admin"
-
-allow if not admin_area
-"""
-
-ADMIN_DOC: dict[str, Any] = {
-    "headers": {},
-    "method": "GET",
-    "path": "/admin",
-    "query": {},
-    "user": None,
-}
 
 
 def test_l2_never_serves_one_input_form_to_the_other(
