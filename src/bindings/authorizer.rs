@@ -410,26 +410,28 @@ impl PyAuthorizer {
     #[pyo3(signature = (*, tags))]
     fn invalidate(&self, py: Python<'_>, tags: Vec<String>) {
         self.inner.invalidate_tags(&tags);
+        // Epoch first (the entries are refused everywhere from then on), then the message, then
+        // the delete, which only frees memory.
+        if let Some(l2) = &self.l2 {
+            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, false, &tags, &[]));
+        }
+        self.publish(py, &Message::InvalidateTags(tags.clone()));
         if let Some(l2) = &self.l2 {
             let space = format!("d:{}", self.inner.current().revision.display);
-            py.detach(|| {
-                l2.bump_blocking(DECISION_EPOCHS, false, &tags, &[]);
-                l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None)
-            });
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None));
         }
-        self.publish(py, &Message::InvalidateTags(tags));
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
         self.inner.invalidate_all();
         if let Some(l2) = &self.l2 {
-            let space = format!("d:{}", self.inner.current().revision.display);
-            py.detach(|| {
-                l2.bump_blocking(DECISION_EPOCHS, true, &[], &[]);
-                l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space)))
-            });
+            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, true, &[], &[]));
         }
         self.publish(py, &Message::InvalidateAll);
+        if let Some(l2) = &self.l2 {
+            let space = format!("d:{}", self.inner.current().revision.display);
+            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space))));
+        }
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -572,10 +572,12 @@ impl PyResultCache {
         let held = py.detach(|| self.counters.cache.remove(&k));
         if let Some(shared) = &self.l2 {
             let redis_key = shared.l2.key(&shared.space, &k.0);
+            // Epoch first (from then on the entry is refused everywhere), then the message, then
+            // the delete, which only frees memory now.
             py.detach(|| {
                 shared.l2.bump_blocking(&shared.space, false, &[], std::slice::from_ref(&redis_key));
-                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
                 shared.publisher.publish(&Message::InvalidateKey(k.0));
+                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
             });
             flush_warning(py, &shared.l2);
         }
@@ -587,8 +589,8 @@ impl PyResultCache {
         if let Some(shared) = &self.l2 {
             py.detach(|| {
                 shared.l2.bump_blocking(&shared.space, false, &tags, &[]);
+                shared.publisher.publish(&Message::InvalidateTags(tags.clone()));
                 shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
-                shared.publisher.publish(&Message::InvalidateTags(tags));
             });
             flush_warning(py, &shared.l2);
         }
@@ -600,8 +602,8 @@ impl PyResultCache {
             let pattern = shared.l2.pattern(&shared.space);
             py.detach(|| {
                 shared.l2.bump_blocking(&shared.space, true, &[], &[]);
-                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
                 shared.publisher.publish(&Message::InvalidateAll);
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
             });
             flush_warning(py, &shared.l2);
         }
