@@ -277,7 +277,7 @@ def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]
             return {"module": value.__name__}
         try:
             _canonical(value, label)
-        except (InputError, RecursionError):
+        except (InputError, RecursionError, TypeError, ValueError):
             opaque.append(label)
             return _OPAQUE
         return value

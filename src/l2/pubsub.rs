@@ -12,8 +12,8 @@
 //! breaker's backoff (100 ms doubling to 5 s).
 //!
 //! # Wire format
-//! `<tag> <json>`, where the JSON object has `v` (2), `from`, `scope`, `sender` (this
-//! process's random id), `seq` (per sender, increasing), `ts` (unix ms), `kind` and the fields
+//! `<tag> <json>`, where the JSON object has `v` (2), `from`, `scope`, `sender` (a random id
+//! per process and `RedisConfig`), `seq` (per sender, increasing), `ts` (unix ms), `kind` and the fields
 //! of the kind, and `<tag>` is the hex HMAC-SHA256 of the channel and the JSON under the signing
 //! key, or `-` without one. A listener with a signing key ignores messages without a valid tag
 //! (a forged `set_data` could otherwise change the data every instance decides with).
@@ -21,8 +21,9 @@
 //! # Replays
 //! Whoever can publish on the channel can re-send a captured message. So a message is
 //! refused (counted in `messages_rejected`) when its `ts` is more than [`REPLAY_WINDOW`] from
-//! this host's clock, when its sender's `seq` is not above the last one accepted from that
-//! sender, and, for messages that change state (`reload`, `set_data`), when an instance of
+//! this host's clock, when its sender's `seq` was accepted already or is more than 64 below the
+//! highest accepted from that sender (concurrent publishers may arrive slightly out of order),
+//! and, for messages that change state (`reload`, `set_data`), when an instance of
 //! its scope already applied or sent a newer state change (ordered by `(ts, sender, seq)`):
 //! an instance never moves back to older data.
 
@@ -78,11 +79,42 @@ struct Origin {
     ts: u64,
 }
 
+/// Sequence numbers accepted from one sender: the highest, and which of the 64 below it were
+/// seen (messages of concurrent publishers may arrive slightly out of order).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    highest: u64,
+    below: u64,
+    ts: u64,
+}
+
+impl Seen {
+    /// Whether `seq` is new; records it.
+    fn accept(&mut self, seq: u64, ts: u64) -> bool {
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.below = if shift >= 64 { 0 } else { (self.below << shift) | (1 << (shift - 1)) };
+            if self.highest == 0 {
+                self.below = 0;
+            }
+            self.highest = seq;
+            self.ts = self.ts.max(ts);
+            return true;
+        }
+        let back = self.highest - seq;
+        if back == 0 || back > 64 || self.below & (1 << (back - 1)) != 0 {
+            return false;
+        }
+        self.below |= 1 << (back - 1);
+        true
+    }
+}
+
 /// The replay window's memory.
 #[derive(Default)]
 struct Replay {
-    /// Sender → (last accepted seq, its ts).
-    senders: std::collections::HashMap<String, (u64, u64)>,
+    /// Sender → the sequence numbers accepted from it.
+    senders: std::collections::HashMap<String, Seen>,
     /// Scope → the newest state change applied or sent here: `(ts, sender, seq)`.
     state: std::collections::HashMap<String, (u64, String, u64)>,
 }
@@ -110,7 +142,9 @@ pub struct Bus {
     /// Subscriptions lost, each followed by dropped L1s.
     pub gaps: AtomicU64,
     replay: Mutex<Replay>,
-    /// The sequence number of this process's next message.
+    /// This bus's sender id (the process's random id and a per-process number) and the
+    /// sequence number of its last message.
+    sender: OnceLock<String>,
     next_seq: AtomicU64,
 }
 
@@ -145,10 +179,9 @@ impl Bus {
             return Err("is outside the replay window (old, or from a clock far off)");
         }
         let mut r = self.replay.lock();
-        if let Some((last, _)) = r.senders.get(&o.sender) {
-            if o.seq <= *last {
-                return Err("was already received (a replay)");
-            }
+        let mut seen = r.senders.get(&o.sender).copied().unwrap_or_default();
+        if !seen.accept(o.seq, o.ts) {
+            return Err("was already received, or is older than what its sender sent since (a replay)");
         }
         let order = (o.ts, o.sender.clone(), o.seq);
         if changes_state {
@@ -160,20 +193,26 @@ impl Bus {
             }
         }
         if r.senders.len() >= MAX_SENDERS && !r.senders.contains_key(&o.sender) {
-            if let Some(oldest) = r.senders.iter().min_by_key(|(_, (_, ts))| *ts).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = r.senders.iter().min_by_key(|(_, s)| s.ts).map(|(k, _)| k.clone()) {
                 r.senders.remove(&oldest);
             }
         }
-        r.senders.insert(o.sender.clone(), (o.seq, o.ts));
+        r.senders.insert(o.sender.clone(), seen);
         if changes_state {
             r.state.insert(o.scope.clone(), order);
         }
         Ok(())
     }
 
-    /// Records a state change this process sends, so an older one is never applied after it.
+    /// This bus's sender id: every `RedisConfig` of a process sends as its own sender.
+    fn sender(&self) -> &str {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.sender.get_or_init(|| format!("{}.{}", process_id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Records a state change this bus sends, so an older one is never applied after it.
     fn sent_state(&self, scope: &str, ts: u64, seq: u64) {
-        let order = (ts, process_id().to_owned(), seq);
+        let order = (ts, self.sender().to_owned(), seq);
         let mut r = self.replay.lock();
         if r.state.get(scope).is_none_or(|newest| order > *newest) {
             r.state.insert(scope.to_owned(), order);
@@ -257,7 +296,7 @@ impl L2 {
         if message.changes_state() {
             self.bus.sent_state(scope, ts, seq);
         }
-        let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": process_id(), "seq": seq, "ts": ts});
+        let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": self.bus.sender(), "seq": seq, "ts": ts});
         let fields = match message {
             Message::Reload => json!({"kind": "reload"}),
             Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
@@ -495,7 +534,7 @@ mod tests {
             let wire = signed.encode("me", "a", m, 1000);
             let (origin, back) = signed.decode(wire.as_bytes()).unwrap();
             assert_eq!((origin.from.as_str(), origin.scope.as_str(), &back), ("me", "a", m));
-            assert_eq!((origin.sender.as_str(), origin.ts), (process_id(), 1000));
+            assert_eq!((origin.sender.as_str(), origin.ts), (signed.bus.sender(), 1000));
             for (from, to) in [("\"scope\":\"a\"", "\"scope\":\"b\""), ("\"ts\":1000", "\"ts\":9000")] {
                 let forged = wire.replace(from, to);
                 assert_ne!(forged, wire);
@@ -536,5 +575,18 @@ mod tests {
         // What this process sends counts as applied.
         bus.sent_state("a", now + 100, 1);
         assert!(bus.admit(&origin("D", 1, now + 50), true, now).is_err());
+    }
+
+    #[test]
+    fn concurrent_publishers_may_arrive_out_of_order_but_never_twice() {
+        let mut s = Seen::default();
+        assert!(s.accept(1, 0) && s.accept(3, 0) && s.accept(2, 0));
+        assert!(!s.accept(2, 0) && !s.accept(3, 0) && !s.accept(1, 0));
+        assert!(s.accept(100, 0));
+        assert!(s.accept(99, 0) && s.accept(37, 0));
+        assert!(s.accept(36, 0) && !s.accept(35, 0), "64 behind is the edge of the window");
+        assert!(!s.accept(99, 0) && !s.accept(100, 0));
+        let (a, b) = (l2(None), l2(None));
+        assert_ne!(a.bus.sender(), b.bus.sender(), "two configs of one process are two senders");
     }
 }

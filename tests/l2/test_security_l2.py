@@ -431,3 +431,24 @@ def test_a_replayed_invalidation_is_counted_and_ignored(
     redis_server.command("PUBLISH", f"{prefix}:events", sniffer.messages[0])
     wait_for(lambda: cfg_b.stats()["messages_rejected"] == 1)
     assert b.cache_info().entries == 1, "a replayed invalidation still dropped L1"
+
+
+def test_every_config_of_a_process_is_its_own_sender(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # The replay check must not mistake two configs' first messages for one message twice.
+    cfgs = [config(redis_server, prefix) for _ in range(3)]
+
+    def make(c: RedisConfig) -> Any:
+        @cached_authorization(redis=c, name="tests.senders")
+        def f(x: int) -> bool:
+            return True
+
+        return f
+
+    fns = [make(c) for c in cfgs]
+    wait_for(lambda: all(c.stats()["subscribed"] for c in cfgs))
+    fns[0].invalidate_all()
+    fns[1].invalidate_all()
+    wait_for(lambda: cfgs[2].stats()["messages_received"] == 2)
+    assert cfgs[2].stats()["messages_rejected"] == 0
