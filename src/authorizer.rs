@@ -212,7 +212,11 @@ impl Authorizer {
     /// once for the entry's expiry and the decision's duration). Never blocks, never evaluates.
     #[inline]
     pub fn lookup(&self, c: &Check<'_>) -> (Key, Option<Arc<Outcome>>, u64) {
-        let key = c.compiled.entrypoints[c.index].seed.key(c.canonical);
+        let seeds = &c.compiled.entrypoints[c.index].seeds;
+        let key = match c.form {
+            InputForm::Plain => seeds.plain.key(c.canonical),
+            InputForm::Request => seeds.request.key(c.canonical),
+        };
         let now = clock::now_ns();
         let hit = self.cache.as_ref().and_then(|cache| cache.get_at(&key, now));
         (key, hit, now)
@@ -252,7 +256,8 @@ impl Authorizer {
             }
             Err(e) => {
                 self.metrics.failed();
-                let e = e.in_decision(id);
+                // An error may quote the input: never a masked value (ARCHITECTURE.md, "Masking").
+                let e = self.masker().redact_error(e.in_decision(id), c.canonical, c.form);
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Err(&e), None, elapsed);
                 }
@@ -312,6 +317,14 @@ impl Authorizer {
             duration_ns,
         };
         log.offer(record, &self.metrics);
+    }
+
+    /// The masks applied to decision-log records and error messages.
+    pub fn masker(&self) -> &crate::decision_log::Masker {
+        match self.log.as_deref() {
+            Some(log) => log.masker(),
+            None => crate::decision_log::Masker::default_masks(),
+        }
     }
 
     /// Whether decisions are logged.

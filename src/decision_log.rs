@@ -22,8 +22,21 @@ use crate::decision::{DecisionId, Outcome, Source};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
-/// What OPA masks by default in our setting: credentials in the request headers.
-pub const DEFAULT_MASK: [&str; 2] = ["/input/headers/authorization", "/input/headers/cookie"];
+/// What is masked by default: credentials in the request headers.
+pub const DEFAULT_MASK: [&str; 5] = [
+    "/input/headers/authorization",
+    "/input/headers/cookie",
+    "/input/headers/proxy-authorization",
+    "/input/headers/set-cookie",
+    "/input/headers/x-api-key",
+];
+
+/// Field names masked wherever they appear in the input or result (any depth, any header),
+/// compared case-insensitively; `*` matches any run of characters.
+pub const DEFAULT_MASK_NAMES: [&str; 3] = ["*token*", "*secret*", "*password*"];
+
+/// Shown in place of a masked value inside an error message.
+pub const REDACTED: &str = "***";
 
 /// The largest queue a config may ask for (a queued record costs about 100 bytes plus the
 /// input's canonical bytes).
@@ -40,6 +53,8 @@ pub struct DecisionLogConfig {
     pub max_queue: usize,
     /// Added to every record's `labels`.
     pub labels: Vec<(String, String)>,
+    /// Field-name patterns ([`DEFAULT_MASK_NAMES`]) removed at any depth.
+    pub mask_names: Vec<String>,
 }
 
 impl Default for DecisionLogConfig {
@@ -49,6 +64,7 @@ impl Default for DecisionLogConfig {
             mask: DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect(),
             max_queue: 10_000,
             labels: Vec::new(),
+            mask_names: DEFAULT_MASK_NAMES.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
@@ -70,7 +86,229 @@ impl DecisionLogConfig {
         if labels.iter().any(|(k, _)| k.is_empty()) {
             return Err(Error::config("decision_log labels must have non-empty names".to_owned()));
         }
-        Ok(Self { sample_rate, mask, max_queue, labels })
+        let mask_names = DEFAULT_MASK_NAMES.iter().map(|s| (*s).to_owned()).collect();
+        Ok(Self { sample_rate, mask, max_queue, labels, mask_names })
+    }
+
+    /// The same settings masking the field names matching `patterns` instead of the default.
+    ///
+    /// # Errors
+    /// `Error::Config` for an empty pattern or one that is only `*` (it would mask everything).
+    pub fn with_mask_names(mut self, patterns: Vec<String>) -> Result<Self> {
+        if let Some(p) = patterns.iter().find(|p| p.chars().all(|c| c == '*')) {
+            return Err(Error::config(format!(
+                "mask_names patterns need at least one character besides '*', got {p:?}"
+            )));
+        }
+        self.mask_names = patterns;
+        Ok(self)
+    }
+
+    /// What masks records and error messages under these settings.
+    pub fn masker(&self) -> Result<Masker> {
+        Masker::new(&self.mask, &self.mask_names)
+    }
+}
+
+/// Whether `name` matches `pattern` (`*` is any run, the rest compared ASCII case-insensitively).
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi].eq_ignore_ascii_case(&n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ni;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The masks of one authorizer: JSON pointers and field-name patterns. Used for decision-log
+/// records and for error messages, which must not quote a masked value either (an evaluation
+/// error may print part of the input).
+#[derive(Clone, Debug)]
+pub struct Masker {
+    pointers: Vec<(String, Vec<String>)>,
+    names: Vec<String>,
+}
+
+impl Masker {
+    /// # Errors
+    /// `Error::Config` for a pointer that is not under `/input` or `/result`.
+    pub fn new(pointers: &[String], names: &[String]) -> Result<Self> {
+        let pointers = pointers.iter().map(|m| Ok((m.clone(), pointer(m)?))).collect::<Result<_>>()?;
+        Ok(Self { pointers, names: names.to_vec() })
+    }
+
+    /// The default masks (for authorizers without a decision log).
+    pub fn default_masks() -> &'static Masker {
+        static DEFAULT: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(|| {
+            let pointers: Vec<String> = DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect();
+            let names: Vec<String> = DEFAULT_MASK_NAMES.iter().map(|s| (*s).to_owned()).collect();
+            Masker::new(&pointers, &names).unwrap_or(Masker { pointers: Vec::new(), names })
+        })
+    }
+
+    fn masks_name(&self, name: &str) -> bool {
+        self.names.iter().any(|p| glob(p, name))
+    }
+
+    /// Removes every masked value from `doc` (an object with `input` and maybe `result`);
+    /// returns the pointers that removed something, in mask order, then the named fields.
+    fn apply(&self, doc: &mut Map<String, Json>) -> Vec<String> {
+        let mut erased = Vec::new();
+        for (text, segments) in &self.pointers {
+            if remove(doc, segments) {
+                erased.push(text.clone());
+            }
+        }
+        if !self.names.is_empty() {
+            for root in ["input", "result"] {
+                if let Some(node) = doc.get_mut(root) {
+                    let mut at = format!("/{root}");
+                    self.remove_names(node, &mut at, &mut erased);
+                }
+            }
+        }
+        erased
+    }
+
+    fn remove_names(&self, node: &mut Json, at: &mut String, erased: &mut Vec<String>) {
+        match node {
+            Json::Object(map) => {
+                let doomed: Vec<String> = map.keys().filter(|k| self.masks_name(k)).cloned().collect();
+                for k in doomed {
+                    map.remove(&k);
+                    erased.push(format!("{at}/{}", escape(&k)));
+                }
+                for (k, v) in map.iter_mut() {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&escape(k));
+                    self.remove_names(v, at, erased);
+                    at.truncate(len);
+                }
+            }
+            Json::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&i.to_string());
+                    self.remove_names(v, at, erased);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every masked text of `input` (string leaves under a masked pointer or field name, and
+    /// masked numbers of four digits or more), longest first.
+    fn secrets(&self, input: &Json) -> Vec<String> {
+        let mut found = Vec::new();
+        for (_, segments) in &self.pointers {
+            if segments.first().map(String::as_str) != Some("input") {
+                continue;
+            }
+            let mut node = Some(input);
+            for seg in &segments[1..] {
+                node = node.and_then(|n| match n {
+                    Json::Object(m) => m.get(seg),
+                    Json::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    _ => None,
+                });
+            }
+            if let Some(n) = node {
+                leaves(n, &mut found);
+            }
+        }
+        self.named_secrets(input, &mut found);
+        found.retain(|s| !s.is_empty());
+        found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        found.dedup();
+        found
+    }
+
+    fn named_secrets(&self, node: &Json, found: &mut Vec<String>) {
+        match node {
+            Json::Object(map) => {
+                for (k, v) in map {
+                    if self.masks_name(k) {
+                        leaves(v, found);
+                    } else {
+                        self.named_secrets(v, found);
+                    }
+                }
+            }
+            Json::Array(items) => items.iter().for_each(|v| self.named_secrets(v, found)),
+            _ => {}
+        }
+    }
+
+    /// `message` with every masked value of the input (canonical bytes of `form`) replaced by
+    /// [`REDACTED`], raw and as a JSON string body (how policy errors quote strings).
+    pub fn redact(&self, message: &str, input: &[u8], form: InputForm) -> String {
+        let Ok(mut doc) = serde_json::from_slice::<Json>(input) else { return message.to_owned() };
+        if form == InputForm::Request {
+            complete_request(&mut doc);
+        }
+        let mut out = message.to_owned();
+        for secret in self.secrets(&doc) {
+            let quoted = Json::from(secret.as_str()).to_string();
+            let escaped = &quoted[1..quoted.len() - 1];
+            if escaped != secret {
+                out = out.replace(escaped, REDACTED);
+            }
+            out = out.replace(&secret, REDACTED);
+        }
+        out
+    }
+
+    /// Masks `e` (an evaluation error's message) for the decision with this input.
+    pub fn redact_error(&self, e: Error, input: &[u8], form: InputForm) -> Error {
+        match e {
+            Error::Evaluation(mut f) => {
+                f.message = self.redact(&f.message, input, form);
+                Error::Evaluation(f)
+            }
+            other => other,
+        }
+    }
+}
+
+/// A JSON pointer segment for `key` (`~` is `~0`, `/` is `~1`).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The string leaves (and numbers of 4+ characters) under `node`.
+fn leaves(node: &Json, out: &mut Vec<String>) {
+    match node {
+        Json::String(s) => out.push(s.clone()),
+        Json::Number(n) => {
+            let t = n.to_string();
+            if t.len() >= 4 {
+                out.push(t);
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+        Json::Object(map) => map.values().for_each(|v| leaves(v, out)),
+        _ => {}
     }
 }
 
@@ -134,7 +372,7 @@ pub struct DecisionLog {
     pub config: DecisionLogConfig,
     /// `sample_rate` as a threshold on a random u64 (`None`: log everything).
     threshold: Option<u64>,
-    masks: Vec<(String, Vec<String>)>,
+    masks: Masker,
     labels: Json,
     sender: Sender<Record>,
     receiver: Mutex<Receiver<Record>>,
@@ -153,7 +391,7 @@ impl DecisionLog {
         let (sender, receiver) = channel();
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let threshold = (config.sample_rate < 1.0).then_some((config.sample_rate * u64::MAX as f64) as u64);
-        let masks = config.mask.iter().map(|m| Ok((m.clone(), pointer(m)?))).collect::<Result<_>>()?;
+        let masks = config.masker()?;
         let mut labels = Map::new();
         labels.insert("id".into(), Json::from(instance_id()));
         labels.insert("version".into(), Json::from(version));
@@ -201,6 +439,11 @@ impl DecisionLog {
         }
     }
 
+    /// The masks of this log.
+    pub fn masker(&self) -> &Masker {
+        &self.masks
+    }
+
     /// Marks the log as abandoned by its authorizer.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -245,12 +488,12 @@ impl DecisionLog {
                 doc.insert("error".into(), Json::Object(e));
             }
         }
-        let mut erased = Vec::new();
-        for (text, segments) in &self.masks {
-            if remove(&mut doc, segments) {
-                erased.push(Json::from(text.as_str()));
+        if let Some(Json::Object(e)) = doc.get_mut("error") {
+            if let Some(Json::String(m)) = e.get_mut("message") {
+                *m = self.masks.redact(m, &r.input, r.form);
             }
         }
+        let erased: Vec<Json> = self.masks.apply(&mut doc).into_iter().map(Json::from).collect();
         doc.insert("decision_id".into(), Json::from(r.id.to_string()));
         doc.insert("path".into(), Json::from(opa_path(&r.entrypoint)));
         doc.insert("revision".into(), Json::from(&*r.revision));
@@ -396,6 +639,7 @@ mod tests {
         let v: Json = serde_json::from_str(&line).unwrap();
         assert_eq!(v["input"]["headers"], serde_json::json!({"x-tenant": "t"}));
         assert_eq!(v["erased"], serde_json::json!(["/input/headers/authorization", "/input/headers/cookie"]));
+        assert!(!line.contains("Bearer"));
         assert_eq!(v["result"], Json::Bool(true));
         assert_eq!(v["path"], "authz/allow");
         assert_eq!(v["revision"], "abc");
@@ -415,6 +659,51 @@ mod tests {
         assert_eq!(v["erased"], serde_json::json!(["/input/items/0"]));
         assert_eq!(v["error"]["message"], "boom");
         assert!(v.get("result").is_none());
+    }
+
+    #[test]
+    fn default_masks_cover_credential_headers_and_secret_looking_names() {
+        let log = DecisionLog::new(DecisionLogConfig::default(), "v").unwrap();
+        let o = Arc::new(Outcome::from_value("e", regorus::Value::Bool(true)).unwrap());
+        let input = r#"{"headers":{"proxy-authorization":"Basic P1","x-api-key":"K2","set-cookie":"S3",
+            "x-auth-token":"T4","x-tenant":"t"},"user":{"Password":"P5","name":"bob",
+            "creds":[{"client_SECRET":"S6"}]},"query":{"access_token":["T7"]}}"#;
+        let line = log.render(&record(input, Ok(o)));
+        for secret in ["P1", "K2", "S3", "T4", "P5", "S6", "T7"] {
+            assert!(!line.contains(secret), "{secret} leaked: {line}");
+        }
+        let v: Json = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["input"]["headers"], serde_json::json!({"x-tenant": "t"}));
+        assert_eq!(v["input"]["user"]["name"], "bob");
+        let erased = v["erased"].as_array().unwrap();
+        assert!(erased.contains(&Json::from("/input/user/creds/0/client_SECRET")), "{erased:?}");
+        assert!(erased.contains(&Json::from("/input/headers/x-api-key")), "{erased:?}");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*token*", "X-Auth-TOKEN"));
+        assert!(glob("*token*", "token"));
+        assert!(!glob("*token*", "tokn"));
+        assert!(glob("a*b", "axxb"));
+        assert!(!glob("a*b", "axxbc"));
+        assert!(DecisionLogConfig::default().with_mask_names(vec!["**".into()]).is_err());
+    }
+
+    #[test]
+    fn error_messages_lose_masked_values() {
+        let m = Masker::default_masks();
+        let input = canonical::to_bytes(
+            &regorus::Value::from_json_str(r#"{"headers":{"authorization":"Bearer s\"x"},"user":{"api_token":"abc123"},"n":"abc"}"#)
+                .unwrap(),
+            "input",
+        )
+        .unwrap();
+        let msg = r#"policy.rego:3:5: cannot use "Bearer s"x" and abc123 as numbers (abc stays)"#;
+        let e = m.redact_error(Error::evaluation("data.a.b", msg), &input, InputForm::Plain);
+        let text = e.to_string();
+        assert!(!text.contains("Bearer") && !text.contains("abc123"), "{text}");
+        assert!(text.contains("abc stays") && text.contains("policy.rego:3:5"), "{text}");
     }
 
     #[test]

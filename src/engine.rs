@@ -15,7 +15,7 @@ use regorus::{Engine, Value};
 
 use crate::canonical;
 use crate::error::{anyhow_like::ErrorText, issue_from_regorus, Error, PolicyIssue, Result};
-use crate::key::KeySeed;
+use crate::key::FormSeeds;
 
 /// The RVM stops a runaway policy after this many instructions (regorus's default, 25,000, is
 /// too small for policies that iterate over real data). The interpreter has no such limit.
@@ -239,8 +239,8 @@ impl Revision {
 /// One entrypoint of a revision.
 pub struct Entrypoint {
     pub name: Arc<str>,
-    /// Keys of this entrypoint under this revision.
-    pub seed: KeySeed,
+    /// Keys of this entrypoint under this revision, one domain per input form.
+    pub seeds: FormSeeds,
     /// The compiled program, or `None` when the interpreter evaluates it.
     program: Option<Arc<Program>>,
     /// Why the RVM was not used (empty when it is).
@@ -312,7 +312,7 @@ impl Compiled {
         for ep in &self.entrypoints {
             next.entrypoints.push(Entrypoint {
                 name: ep.name.clone(),
-                seed: ep.seed,
+                seeds: ep.seeds,
                 program: ep.program.clone(),
                 fallback_reason: ep.fallback_reason.clone(),
             });
@@ -361,7 +361,7 @@ impl Compiled {
         };
         self.entrypoints.push(Entrypoint {
             name: Arc::from(name),
-            seed: KeySeed::new(&self.revision.digest, name),
+            seeds: FormSeeds::new(&self.revision.digest, name),
             program,
             fallback_reason,
         });

@@ -6,11 +6,23 @@
 //! ([`L2::take_warning`]). Nobody is allowed or denied because of Redis.
 //!
 //! # Entries
-//! A value stored under a key is `RG1`, a flag byte (1: signed), the 32-byte HMAC-SHA256 tag
-//! when signed, a one-byte revision length, the revision and the payload (canonical JSON). The
-//! tag covers the Redis key, the revision and the payload, so an entry cannot be replayed under
-//! another key or revision. A reader with a signing key accepts only entries signed with it; a
-//! reader without one accepts only unsigned entries.
+//! A value stored under a key is `RG2`, a flag byte (1: signed), the 32-byte HMAC-SHA256 tag
+//! when signed, then the body: the absolute expiry (unix ms), the invalidation epochs the
+//! entry was sealed under (its key space's, its own key's, and one per tag), the revision and
+//! the payload (canonical JSON). The tag covers the Redis key and the whole body, so an entry
+//! cannot be replayed under another key, revision or key space. A reader with a signing key
+//! accepts only entries signed with it; a reader without one accepts only unsigned entries.
+//!
+//! # Revocation
+//! Redis's own TTL is only housekeeping: the expiry inside the MAC is checked on every read,
+//! so an entry written back with no expiry is still refused after its deadline. Every
+//! invalidation (`invalidate_all`, a tag, one key) raises an epoch stored in Redis
+//! (`<prefix>:e:...`, see [`L2::bump_blocking`]) and remembered by this process; an entry
+//! sealed under an older epoch of its space, key or any of its tags is refused (counted in
+//! `stale_entries`). Epochs are raised to `max(old + 1, now in ms)`, so they only grow even when
+//! their key expires (two TTLs after the last raise, when every entry sealed before it has
+//! expired too). A writer records the epochs it saw before computing and does not write if
+//! they moved meanwhile, so a result computed across an invalidation is not shared.
 //!
 //! # Availability
 //! A circuit breaker keeps an unreachable Redis from costing every request its timeout: after an
@@ -93,9 +105,9 @@ pub struct RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the signing key.
+        // Never print the signing key or the Redis password.
         f.debug_struct("RedisConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("ttl", &self.ttl)
             .field("timeout", &self.timeout)
             .field("key_prefix", &self.key_prefix)
@@ -121,7 +133,7 @@ impl RedisConfig {
         channel: Option<&str>,
         decisions: DecisionPolicy,
     ) -> Result<Self> {
-        redis::Client::open(url).map_err(|e| Error::config(format!("url: {e}")))?;
+        redis::Client::open(url).map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(url)), url)))?;
         let ttl = seconds("ttl_seconds", ttl_seconds)?;
         if ttl.is_zero() {
             return Err(Error::config("ttl_seconds must be > 0"));
@@ -148,6 +160,89 @@ impl RedisConfig {
         };
         Ok(Self { url: url.to_owned(), ttl, timeout, key_prefix: key_prefix.to_owned(), signing_key, channel, decisions })
     }
+}
+
+/// `url` with its password (the userinfo after `user:`, and any `pass=`/`password=` query
+/// value) replaced by `***`: what every repr, error, log line and warning shows.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let start = scheme_end + 3;
+        let end = out[start..].find(['/', '?', '#']).map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
+}
+
+/// The secrets of `url` (its password and `pass=`/`password=` values, raw and
+/// percent-decoded), which no message may carry.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut raw = Vec::new();
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
+                raw.push(&url[colon + 1..at]);
+            }
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split(['&', '#']) {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") {
+                    raw.push(v);
+                }
+            }
+        }
+    }
+    let mut secrets: Vec<String> = raw.iter().flat_map(|r| [percent_decode(r), (*r).to_owned()]).collect();
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` with every secret of `url` replaced by `***`.
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.to_owned();
+    for secret in url_secrets(url) {
+        out = out.replace(&secret, "***");
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,8 +337,14 @@ pub struct L2Counters {
     pub misses: AtomicU64,
     /// Timeouts and Redis errors (each also a miss to its caller).
     pub errors: AtomicU64,
-    /// Entries that failed verification: undecodable, bad or missing signature, other revision.
+    /// Entries that failed verification: undecodable, bad or missing signature, other
+    /// revision, expired or revoked.
     pub bad_entries: AtomicU64,
+    /// Of `bad_entries`, the validly signed ones refused because their sealed expiry passed
+    /// or an invalidation happened after they were sealed (a replay, or a late writer).
+    pub stale_entries: AtomicU64,
+    /// Writes not made because an invalidation happened while the value was computed.
+    pub stale_writes: AtomicU64,
     /// Calls not made because the circuit breaker was open (Redis recently failed).
     pub skipped: AtomicU64,
     pub writes: AtomicU64,
@@ -276,8 +377,61 @@ const INITIAL_RTT: Duration = Duration::from_micros(150);
 /// What a verified read found.
 pub struct Found {
     pub payload: Vec<u8>,
-    /// What is left of the entry's lifetime in Redis.
+    /// What is left of the entry's lifetime (its sealed expiry, and Redis's TTL).
     pub remaining: Duration,
+}
+
+/// The epochs a reader saw before computing (see "Revocation"): handed to [`L2::spawn_set`],
+/// which does not write if they moved meanwhile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub space: u64,
+    pub key: u64,
+    /// The space's tag generation: raised by every tag invalidation.
+    pub tags: u64,
+}
+
+/// Where a key's invalidation epochs live.
+#[derive(Clone, Debug)]
+pub struct EpochKeys {
+    pub space: String,
+    pub key: String,
+    pub tag_generation: String,
+}
+
+/// The metadata sealed with a payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Unix milliseconds after which the entry is refused.
+    pub expires_ms: u64,
+    pub space_epoch: u64,
+    pub key_epoch: u64,
+    /// `(tag, epoch)` of each tag of the entry.
+    pub tags: Vec<(String, u64)>,
+}
+
+/// A verified entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub payload: &'a [u8],
+    pub stamp: Stamp,
+}
+
+/// Raises each key in KEYS to `max(old + 1, ARGV[1])` with expiry `ARGV[2]` ms; returns them.
+const BUMP_SCRIPT: &str = "local out = {} \
+for i, k in ipairs(KEYS) do \
+  local v = math.max((tonumber(redis.call('GET', k)) or 0) + 1, tonumber(ARGV[1])) \
+  redis.call('SET', k, string.format('%d', v), 'PX', ARGV[2]) \
+  out[i] = string.format('%d', v) \
+end \
+return out";
+
+fn unix_ms() -> u64 {
+    crate::clock::unix_ns() / 1_000_000
+}
+
+fn parse_epoch(v: Option<&String>) -> u64 {
+    v.and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -295,6 +449,9 @@ pub struct L2 {
     rtt_ewma_ns: AtomicU64,
     last_warning_ns: AtomicU64,
     warning: Mutex<Option<String>>,
+    /// The highest epoch this process has seen per epoch key: a rolled-back epoch in Redis
+    /// never makes this process accept an entry it knows to be revoked.
+    epochs_seen: Mutex<std::collections::HashMap<String, u64>>,
     /// Cross-instance messages ([`pubsub`]).
     pub bus: pubsub::Bus,
 }
@@ -327,7 +484,8 @@ impl L2 {
     /// # Errors
     /// `Error::Config` if the URL does not parse (already checked by [`RedisConfig::new`]).
     pub fn new(config: RedisConfig) -> Result<Arc<Self>> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::config(format!("url: {e}")))?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(&config.url)), &config.url)))?;
         Ok(Arc::new(Self {
             config,
             client,
@@ -338,6 +496,7 @@ impl L2 {
             rtt_ewma_ns: AtomicU64::new(ns(INITIAL_RTT)),
             last_warning_ns: AtomicU64::new(0),
             warning: Mutex::new(None),
+            epochs_seen: Mutex::new(std::collections::HashMap::new()),
             bus: pubsub::Bus::default(),
         }))
     }
@@ -364,7 +523,8 @@ impl L2 {
             return;
         }
         if self.last_warning_ns.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            *self.warning.lock() = Some(message());
+            // A Redis error may quote the connection string: never its password.
+            *self.warning.lock() = Some(scrub(&message(), &self.config.url));
         }
     }
 
@@ -472,79 +632,169 @@ impl L2 {
         Some((handle, conn))
     }
 
-    /// Reads and verifies `key` (an entry of `revision`), waiting at most about the timeout.
-    /// Call it without the GIL.
-    pub fn get_blocking(self: &Arc<Self>, key: &str, revision: &str) -> Option<Found> {
+    /// Reads and verifies `key` (an entry of `revision` in the epoch space `space`), waiting at
+    /// most about the timeout. Call it without the GIL.
+    pub fn get_blocking(self: &Arc<Self>, key: &str, space: &str, revision: &str) -> (Option<Found>, Option<Observed>) {
         let (tx, rx) = mpsc::sync_channel(1);
-        let started = self.spawn_get(key.to_owned(), revision.to_owned(), move |found| {
-            let _ = tx.send(found);
+        let started = self.spawn_get(key.to_owned(), space, revision.to_owned(), move |found, observed| {
+            let _ = tx.send((found, observed));
         });
         if !started {
-            return None;
+            return (None, None);
         }
         // The task is bounded by the timeout already; the margin covers scheduling.
-        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20)).ok().flatten()
+        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20)).unwrap_or((None, None))
     }
 
-    /// Starts reading `key` on the runtime and calls `done` with what was found (on the
-    /// runtime's thread). Returns `false`, without calling `done`, when no call can be made now
-    /// (breaker open, runtime stopped): the caller treats that as a miss at once.
+    /// Starts reading `key` on the runtime and calls `done` with what was found and the epochs
+    /// seen (on the runtime's thread). Returns `false`, without calling `done`, when no call
+    /// can be made now (breaker open, runtime stopped): the caller treats that as a miss at once.
     pub fn spawn_get(
         self: &Arc<Self>,
         key: String,
+        space: &str,
         revision: String,
-        done: impl FnOnce(Option<Found>) + Send + 'static,
+        done: impl FnOnce(Option<Found>, Option<Observed>) + Send + 'static,
     ) -> bool {
         let Some((handle, conn)) = self.ready() else { return false };
         let this = self.clone();
+        let epochs = self.epoch_keys(space, &key);
+        let space = space.to_owned();
         let guard = InFlight::new();
         handle.spawn(async move {
             let _guard = guard;
-            let found = this.get(conn, &key, &revision).await;
-            done(found);
+            let read = this.get(conn, &key, &space, &epochs, &revision);
+            let (found, observed) = if let Ok(r) = tokio::time::timeout(this.config.timeout, read).await {
+                r
+            } else {
+                bump(&this.counters.misses);
+                this.failed("GET", &CallError::Timeout);
+                (None, None)
+            };
+            done(found, observed);
         });
         true
     }
 
-    async fn get(&self, conn: ConnectionManager, key: &str, revision: &str) -> Option<Found> {
-        let started = Instant::now();
-        let reply: Result<(Option<Vec<u8>>, i64), _> = Self::call(conn, self.config.timeout, |mut c| async move {
-            redis::pipe().get(key).pttl(key).query_async(&mut c).await
-        })
-        .await;
-        match reply {
-            Ok((bytes, pttl)) => {
-                self.succeeded();
-                self.observe_rtt(started.elapsed());
-                let Some(bytes) = bytes else {
-                    bump(&self.counters.misses);
-                    return None;
-                };
-                // -1: no expiry (written by someone else); -2: gone since the GET.
-                let remaining = match pttl {
-                    -1 => self.config.ttl,
-                    p if p > 0 => Duration::from_millis(p.unsigned_abs()).min(self.config.ttl),
-                    _ => Duration::ZERO,
-                };
-                match self.verify(key, revision, &bytes) {
-                    Ok(payload) => {
-                        bump(&self.counters.hits);
-                        Some(Found { payload: payload.to_vec(), remaining })
-                    }
-                    Err(why) => {
-                        bump(&self.counters.bad_entries);
-                        bump(&self.counters.misses);
-                        self.warn(|| format!("regoguard L2: ignored an entry that {why} (key {key})"));
-                        None
-                    }
-                }
+    /// The epoch keys of `key` in `space`.
+    pub fn epoch_keys(&self, space: &str, key: &str) -> EpochKeys {
+        let p = &self.config.key_prefix;
+        EpochKeys { space: format!("{p}:e:{space}"), key: format!("{p}:e:k:{key}"), tag_generation: format!("{p}:e:{space}:g") }
+    }
+
+    /// The epoch key of `tag` in `space`.
+    pub fn tag_epoch_key(&self, space: &str, tag: &str) -> String {
+        format!("{}:e:{space}:t:{tag}", self.config.key_prefix)
+    }
+
+    /// `value` and what this process saw before, whichever is higher (and remembers it).
+    fn at_least_seen(&self, epoch_key: &str, value: u64) -> u64 {
+        let mut seen = self.epochs_seen.lock();
+        let known = seen.get(epoch_key).copied().unwrap_or(0);
+        if value > known {
+            if seen.len() >= 100_000 {
+                seen.clear();
             }
+            seen.insert(epoch_key.to_owned(), value);
+            value
+        } else {
+            known
+        }
+    }
+
+    async fn get(
+        &self,
+        conn: ConnectionManager,
+        key: &str,
+        space: &str,
+        epochs: &EpochKeys,
+        revision: &str,
+    ) -> (Option<Found>, Option<Observed>) {
+        let started = Instant::now();
+        let reply: Result<(Option<Vec<u8>>, i64, Option<String>, Option<String>, Option<String>), _> =
+            Self::call(conn.clone(), self.config.timeout, |mut c| async move {
+                redis::pipe()
+                    .get(key)
+                    .pttl(key)
+                    .get(&epochs.space)
+                    .get(&epochs.key)
+                    .get(&epochs.tag_generation)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        let (bytes, pttl, e_space, e_key, e_tags) = match reply {
+            Ok(r) => r,
             Err(e) => {
                 bump(&self.counters.misses);
                 self.failed("GET", &e);
-                None
+                return (None, None);
+            }
+        };
+        self.succeeded();
+        self.observe_rtt(started.elapsed());
+        let observed = Observed {
+            space: self.at_least_seen(&epochs.space, parse_epoch(e_space.as_ref())),
+            key: self.at_least_seen(&epochs.key, parse_epoch(e_key.as_ref())),
+            tags: self.at_least_seen(&epochs.tag_generation, parse_epoch(e_tags.as_ref())),
+        };
+        let Some(bytes) = bytes else {
+            bump(&self.counters.misses);
+            return (None, Some(observed));
+        };
+        let entry = match self.verify(key, revision, &bytes) {
+            Ok(entry) => entry,
+            Err(why) => return (self.refused(key, why, false), Some(observed)),
+        };
+        let now = unix_ms();
+        if entry.stamp.expires_ms <= now {
+            return (self.refused(key, "has expired (its sealed deadline passed)", true), Some(observed));
+        }
+        if entry.stamp.space_epoch < observed.space || entry.stamp.key_epoch < observed.key {
+            return (self.refused(key, "was sealed before an invalidation", true), Some(observed));
+        }
+        if !entry.stamp.tags.is_empty() {
+            let names: Vec<String> = entry.stamp.tags.iter().map(|(t, _)| self.tag_epoch_key(space, t)).collect();
+            let names2 = names.clone();
+            let current: Result<Vec<Option<String>>, _> = Self::call(conn, self.config.timeout, |mut c| async move {
+                let mut pipe = redis::pipe();
+                for n in &names2 {
+                    pipe.get(n);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await;
+            let Ok(current) = current else {
+                bump(&self.counters.misses);
+                return (None, Some(observed));
+            };
+            for ((name, now_epoch), (_, sealed)) in names.iter().zip(&current).zip(&entry.stamp.tags) {
+                if *sealed < self.at_least_seen(name, parse_epoch(now_epoch.as_ref())) {
+                    return (self.refused(key, "was sealed before an invalidation of its tag", true), Some(observed));
+                }
             }
         }
+        // -1: no expiry (written by someone else); -2: gone since the GET.
+        let redis_left = match pttl {
+            -1 => self.config.ttl,
+            p if p > 0 => Duration::from_millis(p.unsigned_abs()).min(self.config.ttl),
+            _ => Duration::ZERO,
+        };
+        let remaining = redis_left.min(Duration::from_millis(entry.stamp.expires_ms - now));
+        bump(&self.counters.hits);
+        (Some(Found { payload: entry.payload.to_vec(), remaining }), Some(observed))
+    }
+
+    /// Counts and reports a refused entry; always `None` (a miss).
+    #[cold]
+    fn refused(&self, key: &str, why: &str, stale: bool) -> Option<Found> {
+        bump(&self.counters.bad_entries);
+        if stale {
+            bump(&self.counters.stale_entries);
+        }
+        bump(&self.counters.misses);
+        self.warn(|| format!("regoguard L2: ignored an entry that {why} (key {key})"));
+        None
     }
 
     fn observe_rtt(&self, sample: Duration) {
@@ -553,39 +803,139 @@ impl L2 {
         self.rtt_ewma_ns.store(new, Ordering::Relaxed);
     }
 
-    /// Stores `payload` under `key` for `ttl` (capped at the configured TTL) and adds the key to
-    /// the set of each tag in `tag_space`; fire and forget, bounded by the timeout.
-    pub fn spawn_set(self: &Arc<Self>, key: String, revision: &str, payload: &[u8], ttl: Duration, tags: Vec<String>, tag_space: String) {
+    /// Stores `payload` under `key` for `ttl` (capped at the configured TTL), sealed with the
+    /// current epochs of `space`, the key and `tags`, and adds the key to the set of each tag in
+    /// `tag_space`; fire and forget, bounded by the timeout. With `observed` (the epochs read
+    /// before the value was computed) nothing is written if any of them moved since.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_set(
+        self: &Arc<Self>,
+        key: String,
+        space: &str,
+        revision: &str,
+        payload: &[u8],
+        ttl: Duration,
+        tags: Vec<String>,
+        tag_space: String,
+        observed: Option<Observed>,
+    ) {
         let ttl = ttl.min(self.config.ttl);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         if ms == 0 {
             return;
         }
-        let entry = self.seal(&key, revision, payload);
         let Some((handle, conn)) = self.ready() else { return };
         let this = self.clone();
+        let epochs = self.epoch_keys(space, &key);
+        let tag_epochs: Vec<String> = tags.iter().map(|t| self.tag_epoch_key(space, t)).collect();
+        let (revision, payload) = (revision.to_owned(), payload.to_vec());
         let tag_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX);
         let guard = InFlight::new();
         handle.spawn(async move {
             let _guard = guard;
-            let result = Self::call(conn, this.config.timeout, |mut c| async move {
+            let timeout = this.config.timeout;
+            let work = async {
+                let mut pipe = redis::pipe();
+                pipe.get(&epochs.space).get(&epochs.key).get(&epochs.tag_generation);
+                for t in &tag_epochs {
+                    pipe.get(t);
+                }
+                let current: Vec<Option<String>> =
+                    Self::call(conn.clone(), timeout, |mut c| async move { pipe.query_async(&mut c).await }).await?;
+                let at = |i: usize, name: &str| this.at_least_seen(name, parse_epoch(current.get(i).and_then(Option::as_ref)));
+                let now = Observed { space: at(0, &epochs.space), key: at(1, &epochs.key), tags: at(2, &epochs.tag_generation) };
+                if observed.is_some_and(|o| o != now) {
+                    bump(&this.counters.stale_writes);
+                    return Ok(false);
+                }
+                let stamp = Stamp {
+                    expires_ms: unix_ms().saturating_add(ms),
+                    space_epoch: now.space,
+                    key_epoch: now.key,
+                    tags: tags.iter().zip(&tag_epochs).enumerate().map(|(i, (t, name))| (t.clone(), at(3 + i, name))).collect(),
+                };
+                let entry = this.seal(&key, &revision, &stamp, &payload);
                 let mut pipe = redis::pipe();
                 pipe.cmd("SET").arg(&key).arg(entry).arg("PX").arg(ms).ignore();
                 for tag in &tags {
                     let set = format!("{tag_space}:{tag}");
                     pipe.sadd(&set, &key).ignore().pexpire(&set, i64::try_from(tag_ms).unwrap_or(i64::MAX)).ignore();
                 }
-                pipe.query_async::<()>(&mut c).await
-            })
-            .await;
-            match result {
-                Ok(()) => {
+                Self::call(conn, timeout, |mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+                Ok::<bool, CallError>(true)
+            };
+            match tokio::time::timeout(timeout * 2, work).await {
+                Ok(Ok(true)) => {
                     this.succeeded();
                     bump(&this.counters.writes);
                 }
-                Err(e) => this.failed("SET", &e),
+                Ok(Ok(false)) => this.succeeded(),
+                Ok(Err(e)) => this.failed("SET", &e),
+                Err(_) => this.failed("SET", &CallError::Timeout),
             }
         });
+    }
+
+    /// Raises the epochs named (`all`: the space's; each of `tags`, and then the space's tag
+    /// generation; each of `keys`' own), in Redis and in this process, so every entry sealed
+    /// before is refused everywhere. Waits (without the GIL) at most about the timeout; returns
+    /// whether Redis confirmed it. Raised epochs expire two TTLs later, when every entry sealed
+    /// under an older one has expired too.
+    pub fn bump_blocking(self: &Arc<Self>, space: &str, all: bool, tags: &[String], keys: &[String]) -> bool {
+        let mut names = Vec::new();
+        if all {
+            names.push(format!("{}:e:{space}", self.config.key_prefix));
+        }
+        for k in keys {
+            names.push(self.epoch_keys(space, k).key);
+        }
+        if !tags.is_empty() {
+            names.extend(tags.iter().map(|t| self.tag_epoch_key(space, t)));
+            names.push(format!("{}:e:{space}:g", self.config.key_prefix));
+        }
+        if names.is_empty() {
+            return true;
+        }
+        // Remembered here first: this process refuses the old entries even if Redis is down.
+        let now = unix_ms();
+        for n in &names {
+            let seen = self.epochs_seen.lock().get(n).copied().unwrap_or(0);
+            self.at_least_seen(n, seen.saturating_add(1).max(now));
+        }
+        let Some((handle, conn)) = self.ready() else { return false };
+        let this = self.clone();
+        let keep_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX / 4).saturating_mul(2).saturating_add(1000);
+        let (tx, rx) = mpsc::sync_channel(1);
+        let guard = InFlight::new();
+        handle.spawn(async move {
+            let _guard = guard;
+            let names2 = names.clone();
+            let result: Result<Vec<String>, _> = Self::call(conn, this.config.timeout, |mut c| async move {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(BUMP_SCRIPT).arg(names2.len());
+                for n in &names2 {
+                    cmd.arg(n);
+                }
+                cmd.arg(now).arg(keep_ms);
+                cmd.query_async(&mut c).await
+            })
+            .await;
+            let ok = match result {
+                Ok(values) => {
+                    this.succeeded();
+                    for (n, v) in names.iter().zip(&values) {
+                        this.at_least_seen(n, v.parse().unwrap_or(0));
+                    }
+                    true
+                }
+                Err(e) => {
+                    this.failed("invalidation epoch", &e);
+                    false
+                }
+            };
+            let _ = tx.send(ok);
+        });
+        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20)).unwrap_or(false)
     }
 
     /// Deletes `keys`, the keys in the sets of `tags` (under `tag_space`) and, with a `pattern`,
@@ -658,16 +1008,29 @@ impl L2 {
         rx.recv_timeout(budget + Duration::from_millis(50)).unwrap_or(false)
     }
 
-    /// The stored form of `payload` under `key`.
-    pub fn seal(&self, key: &str, revision: &str, payload: &[u8]) -> Vec<u8> {
+    /// The stored form of `payload` under `key`, sealed with `stamp`.
+    pub fn seal(&self, key: &str, revision: &str, stamp: &Stamp, payload: &[u8]) -> Vec<u8> {
         let rev = &revision.as_bytes()[..revision.len().min(255)];
-        let mut out = Vec::with_capacity(4 + 32 + 1 + rev.len() + payload.len());
-        out.extend_from_slice(b"RG1");
-        let mut body = Vec::with_capacity(1 + rev.len() + payload.len());
+        let mut body = Vec::with_capacity(32 + rev.len() + payload.len());
+        body.extend_from_slice(&stamp.expires_ms.to_le_bytes());
+        body.extend_from_slice(&stamp.space_epoch.to_le_bytes());
+        body.extend_from_slice(&stamp.key_epoch.to_le_bytes());
+        let tags = &stamp.tags[..stamp.tags.len().min(usize::from(u16::MAX))];
+        #[allow(clippy::cast_possible_truncation)] // at most u16::MAX by construction
+        body.extend_from_slice(&(tags.len() as u16).to_le_bytes());
+        for (t, e) in tags {
+            let t = &t.as_bytes()[..t.len().min(usize::from(u16::MAX))];
+            #[allow(clippy::cast_possible_truncation)] // at most u16::MAX by construction
+            body.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            body.extend_from_slice(t);
+            body.extend_from_slice(&e.to_le_bytes());
+        }
         #[allow(clippy::cast_possible_truncation)] // at most 255 by construction
         body.push(rev.len() as u8);
         body.extend_from_slice(rev);
         body.extend_from_slice(payload);
+        let mut out = Vec::with_capacity(4 + 32 + body.len());
+        out.extend_from_slice(b"RG2");
         match &self.config.signing_key {
             Some(secret) => {
                 out.push(1);
@@ -679,18 +1042,20 @@ impl L2 {
         out
     }
 
-    /// The payload of a stored entry, or why it is rejected.
-    pub fn verify<'a>(&self, key: &str, revision: &str, bytes: &'a [u8]) -> std::result::Result<&'a [u8], &'static str> {
-        let rest = bytes.strip_prefix(b"RG1").ok_or("cannot be decoded")?;
-        let (&flag, rest) = rest.split_first().ok_or("cannot be decoded")?;
+    /// The payload and stamp of a stored entry, or why it is rejected. Expiry and epochs are
+    /// checked by the caller (they need the clock and Redis).
+    pub fn verify<'a>(&self, key: &str, revision: &str, bytes: &'a [u8]) -> std::result::Result<Entry<'a>, &'static str> {
+        const BAD: &str = "cannot be decoded";
+        let rest = bytes.strip_prefix(b"RG2").ok_or(BAD)?;
+        let (&flag, rest) = rest.split_first().ok_or(BAD)?;
         let body = match (flag, &self.config.signing_key) {
             (1, Some(secret)) => {
                 if rest.len() < 32 {
-                    return Err("cannot be decoded");
+                    return Err(BAD);
                 }
                 let (tag, body) = rest.split_at(32);
                 let mut m = HmacSha256::new_from_slice(secret).map_err(|_| "cannot be verified")?;
-                m.update(b"regoguard/l2/v1\0");
+                m.update(b"regoguard/l2/v2\0");
                 m.update(key.as_bytes());
                 m.update(b"\0");
                 m.update(body);
@@ -700,18 +1065,25 @@ impl L2 {
             (0, None) => rest,
             (1, None) => return Err("is signed but this instance has no signing_key"),
             (0, Some(_)) => return Err("is not signed"),
-            _ => return Err("cannot be decoded"),
+            _ => return Err(BAD),
         };
-        let (&len, body) = body.split_first().ok_or("cannot be decoded")?;
-        let len = usize::from(len);
-        if body.len() < len {
-            return Err("cannot be decoded");
+        let mut r = Reader(body);
+        let expires_ms = r.u64().ok_or(BAD)?;
+        let space_epoch = r.u64().ok_or(BAD)?;
+        let key_epoch = r.u64().ok_or(BAD)?;
+        let n = r.u16().ok_or(BAD)?;
+        let mut tags = Vec::with_capacity(usize::from(n).min(64));
+        for _ in 0..n {
+            let len = r.u16().ok_or(BAD)?;
+            let t = std::str::from_utf8(r.take(usize::from(len)).ok_or(BAD)?).map_err(|_| BAD)?.to_owned();
+            tags.push((t, r.u64().ok_or(BAD)?));
         }
-        let (rev, payload) = body.split_at(len);
+        let len = r.take(1).ok_or(BAD)?[0];
+        let rev = r.take(usize::from(len)).ok_or(BAD)?;
         if rev != &revision.as_bytes()[..revision.len().min(255)] {
             return Err("belongs to another revision");
         }
-        Ok(payload)
+        Ok(Entry { payload: r.0, stamp: Stamp { expires_ms, space_epoch, key_epoch, tags } })
     }
 
     /// The Redis key of a decision (`revision` is the policy revision) or result.
@@ -738,10 +1110,32 @@ impl L2 {
     }
 }
 
+/// Reads a sealed body front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes)
+    }
+}
+
 fn mac(secret: &[u8], key: &str, body: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let Ok(mut m) = HmacSha256::new_from_slice(secret) else { return [0; 32] };
-    m.update(b"regoguard/l2/v1\0");
+    m.update(b"regoguard/l2/v2\0");
     m.update(key.as_bytes());
     m.update(b"\0");
     m.update(body);
@@ -757,6 +1151,8 @@ pub fn snapshot(l2: &L2) -> Vec<(&'static str, u64)> {
         ("misses", g(&c.misses)),
         ("errors", g(&c.errors)),
         ("bad_entries", g(&c.bad_entries)),
+        ("stale_entries", g(&c.stale_entries)),
+        ("stale_writes", g(&c.stale_writes)),
         ("skipped", g(&c.skipped)),
         ("writes", g(&c.writes)),
         ("unshareable", g(&c.unshareable)),
@@ -809,35 +1205,67 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(redact_url("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_url("redis://bob:p%40ss@h/0"), "redis://bob:***@h/0");
+        assert_eq!(redact_url("rediss://bob:a:b@c@h:1"), "rediss://bob:***@h:1");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("redis://bob@h/0"), "redis://bob@h/0");
+        assert_eq!(redact_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret"), "redis+unix:///tmp/r.sock?db=1&pass=***");
+        assert_eq!(redact_url("unix:///tmp/r.sock?password=s3cret&db=2"), "unix:///tmp/r.sock?password=***&db=2");
+        let url = "redis://bob:p%40ss@h/0";
+        assert_eq!(scrub("AUTH p@ss failed for p%40ss", url), "AUTH *** failed for ***");
+        let c = RedisConfig::new("redis://:hunter2@localhost:6379/0", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let Err(e) = RedisConfig::new("redis://:hunter2@[bad", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto) else {
+            panic!("a bad url must be refused")
+        };
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
     fn sealed_entries_verify_only_under_their_key_revision_and_secret() {
         let signed = l2(Some(b"0123456789abcdef-secret"));
-        let entry = signed.seal("rg:d:k1", "rev1", b"true");
-        assert_eq!(signed.verify("rg:d:k1", "rev1", &entry), Ok(&b"true"[..]));
+        let stamp = Stamp { expires_ms: 123, space_epoch: 4, key_epoch: 5, tags: vec![("t1".into(), 6), ("t2".into(), 7)] };
+        let entry = signed.seal("rg:d:k1", "rev1", &stamp, b"true");
+        let ok = Entry { payload: &b"true"[..], stamp: stamp.clone() };
+        assert_eq!(signed.verify("rg:d:k1", "rev1", &entry), Ok(ok));
         assert!(signed.verify("rg:d:k2", "rev1", &entry).is_err(), "replayed under another key");
         assert!(signed.verify("rg:d:k1", "rev2", &entry).is_err(), "another revision");
         let mut forged = entry.clone();
         *forged.last_mut().unwrap() = b'x';
         assert_eq!(signed.verify("rg:d:k1", "rev1", &forged), Err("fails signature verification"));
+        // Every stamp byte is under the MAC: a later expiry or a newer epoch cannot be forged.
+        for i in 36..36 + 24 {
+            let mut moved = entry.clone();
+            moved[i] ^= 0x40;
+            assert_eq!(signed.verify("rg:d:k1", "rev1", &moved), Err("fails signature verification"), "byte {i}");
+        }
         let other = l2(Some(b"another-secret-of-16+"));
         assert!(other.verify("rg:d:k1", "rev1", &entry).is_err());
         let unsigned = l2(None);
-        let plain = unsigned.seal("rg:d:k1", "rev1", b"true");
-        assert_eq!(unsigned.verify("rg:d:k1", "rev1", &plain), Ok(&b"true"[..]));
-        assert_eq!(signed.verify("rg:d:k1", "rev1", &plain), Err("is not signed"));
+        let plain = unsigned.seal("rg:d:k1", "rev1", &Stamp::default(), b"true");
+        assert_eq!(unsigned.verify("rg:d:k1", "rev1", &plain).map(|e| e.payload), Ok(&b"true"[..]));
+        assert_eq!(signed.verify("rg:d:k1", "rev1", &plain).map(|e| e.payload), Err("is not signed"));
         assert!(unsigned.verify("rg:d:k1", "rev1", &entry).is_err());
         assert!(unsigned.verify("rg:d:k1", "rev1", b"garbage").is_err());
         assert!(unsigned.verify("rg:d:k1", "rev1", b"").is_err());
+        assert!(unsigned.verify("rg:d:k1", "rev1", &plain[..plain.len() - 10]).is_err(), "truncated");
+        // A v1 entry (no expiry, no epochs) is never accepted.
+        let mut v1 = plain.clone();
+        v1[2] = b'1';
+        assert!(unsigned.verify("rg:d:k1", "rev1", &v1).is_err());
     }
 
     #[test]
     fn unreachable_redis_is_a_bounded_miss_then_skipped() {
         let l2 = l2(None);
         let started = Instant::now();
-        assert!(l2.get_blocking("rg:d:x", "r").is_none());
+        assert!(l2.get_blocking("rg:d:x", "d", "r").0.is_none());
         assert!(started.elapsed() < Duration::from_millis(500));
         assert_eq!(l2.counters.errors.load(Ordering::Relaxed), 1);
         // The breaker is open now: the next call does not even try.
-        assert!(l2.get_blocking("rg:d:x", "r").is_none());
+        assert!(l2.get_blocking("rg:d:x", "d", "r").0.is_none());
         assert_eq!(l2.counters.skipped.load(Ordering::Relaxed), 1);
         assert!(l2.take_warning().is_some());
         assert!(l2.take_warning().is_none());

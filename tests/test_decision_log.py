@@ -68,7 +68,15 @@ def records() -> Iterator[Records]:
 def test_config_defaults_and_validation() -> None:
     c = DecisionLogConfig()
     assert c.sample_rate == 1.0
-    assert c.mask == ["/input/headers/authorization", "/input/headers/cookie"]
+    assert c.mask == [
+        "/input/headers/authorization",
+        "/input/headers/cookie",
+        "/input/headers/proxy-authorization",
+        "/input/headers/set-cookie",
+        "/input/headers/x-api-key",
+    ]
+    assert c.mask_names == ["*token*", "*secret*", "*password*"]
+    assert DecisionLogConfig(mask_names=()).mask_names == []
     assert c.max_queue == 10_000
     assert c.labels == {}
     assert c == DecisionLogConfig()
@@ -83,6 +91,8 @@ def test_config_defaults_and_validation() -> None:
         {"mask": ["/data/x"]},
         {"labels": {"a": 1}},
         {"labels": {"": "x"}},
+        {"mask_names": ["*"]},
+        {"mask_names": [""]},
     ]:
         with pytest.raises(ConfigError):
             DecisionLogConfig(**bad)

@@ -25,6 +25,7 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "__version__",
+    "_canonical",
     "_drain_decision_logs",
     "_l2_shutdown",
     "_render_metrics",
@@ -129,7 +130,13 @@ class DecisionLogConfig:
     evaluation, instead of ``result``), ``revision``, ``timestamp`` (RFC 3339, UTC, ns),
     ``metrics`` (``{"timer_regoguard_decision_ns": n}``), ``labels`` (``id``: this process,
     ``version``: regoguard's, then ``labels``), ``source`` (``l1``/``l2``/``engine``) and
-    ``erased`` (the mask pointers that removed something).
+    ``erased`` (the mask pointers that removed something, and the pointer of each field
+    removed by ``mask_names``).
+
+    The same masks apply to evaluation error messages: a masked input value quoted by an
+    error (regorus prints the operands of failed arithmetic) is replaced by ``***`` in the
+    ``EvaluationError``, the ``regoguard`` logger and the decision log. An ``Authorizer``
+    without ``decision_log=`` masks its errors with the defaults.
 
     Requests only queue records (a copy of the input's canonical bytes and a few ids; never
     blocking); a background daemon thread renders, masks and logs them. A full queue drops
@@ -143,8 +150,13 @@ class DecisionLogConfig:
             random per decision.
         mask: JSON pointers under ``/input`` or ``/result`` removed from every record before it
             leaves the process (``~1`` escapes ``/``, ``~0`` escapes ``~``; a number indexes a
-            list). Default: ``("/input/headers/authorization", "/input/headers/cookie")``.
-            Passing ``mask`` replaces the default: include those two to keep them.
+            list). Default: the ``authorization``, ``cookie``, ``proxy-authorization``,
+            ``set-cookie`` and ``x-api-key`` headers (``/input/headers/<name>``). Passing
+            ``mask`` replaces the default: include those to keep them.
+        mask_names: Field-name patterns (``*`` is any run of characters, compared
+            case-insensitively) removed wherever they appear in the input or result, any
+            header or nested field. Default: ``("*token*", "*secret*", "*password*")``;
+            ``()`` masks no names. A pattern of only ``*`` is refused.
         max_queue: Most records waiting to be logged (default 10,000), from 1 to 1,000,000.
             Memory follows what is queued (about 100 bytes plus the input per record); nothing
             is allocated up front.
@@ -161,6 +173,7 @@ class DecisionLogConfig:
         mask: Sequence[str] | None = None,
         max_queue: int = 10_000,
         labels: Mapping[str, str] | None = None,
+        mask_names: Sequence[str] | None = None,
     ) -> Self: ...
     @property
     def sample_rate(self) -> float:
@@ -168,6 +181,9 @@ class DecisionLogConfig:
     @property
     def mask(self) -> list[str]:
         """The JSON pointers removed from every record."""
+    @property
+    def mask_names(self) -> list[str]:
+        """The field-name patterns removed at any depth."""
     @property
     def max_queue(self) -> int:
         """The most records waiting to be logged."""
@@ -189,18 +205,22 @@ class RedisConfig:
     counters. Nothing connects until first use.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``).
+        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``). The password is
+            shown as ``***`` everywhere (``repr``, ``url``, errors, warnings).
         ttl_seconds: Longest lifetime of an entry in Redis (default 300.0); an entry never
             outlives what the L1 would keep it for either. A hit is promoted to L1 for what is
             left of its Redis TTL.
         timeout_seconds: Bound of every Redis call (default 0.05), at most 60.
         key_prefix: Prefix of every Redis key (default ``"regoguard"``); keys are
             ``<prefix>:d:<revision>:<digest>`` for decisions, ``<prefix>:r1:<function>:<digest>``
-            for decorated results, ``<prefix>:t:...`` for tag sets.
+            for decorated results, ``<prefix>:t:...`` for tag sets, ``<prefix>:e:...`` for
+            invalidation epochs.
         signing_key: A secret of at least 16 bytes (``bytes`` or ``str``). With it every entry
-            carries an HMAC-SHA256 over its key, revision and value, and entries without a
-            valid one are ignored; without it only unsigned entries are read. Required by
-            ``Authorizer(redis=...)``: a decision read from Redis must be one we signed.
+            carries an HMAC-SHA256 over its key, revision, absolute expiry, invalidation epochs
+            and value, and entries without a valid one are ignored; without it only unsigned
+            entries are read. Required by ``Authorizer(redis=...)``: a decision read from
+            Redis must be one we signed. Messages carry a sender, a sequence number and a
+            timestamp under the same key; replays are refused (README, "Security").
         channel: The pub/sub channel of cross-instance messages (default
             ``"<key_prefix>:events"``): ``reload()``, ``set_data()``, ``invalidate()`` and
             ``invalidate_all()`` of every ``Authorizer``, and the invalidations of every
@@ -233,7 +253,8 @@ class RedisConfig:
         decisions: Literal["auto", "always", "never"] = "auto",
     ) -> Self: ...
     @property
-    def url(self) -> str: ...
+    def url(self) -> str:
+        """The URL with its password replaced by ``***`` (as in ``repr``, errors and warnings)."""
     @property
     def ttl_seconds(self) -> float: ...
     @property
@@ -250,11 +271,15 @@ class RedisConfig:
     def stats(self) -> dict[str, int | bool]:
         """Counters shared by everything built with this config: ``hits``, ``misses``,
         ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
+        ``stale_entries`` (of those, signed entries past their sealed expiry or sealed before
+        an invalidation), ``stale_writes`` (results not written because an invalidation
+        happened while they were computed),
         ``skipped`` (calls not made while Redis was known to be down), ``writes``,
         ``unshareable`` (results with no JSON form, kept L1-only), ``deletes``, ``rtt_ns``
         (smoothed read round trip), ``messages_sent``, ``messages_received`` (verified messages
         seen on the channel, this config's own included; a sender never acts on its own),
-        ``messages_rejected`` (failed verification), ``subscription_gaps`` (lost
+        ``messages_rejected`` (failed verification, or replays: a repeated or older sequence,
+        a timestamp more than 30 s off, a state change older than one applied), ``subscription_gaps`` (lost
         subscriptions, each dropping the L1s), ``healthy`` (Redis answered last time) and
         ``subscribed``. Builds the client (without connecting) on first call."""
 
@@ -523,6 +548,9 @@ class ResultCache:
             ``key()``) rather than from the bound arguments (errors point at ``args``).
         redis: Share JSON-shaped results through this Redis L2 (see
             ``cached_authorization``); ``None`` (default): this process only.
+        identity: A JSON-shaped value telling apart functions that share ``name`` (the
+            decorator passes a closure's free variables and defaults); part of every key and
+            of the Redis key space. ``None`` (default): the name alone.
 
     Raises ``ConfigError`` for negative, NaN or infinite seconds and for ``max_entries``
     outside its range. Every method that takes a key raises ``InputError`` (naming the value,
@@ -542,6 +570,7 @@ class ResultCache:
         deny_ttl_seconds: float | None = None,
         custom_key: bool = False,
         redis: RedisConfig | None = None,
+        identity: Any = None,
     ) -> Self: ...
     def call(
         self,
@@ -612,6 +641,10 @@ class ResultCache:
     @property
     def deny_ttl_seconds(self) -> float:
         """How long a falsy result is kept (``ttl_seconds`` when given ``None``)."""
+
+def _canonical(value: Any, root: str = "value") -> bytes:
+    """Private: the canonical bytes of ``value`` (the key form of ``cached_authorization``).
+    Raises ``InputError`` naming the part (under ``root``) that has no JSON form."""
 
 @final
 class CacheMiss:

@@ -12,11 +12,19 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 from regoguard import _l2
-from regoguard._regoguard import CacheMiss, ConfigError, RedisConfig, ResultCache
+from regoguard._regoguard import (
+    CacheMiss,
+    ConfigError,
+    InputError,
+    RedisConfig,
+    ResultCache,
+    _canonical,
+)
 
 __all__ = ["CacheInfo", "CachedFunction", "cached_authorization"]
 
@@ -91,6 +99,7 @@ def cached_authorization(
     deny_ttl_seconds: float | None = None,
     max_entries: int = 10_000,
     redis: RedisConfig | None = None,
+    name: str | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -104,6 +113,7 @@ def cached_authorization(
     deny_ttl_seconds: float | None = None,
     max_entries: int = 10_000,
     redis: RedisConfig | None = None,
+    name: str | None = None,
 ) -> Any:
     """Caches the result of a sync or async authorization function (a DB lookup, a remote call)
     in regoguard's Rust cache.
@@ -121,10 +131,21 @@ def cached_authorization(
 
     Keys: the canonical JSON form of the bound arguments (``inspect.signature(fn).bind`` with
     defaults applied, as a dict of parameter name to value), never ``repr``/``hash``; so
-    ``f(1, 2)``, ``f(1, project_id=2)`` and ``f(user_id=1, project_id=2)`` share one entry. Each
-    key includes the function's ``module.qualname``. An argument with no JSON form (a DB
-    session, a ``Request``, ``self``) raises ``InputError`` naming it (``args.db: ...``): pass
-    ``key=``.
+    ``f(1, 2)``, ``f(1, project_id=2)`` and ``f(user_id=1, project_id=2)`` share one entry. An
+    argument with no JSON form (a DB session, a ``Request``, ``self``) raises ``InputError``
+    naming it (``args.db: ...``): pass ``key=``.
+
+    Key spaces: each key also includes the function's identity: its ``module.qualname`` (or
+    ``name=``) and, taken at decoration time, the canonical form of its free variables (the
+    ``__closure__`` cells), its defaults, a ``functools.partial``'s arguments, a bound method's
+    or callable object's attributes. So ``requires("viewer")`` and ``requires("admin")`` made
+    by one factory never share a result, in this process or through Redis. A function in a
+    cell counts by its own name and identity, a class by its ``module.qualname``. Each
+    decorated function has its own L1, so only the Redis L2 is ever shared between functions:
+    with ``redis=``, a cell with no canonical form (a client object, a lock) is refused with
+    ``ConfigError`` at decoration time unless ``key=`` or ``name=`` is given (the caller then
+    vouches that the key, or the name, tells such closures apart) and is left out of the
+    identity.
 
     Concurrency: concurrent calls with the same key call the function once and share its
     result: threads for a sync function (waiting with the GIL released), coroutines of one
@@ -148,6 +169,9 @@ def cached_authorization(
         deny_ttl_seconds: How long a falsy result is kept; ``None`` (default) means
             ``ttl_seconds``, ``0`` never caches falsy results.
         max_entries: Most results kept (default 10,000); past it the least useful are evicted.
+        name: The name of this function's key space instead of its ``module.qualname``
+            (default ``None``); give each closure its own (``name=f"requires:{role}"``) when a
+            free variable has no canonical form. Functions given one name share results.
         redis: A ``RedisConfig`` to share results between processes through Redis (default
             ``None``: this process only). An L1 miss reads Redis first (a hit is kept in L1 for
             what is left of its Redis TTL); a computed result is written back for
@@ -166,8 +190,9 @@ def cached_authorization(
 
     Raises:
         ConfigError: Invalid settings (negative, NaN or infinite seconds, ``max_entries``
-            outside 1 to 2**32 - 1, ``key``/``tags`` not callable, a generator function). At
-            decoration time.
+            outside 1 to 2**32 - 1, ``key``/``tags`` not callable, a generator function, an
+            empty ``name``), or a free variable with no canonical form without ``key=`` or
+            ``name=``. At decoration time.
         InputError: From a call: an argument (or the ``key=`` result) has no JSON form.
         TypeError: From a call: ``tags=`` returned something other than a list of str, or a
             plain function returned an awaitable.
@@ -187,6 +212,8 @@ def cached_authorization(
         raise ConfigError(f"key must be a callable or None, got {type(key).__name__}")
     if tags is not None and not callable(tags):
         raise ConfigError(f"tags must be a callable or None, got {type(tags).__name__}")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"name must be a non-empty str or None, got {name!r}")
 
     def decorate(fn: Callable[..., Any]) -> Any:
         if not callable(fn):
@@ -196,7 +223,19 @@ def cached_authorization(
                 f"@cached_authorization cannot cache generator function {_name(fn)}: "
                 "its result is an iterator that the first caller would exhaust"
             )
-        cache = new_cache(_name(fn), custom_key=key is not None, redis=redis)
+        identity, opaque = _identity(fn)
+        # Only the L2 is shared between functions (each decorated function has its own L1), so
+        # only a shared function must be told apart from its siblings.
+        if opaque and redis is not None and key is None and name is None:
+            raise ConfigError(
+                f"@cached_authorization cannot tell closures of {_name(fn)} apart: "
+                f"{', '.join(opaque)} {'has' if len(opaque) == 1 else 'have'} no canonical form, so two "
+                "functions made by one factory would share cached results; pass key= (what to key on) "
+                "or name= (a key space per closure, e.g. name=f'requires:{role}')"
+            )
+        cache = new_cache(
+            name or _name(fn), custom_key=key is not None, redis=redis, identity=identity
+        )
         if _is_async(fn):
             wrapper = _async_wrapper(fn, cache, key, tags)
         else:
@@ -211,6 +250,85 @@ def _name(fn: Callable[..., Any]) -> str:
     module = getattr(fn, "__module__", None) or "?"
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{qualname}"
+
+
+_MAX_IDENTITY_DEPTH = 4
+_OPAQUE: Any = object()
+
+
+def _identity(fn: Any, depth: int = 0, where: str = "") -> tuple[Any, list[str]]:
+    """``(identity, opaque)``: a JSON-shaped value that tells apart functions sharing a
+    ``module.qualname`` (closures of one factory, partials, bound methods, callable objects),
+    and the names of the parts left out because they have no canonical form."""
+    opaque: list[str] = []
+    parts: dict[str, Any] = {}
+
+    def form(value: Any, label: str) -> Any:
+        if isinstance(value, (types.FunctionType, types.MethodType, functools.partial)):
+            if depth >= _MAX_IDENTITY_DEPTH:
+                opaque.append(label)
+                return _OPAQUE
+            inner, more = _identity(value, depth + 1, f"{label}.")
+            opaque.extend(more)
+            return {"function": _name(value), "identity": inner}
+        if isinstance(value, type):
+            return {"class": f"{value.__module__}.{value.__qualname__}"}
+        if isinstance(value, types.ModuleType):
+            return {"module": value.__name__}
+        try:
+            _canonical(value, label)
+        except (InputError, RecursionError, TypeError, ValueError):
+            opaque.append(label)
+            return _OPAQUE
+        return value
+
+    if isinstance(fn, functools.partial):
+        parts["partial"] = form(fn.func, f"{where}func")
+        parts["args"] = [form(a, f"{where}args[{i}]") for i, a in enumerate(fn.args)]
+        parts["keywords"] = {k: form(v, f"{where}keywords.{k}") for k, v in fn.keywords.items()}
+    elif isinstance(fn, types.MethodType):
+        parts["method"] = form(fn.__func__, f"{where}__func__")
+        parts["self"] = _attributes(fn.__self__, form, f"{where}__self__")
+    elif isinstance(fn, types.FunctionType):
+        cells = fn.__closure__ or ()
+        closure: dict[str, Any] = {}
+        for var, cell in zip(fn.__code__.co_freevars, cells):
+            label = f"{where}{var}"
+            try:
+                value = cell.cell_contents
+            except ValueError:  # not assigned yet
+                opaque.append(label)
+                continue
+            closure[var] = form(value, label)
+        parts["closure"] = closure
+        parts["defaults"] = [
+            form(d, f"{where}defaults[{i}]") for i, d in enumerate(fn.__defaults__ or ())
+        ]
+        parts["kwdefaults"] = {
+            k: form(v, f"{where}{k}") for k, v in (fn.__kwdefaults__ or {}).items()
+        }
+    elif not isinstance(fn, type):
+        # A callable object: its attributes are its configuration.
+        parts["object"] = _attributes(fn, form, f"{where}self")
+    return _without_opaque(parts), opaque
+
+
+def _without_opaque(value: Any) -> Any:
+    """``value`` without the parts that have no canonical form (left out of the identity)."""
+    if isinstance(value, dict):
+        return {k: _without_opaque(v) for k, v in value.items() if v is not _OPAQUE}
+    if isinstance(value, list):
+        return [_without_opaque(v) for v in value if v is not _OPAQUE]
+    return value
+
+
+def _attributes(obj: Any, form: Callable[[Any, str], Any], label: str) -> Any:
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(obj, (types.ModuleType, type)):
+        return form(obj, label)
+    if attrs is None:
+        return form(obj, label)
+    return {k: form(v, f"{label}.{k}") for k, v in attrs.items()}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -150,6 +150,10 @@ impl PyDecision {
     }
 }
 
+/// The invalidation epochs of decisions in the L2: one space for every revision, so an
+/// `invalidate` revokes what any revision shared.
+const DECISION_EPOCHS: &str = "d";
+
 /// The embedded authorizer. See `_regoguard.pyi` for the user reference.
 #[pyclass(name = "Authorizer", module = "regoguard._regoguard", frozen)]
 pub struct PyAuthorizer {
@@ -296,7 +300,7 @@ impl PyAuthorizer {
                 let (authz, compiled2, fut2) = (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
                 let l2c = l2.clone();
                 let bytes2 = owned.clone();
-                let started = l2.spawn_get(redis_key, rev, move |found| {
+                let started = l2.spawn_get(redis_key, DECISION_EPOCHS, rev, move |found, _| {
                     if found.is_none() {
                         authz.get().inner.metrics.l2_misses.fetch_add(1, Ordering::Relaxed);
                     }
@@ -406,20 +410,28 @@ impl PyAuthorizer {
     #[pyo3(signature = (*, tags))]
     fn invalidate(&self, py: Python<'_>, tags: Vec<String>) {
         self.inner.invalidate_tags(&tags);
+        // Epoch first (the entries are refused everywhere from then on), then the message, then
+        // the delete, which only frees memory.
+        if let Some(l2) = &self.l2 {
+            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, false, &tags, &[]));
+        }
+        self.publish(py, &Message::InvalidateTags(tags.clone()));
         if let Some(l2) = &self.l2 {
             let space = format!("d:{}", self.inner.current().revision.display);
             py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None));
         }
-        self.publish(py, &Message::InvalidateTags(tags));
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
         self.inner.invalidate_all();
         if let Some(l2) = &self.l2 {
+            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, true, &[], &[]));
+        }
+        self.publish(py, &Message::InvalidateAll);
+        if let Some(l2) = &self.l2 {
             let space = format!("d:{}", self.inner.current().revision.display);
             py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space))));
         }
-        self.publish(py, &Message::InvalidateAll);
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -603,7 +615,7 @@ impl PyAuthorizer {
         let rev = &*compiled.revision.display;
         let space = format!("d:{rev}");
         let tags = outcome.tags.iter().map(ToString::to_string).collect();
-        l2.spawn_set(l2.key(&space, &key.0), rev, &payload, ttl, tags, l2.tag_space(&space));
+        l2.spawn_set(l2.key(&space, &key.0), DECISION_EPOCHS, rev, &payload, ttl, tags, l2.tag_space(&space), None);
     }
 
     /// Sends `message` to the other instances (bounded by the timeout, GIL released).

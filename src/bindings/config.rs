@@ -68,12 +68,13 @@ pub struct PyDecisionLogConfig {
 #[pymethods]
 impl PyDecisionLogConfig {
     #[new]
-    #[pyo3(signature = (*, sample_rate = 1.0, mask = None, max_queue = 10_000, labels = None))]
+    #[pyo3(signature = (*, sample_rate = 1.0, mask = None, max_queue = 10_000, labels = None, mask_names = None))]
     fn new(
         sample_rate: f64,
         mask: Option<Vec<String>>,
         max_queue: i64,
         labels: Option<&Bound<'_, PyDict>>,
+        mask_names: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mask = mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect());
         let max_queue = usize::try_from(max_queue)
@@ -88,7 +89,11 @@ impl PyDecisionLogConfig {
             }
         }
         pairs.sort();
-        Ok(Self { inner: DecisionLogConfig::new(sample_rate, mask, max_queue, pairs)? })
+        let mut inner = DecisionLogConfig::new(sample_rate, mask, max_queue, pairs)?;
+        if let Some(names) = mask_names {
+            inner = inner.with_mask_names(names)?;
+        }
+        Ok(Self { inner })
     }
 
     #[getter]
@@ -99,6 +104,11 @@ impl PyDecisionLogConfig {
     #[getter]
     fn mask(&self) -> Vec<String> {
         self.inner.mask.clone()
+    }
+
+    #[getter]
+    fn mask_names(&self) -> Vec<String> {
+        self.inner.mask_names.clone()
     }
 
     #[getter]
@@ -117,11 +127,12 @@ impl PyDecisionLogConfig {
 
     fn __repr__(&self) -> String {
         format!(
-            "DecisionLogConfig(sample_rate={:?}, mask={:?}, max_queue={}, labels={{{}}})",
+            "DecisionLogConfig(sample_rate={:?}, mask={:?}, max_queue={}, labels={{{}}}, mask_names={:?})",
             self.inner.sample_rate,
             self.inner.mask,
             self.inner.max_queue,
-            self.inner.labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect::<Vec<_>>().join(", ")
+            self.inner.labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect::<Vec<_>>().join(", "),
+            self.inner.mask_names
         )
     }
 

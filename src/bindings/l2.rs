@@ -81,9 +81,10 @@ impl PyRedisConfig {
         Ok(Self { config, ttl_seconds, timeout_seconds, l2: OnceLock::new() })
     }
 
+    /// The URL with its password replaced by `***` (the password never leaves the config).
     #[getter]
-    fn url(&self) -> &str {
-        &self.config.url
+    fn url(&self) -> String {
+        l2::redact_url(&self.config.url)
     }
 
     #[getter]
@@ -127,7 +128,7 @@ impl PyRedisConfig {
     fn __repr__(&self) -> String {
         format!(
             "RedisConfig(url={:?}, ttl_seconds={:?}, timeout_seconds={:?}, key_prefix={:?}, signing_key={}, channel={:?}, decisions={:?})",
-            self.config.url,
+            l2::redact_url(&self.config.url),
             self.ttl_seconds,
             self.timeout_seconds,
             self.config.key_prefix,

@@ -26,6 +26,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(authorizer::drain_decision_logs, m)?)?;
     m.add_class::<result_cache::PyResultCache>()?;
     m.add_class::<result_cache::PyCacheMiss>()?;
+    m.add_function(wrap_pyfunction!(result_cache::canonical_bytes, m)?)?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
     Ok(())
 }

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::key::{Key, KeySeed};
 use crate::l2::pubsub::{Listener, Message, Publisher};
 use crate::metrics;
-use crate::l2::{Found, L2};
+use crate::l2::{Found, Observed, L2};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -49,7 +49,8 @@ struct Shared {
     publisher: Publisher,
     /// Applies theirs; the bus holds it weakly.
     _listener: Arc<dyn Listener>,
-    /// `r1:<first 8 bytes of BLAKE3(name) in hex>`: keys are `<prefix>:<space>:<key>`.
+    /// `r1:<first 16 bytes of BLAKE3(name, root, identity) in hex>`: keys are
+    /// `<prefix>:<space>:<key>`.
     space: String,
     tag_space: String,
 }
@@ -139,6 +140,8 @@ impl Listener for ResultListener {
 pub struct PyCacheMiss {
     key: Key,
     ticket: Ticket,
+    /// The L2 epochs seen when Redis was read for this miss (set by `l2_get`).
+    observed: parking_lot::Mutex<Option<Observed>>,
 }
 
 #[pymethods]
@@ -297,7 +300,7 @@ impl PyResultCache {
     }
 
     /// Writes a result just stored in L1 to the L2 (fire and forget).
-    fn write_back(&self, py: Python<'_>, key: &Key, cached: &Cached, ttl: Duration) {
+    fn write_back(&self, py: Python<'_>, key: &Key, cached: &Cached, ttl: Duration, observed: Option<Observed>) {
         let Some(shared) = &self.l2 else { return };
         if ttl.is_zero() {
             return;
@@ -305,7 +308,7 @@ impl PyResultCache {
         if let Some(payload) = self.l2_payload(py, shared, cached) {
             let tags = cached.0.tags.iter().map(ToString::to_string).collect();
             let k = shared.l2.key(&shared.space, &key.0);
-            shared.l2.spawn_set(k, L2_REVISION, &payload, ttl, tags, shared.tag_space.clone());
+            shared.l2.spawn_set(k, &shared.space, L2_REVISION, &payload, ttl, tags, shared.tag_space.clone(), observed);
         }
     }
 
@@ -345,11 +348,14 @@ impl PyResultCache {
         let kwargs = kwargs.map(|k| k.clone().unbind());
         let tags = tags.map(|t| t.clone().unbind());
         let mut computed_ttl = None;
+        let mut observed = None;
         let looked: PyResult<Lookup<Cached>> = py.detach(|| {
             self.counters.cache.get_or_insert_with(&key, || {
                 if let Some(shared) = &self.l2 {
                     let k = shared.l2.key(&shared.space, &key.0);
-                    if let Some(found) = shared.l2.get_blocking(&k, L2_REVISION) {
+                    let (found, seen) = shared.l2.get_blocking(&k, &shared.space, L2_REVISION);
+                    observed = seen;
+                    if let Some(found) = found {
                         if let Some(p) = Python::attach(|py| self.promoted(py, shared, &found)) {
                             return Ok(p);
                         }
@@ -373,7 +379,7 @@ impl PyResultCache {
                 match computed_ttl {
                     // Shared only if kept in L1 (not computed across an invalidation).
                     Some(ttl) if self.l2.is_some() && self.counters.cache.get(&key).is_some() => {
-                        self.write_back(py, &key, &c, ttl);
+                        self.write_back(py, &key, &c, ttl, observed);
                     }
                     Some(_) => {}
                     // Read from the L2: answered without calling the function.
@@ -392,7 +398,7 @@ impl PyResultCache {
 impl PyResultCache {
     #[new]
     #[pyo3(signature = (name, *, max_entries = 10_000, ttl_seconds = 600.0, deny_ttl_seconds = None,
-                        custom_key = false, redis = None))]
+                        custom_key = false, redis = None, identity = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -402,6 +408,7 @@ impl PyResultCache {
         deny_ttl_seconds: Option<f64>,
         custom_key: bool,
         redis: Option<&Bound<'_, PyAny>>,
+        identity: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max_entries = u64::try_from(max_entries)
             .ok()
@@ -416,8 +423,18 @@ impl PyResultCache {
         };
         let root = if custom_key { "key()" } else { "args" };
         let domain = blake3::hash(KEY_DOMAIN);
+        // The function's identity beyond its name (a closure's free variables, its defaults):
+        // two closures made by one factory must not share results (ARCHITECTURE.md, "Keys").
+        let space_name = match identity {
+            Some(v) if !v.is_none() => {
+                let bytes = to_canonical(v, "identity")?;
+                let digest: String = blake3::hash(&bytes).as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                format!("{name}\0{root}\0{digest}")
+            }
+            _ => format!("{name}\0{root}"),
+        };
         // The root is part of the seed: keys from bound arguments and from `key=` never meet.
-        let seed = KeySeed::new(domain.as_bytes(), &format!("{name}\0{root}"));
+        let seed = KeySeed::new(domain.as_bytes(), &space_name);
         let cache = Arc::new(TtlCache::new(max_entries));
         let l2 = match redis {
             None => None,
@@ -427,7 +444,7 @@ impl PyResultCache {
                     .cast::<PyRedisConfig>()
                     .map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
                 let l2 = config.get().l2(py)?;
-                let id: String = blake3::hash(format!("{name}\0{root}").as_bytes()).as_bytes()[..8]
+                let id: String = blake3::hash(space_name.as_bytes()).as_bytes()[..16]
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect();
@@ -477,7 +494,8 @@ impl PyResultCache {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
-        Ok(Py::new(py, PyCacheMiss { key: k, ticket: self.counters.cache.ticket() })?.into_any())
+        let miss = PyCacheMiss { key: k, ticket: self.counters.cache.ticket(), observed: parking_lot::Mutex::new(None) };
+        Ok(Py::new(py, miss)?.into_any())
     }
 
     /// Counts a miss: the caller is about to call the function.
@@ -500,7 +518,8 @@ impl PyResultCache {
         let cached = Cached(Arc::new(Stored { value: value.clone().unbind(), tags }));
         let stored = py.detach(|| self.counters.cache.insert(miss.key, cached.clone(), ttl, miss.ticket));
         if stored {
-            self.write_back(py, &miss.key, &cached, ttl);
+            let observed = *miss.observed.lock();
+            self.write_back(py, &miss.key, &cached, ttl, observed);
         }
         Ok(stored)
     }
@@ -518,8 +537,10 @@ impl PyResultCache {
         let Some(shared) = &this.l2 else { return false };
         let (key, ticket) = (miss.get().key, miss.get().ticket);
         let cache: Py<Self> = slf.clone().unbind();
+        let miss_ref: Py<PyCacheMiss> = miss.clone().unbind();
         let k = shared.l2.key(&shared.space, &key.0);
-        let started = shared.l2.spawn_get(k, L2_REVISION.to_owned(), move |found| {
+        let started = shared.l2.spawn_get(k, &shared.space, L2_REVISION.to_owned(), move |found, observed| {
+            *miss_ref.get().observed.lock() = observed;
             let this = cache.get();
             let Some(shared) = &this.l2 else { return };
             let promoted = found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
@@ -551,9 +572,12 @@ impl PyResultCache {
         let held = py.detach(|| self.counters.cache.remove(&k));
         if let Some(shared) = &self.l2 {
             let redis_key = shared.l2.key(&shared.space, &k.0);
+            // Epoch first (from then on the entry is refused everywhere), then the message, then
+            // the delete, which only frees memory now.
             py.detach(|| {
-                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
+                shared.l2.bump_blocking(&shared.space, false, &[], std::slice::from_ref(&redis_key));
                 shared.publisher.publish(&Message::InvalidateKey(k.0));
+                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
             });
             flush_warning(py, &shared.l2);
         }
@@ -564,8 +588,9 @@ impl PyResultCache {
         py.detach(|| self.counters.cache.invalidate_tags(&tags));
         if let Some(shared) = &self.l2 {
             py.detach(|| {
+                shared.l2.bump_blocking(&shared.space, false, &tags, &[]);
+                shared.publisher.publish(&Message::InvalidateTags(tags.clone()));
                 shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
-                shared.publisher.publish(&Message::InvalidateTags(tags));
             });
             flush_warning(py, &shared.l2);
         }
@@ -576,8 +601,9 @@ impl PyResultCache {
         if let Some(shared) = &self.l2 {
             let pattern = shared.l2.pattern(&shared.space);
             py.detach(|| {
-                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
+                shared.l2.bump_blocking(&shared.space, true, &[], &[]);
                 shared.publisher.publish(&Message::InvalidateAll);
+                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
             });
             flush_warning(py, &shared.l2);
         }
@@ -623,4 +649,13 @@ impl PyResultCache {
             self.deny_ttl.as_secs_f64()
         )
     }
+}
+
+/// The canonical bytes of `value` (the key form of `@cached_authorization`), so the decorator
+/// can tell at decoration time whether a closure's free variable has one.
+#[pyfunction]
+#[pyo3(name = "_canonical", signature = (value, root = "value"))]
+pub fn canonical_bytes<'py>(value: &Bound<'py, PyAny>, root: &str) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let bytes = to_canonical(value, root)?;
+    Ok(pyo3::types::PyBytes::new(value.py(), &bytes))
 }

@@ -12,10 +12,20 @@
 //! breaker's backoff (100 ms doubling to 5 s).
 //!
 //! # Wire format
-//! `<tag> <json>`, where the JSON object has `v` (1), `from`, `scope`, `kind` and the fields of
-//! the kind, and `<tag>` is the hex HMAC-SHA256 of the channel and the JSON under the signing
+//! `<tag> <json>`, where the JSON object has `v` (2), `from`, `scope`, `sender` (a random id
+//! per process and `RedisConfig`), `seq` (per sender, increasing), `ts` (unix ms), `kind` and the fields
+//! of the kind, and `<tag>` is the hex HMAC-SHA256 of the channel and the JSON under the signing
 //! key, or `-` without one. A listener with a signing key ignores messages without a valid tag
 //! (a forged `set_data` could otherwise change the data every instance decides with).
+//!
+//! # Replays
+//! Whoever can publish on the channel can re-send a captured message. So a message is
+//! refused (counted in `messages_rejected`) when its `ts` is more than [`REPLAY_WINDOW`] from
+//! this host's clock, when its sender's `seq` was accepted already or is more than 64 below the
+//! highest accepted from that sender (concurrent publishers may arrive slightly out of order),
+//! and, for messages that change state (`reload`, `set_data`), when an instance of
+//! its scope already applied or sent a newer state change (ordered by `(ts, sender, seq)`):
+//! an instance never moves back to older data.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -52,6 +62,67 @@ pub trait Listener: Send + Sync {
     fn on_gap(&self);
 }
 
+/// How far a message's timestamp may be from this host's clock.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Senders remembered for the replay check; past it the longest silent is forgotten (its
+/// messages then still need a timestamp inside the window).
+const MAX_SENDERS: usize = 4096;
+
+/// What a verified message says about where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    from: String,
+    scope: String,
+    sender: String,
+    seq: u64,
+    ts: u64,
+}
+
+/// Sequence numbers accepted from one sender: the highest, and which of the 64 below it were
+/// seen (messages of concurrent publishers may arrive slightly out of order).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    highest: u64,
+    below: u64,
+    ts: u64,
+}
+
+impl Seen {
+    /// Whether `seq` is new; records it.
+    fn accept(&mut self, seq: u64, ts: u64) -> bool {
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.below = if shift >= 64 { 0 } else { (self.below << shift) | (1 << (shift - 1)) };
+            if self.highest == 0 {
+                self.below = 0;
+            }
+            self.highest = seq;
+            self.ts = self.ts.max(ts);
+            return true;
+        }
+        let back = self.highest - seq;
+        if back == 0 || back > 64 || self.below & (1 << (back - 1)) != 0 {
+            return false;
+        }
+        self.below |= 1 << (back - 1);
+        true
+    }
+}
+
+/// The replay window's memory.
+#[derive(Default)]
+struct Replay {
+    /// Sender → the sequence numbers accepted from it.
+    senders: std::collections::HashMap<String, Seen>,
+    /// Scope → the newest state change applied or sent here: `(ts, sender, seq)`.
+    state: std::collections::HashMap<String, (u64, String, u64)>,
+}
+
+fn unix_ms() -> u64 {
+    crate::clock::unix_ns() / 1_000_000
+}
+
 struct Registered {
     id: String,
     scope: String,
@@ -70,6 +141,11 @@ pub struct Bus {
     pub rejected: AtomicU64,
     /// Subscriptions lost, each followed by dropped L1s.
     pub gaps: AtomicU64,
+    replay: Mutex<Replay>,
+    /// This bus's sender id (the process's random id and a per-process number) and the
+    /// sequence number of its last message.
+    sender: OnceLock<String>,
+    next_seq: AtomicU64,
 }
 
 /// A per-process random prefix of listener ids.
@@ -94,6 +170,60 @@ pub struct Publisher {
 impl Bus {
     pub fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a verified message from `o` may be applied now (see "Replays"); records it.
+    fn admit(&self, o: &Origin, changes_state: bool, now_ms: u64) -> Result<(), &'static str> {
+        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        if o.ts.abs_diff(now_ms) > window {
+            return Err("is outside the replay window (old, or from a clock far off)");
+        }
+        let mut r = self.replay.lock();
+        let mut seen = r.senders.get(&o.sender).copied().unwrap_or_default();
+        if !seen.accept(o.seq, o.ts) {
+            return Err("was already received, or is older than what its sender sent since (a replay)");
+        }
+        let order = (o.ts, o.sender.clone(), o.seq);
+        if changes_state {
+            if let Some(newest) = r.state.get(&o.scope) {
+                // Equal: this process's own message coming back (duplicates failed above).
+                if order < *newest {
+                    return Err("would move this instance back to an older state");
+                }
+            }
+        }
+        if r.senders.len() >= MAX_SENDERS && !r.senders.contains_key(&o.sender) {
+            if let Some(oldest) = r.senders.iter().min_by_key(|(_, s)| s.ts).map(|(k, _)| k.clone()) {
+                r.senders.remove(&oldest);
+            }
+        }
+        r.senders.insert(o.sender.clone(), seen);
+        if changes_state {
+            r.state.insert(o.scope.clone(), order);
+        }
+        Ok(())
+    }
+
+    /// This bus's sender id: every `RedisConfig` of a process sends as its own sender.
+    fn sender(&self) -> &str {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.sender.get_or_init(|| format!("{}.{}", process_id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Records a state change this bus sends, so an older one is never applied after it.
+    fn sent_state(&self, scope: &str, ts: u64, seq: u64) {
+        let order = (ts, self.sender().to_owned(), seq);
+        let mut r = self.replay.lock();
+        if r.state.get(scope).is_none_or(|newest| order > *newest) {
+            r.state.insert(scope.to_owned(), order);
+        }
+    }
+}
+
+impl Message {
+    /// Whether applying it changes the data or policies (`reload`, `set_data`).
+    fn changes_state(&self) -> bool {
+        matches!(self, Message::Reload | Message::SetData { .. })
     }
 }
 
@@ -126,11 +256,17 @@ impl L2 {
     }
 
     fn deliver(&self, raw: &[u8]) {
-        let Some((from, scope, message)) = self.decode(raw) else {
+        let Some((origin, message)) = self.decode(raw) else {
             self.bus.rejected.fetch_add(1, Ordering::Relaxed);
             self.warn(|| "regoguard L2: ignored a pub/sub message that failed verification".to_owned());
             return;
         };
+        if let Err(why) = self.bus.admit(&origin, message.changes_state(), unix_ms()) {
+            self.bus.rejected.fetch_add(1, Ordering::Relaxed);
+            self.warn(|| format!("regoguard L2: ignored a pub/sub message that {why} (sender {})", origin.sender));
+            return;
+        }
+        let (from, scope) = (origin.from, origin.scope);
         self.bus.received.fetch_add(1, Ordering::Relaxed);
         let targets: Vec<Arc<dyn Listener>> = self
             .bus
@@ -153,9 +289,14 @@ impl L2 {
         }
     }
 
-    /// The wire form of `message` from listener `from` in `scope`.
-    fn encode(&self, from: &str, scope: &str, message: &Message) -> String {
-        let mut body = json!({"v": 1, "from": from, "scope": scope});
+    /// The wire form of `message` from listener `from` in `scope`, with this process's next
+    /// sequence number and `ts` (unix ms).
+    fn encode(&self, from: &str, scope: &str, message: &Message, ts: u64) -> String {
+        let seq = self.bus.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if message.changes_state() {
+            self.bus.sent_state(scope, ts, seq);
+        }
+        let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": self.bus.sender(), "seq": seq, "ts": ts});
         let fields = match message {
             Message::Reload => json!({"kind": "reload"}),
             Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
@@ -186,8 +327,8 @@ impl L2 {
         }
     }
 
-    /// `(from, scope, message)` of a verified message.
-    fn decode(&self, raw: &[u8]) -> Option<(String, String, Message)> {
+    /// The origin and message of a verified message (not yet checked against replays).
+    fn decode(&self, raw: &[u8]) -> Option<(Origin, Message)> {
         let text = std::str::from_utf8(raw).ok()?;
         let (tag, body) = text.split_once(' ')?;
         if let Some(secret) = &self.config.signing_key {
@@ -204,11 +345,16 @@ impl L2 {
             return None;
         }
         let v: Json = serde_json::from_str(body).ok()?;
-        if v.get("v")?.as_u64()? != 1 {
+        if v.get("v")?.as_u64()? != 2 {
             return None;
         }
-        let from = v.get("from")?.as_str()?.to_owned();
-        let scope = v.get("scope")?.as_str()?.to_owned();
+        let origin = Origin {
+            from: v.get("from")?.as_str()?.to_owned(),
+            scope: v.get("scope")?.as_str()?.to_owned(),
+            sender: v.get("sender")?.as_str()?.to_owned(),
+            seq: v.get("seq")?.as_u64()?,
+            ts: v.get("ts")?.as_u64()?,
+        };
         let strings = |field: &str| -> Option<Vec<String>> {
             v.get(field)?.as_array()?.iter().map(|t| t.as_str().map(str::to_owned)).collect()
         };
@@ -230,7 +376,7 @@ impl L2 {
             }
             _ => return None,
         };
-        Some((from, scope, message))
+        Some((origin, message))
     }
 }
 
@@ -238,7 +384,7 @@ impl Publisher {
     /// Sends `message` to every other listener of this scope, waiting (without the GIL) at most
     /// about the timeout. Returns whether Redis took it.
     pub fn publish(&self, message: &Message) -> bool {
-        let wire = self.l2.encode(&self.id, &self.scope, message);
+        let wire = self.l2.encode(&self.id, &self.scope, message, unix_ms());
         let l2 = &self.l2;
         let Some((handle, conn)) = l2.ready() else { return false };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -385,20 +531,62 @@ mod tests {
             Message::InvalidateKey([7; 32]),
         ];
         for m in &all {
-            let wire = signed.encode("me", "a", m);
-            assert_eq!(signed.decode(wire.as_bytes()), Some(("me".to_owned(), "a".to_owned(), m.clone())));
-            let forged = wire.replace("\"scope\":\"a\"", "\"scope\":\"b\"");
-            assert_ne!(forged, wire);
-            assert_eq!(signed.decode(forged.as_bytes()), None, "tampered");
+            let wire = signed.encode("me", "a", m, 1000);
+            let (origin, back) = signed.decode(wire.as_bytes()).unwrap();
+            assert_eq!((origin.from.as_str(), origin.scope.as_str(), &back), ("me", "a", m));
+            assert_eq!((origin.sender.as_str(), origin.ts), (signed.bus.sender(), 1000));
+            for (from, to) in [("\"scope\":\"a\"", "\"scope\":\"b\""), ("\"ts\":1000", "\"ts\":9000")] {
+                let forged = wire.replace(from, to);
+                assert_ne!(forged, wire);
+                assert_eq!(signed.decode(forged.as_bytes()), None, "tampered {to}");
+            }
             assert_eq!(l2(Some(b"another-secret-of-16+")).decode(wire.as_bytes()), None, "other key");
             assert_eq!(l2(None).decode(wire.as_bytes()), None, "signed, reader unsigned");
         }
         let plain = l2(None);
-        let wire = plain.encode("me", "r1:x", &Message::InvalidateAll);
+        let wire = plain.encode("me", "r1:x", &Message::InvalidateAll, 5);
         assert!(wire.starts_with("- "));
-        assert_eq!(plain.decode(wire.as_bytes()).map(|m| m.2), Some(Message::InvalidateAll));
+        assert_eq!(plain.decode(wire.as_bytes()).map(|m| m.1), Some(Message::InvalidateAll));
         assert_eq!(signed.decode(wire.as_bytes()), None, "unsigned, reader signed");
         assert_eq!(plain.decode(b"garbage"), None);
-        assert_eq!(plain.decode(b"- {\"v\":2}"), None);
+        assert_eq!(plain.decode(b"- {\"v\":1}"), None, "v1 messages carry no sequence");
+    }
+
+    fn origin(sender: &str, seq: u64, ts: u64) -> Origin {
+        Origin { from: "x".into(), scope: "a".into(), sender: sender.into(), seq, ts }
+    }
+
+    #[test]
+    fn replays_duplicates_stale_and_rollbacks_are_refused() {
+        let bus = Bus::default();
+        let now = 1_000_000;
+        assert!(bus.admit(&origin("A", 1, now), true, now).is_ok());
+        assert!(bus.admit(&origin("A", 1, now), true, now).is_err(), "duplicate");
+        assert!(bus.admit(&origin("A", 2, now + 5), true, now).is_ok());
+        assert!(bus.admit(&origin("A", 1, now), false, now).is_err(), "older sequence");
+        // Another sender's older state change (delayed, or replayed) never rolls data back...
+        assert!(bus.admit(&origin("B", 7, now + 1), true, now).is_err());
+        // ...but its newer one and its invalidations pass.
+        assert!(bus.admit(&origin("B", 8, now + 2), false, now).is_ok());
+        assert!(bus.admit(&origin("B", 9, now + 9), true, now).is_ok());
+        let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
+        assert!(bus.admit(&origin("C", 1, now - window - 1), false, now).is_err(), "too old");
+        assert!(bus.admit(&origin("C", 1, now + window + 1), false, now).is_err(), "from the future");
+        // What this process sends counts as applied.
+        bus.sent_state("a", now + 100, 1);
+        assert!(bus.admit(&origin("D", 1, now + 50), true, now).is_err());
+    }
+
+    #[test]
+    fn concurrent_publishers_may_arrive_out_of_order_but_never_twice() {
+        let mut s = Seen::default();
+        assert!(s.accept(1, 0) && s.accept(3, 0) && s.accept(2, 0));
+        assert!(!s.accept(2, 0) && !s.accept(3, 0) && !s.accept(1, 0));
+        assert!(s.accept(100, 0));
+        assert!(s.accept(99, 0) && s.accept(37, 0));
+        assert!(s.accept(36, 0) && !s.accept(35, 0), "64 behind is the edge of the window");
+        assert!(!s.accept(99, 0) && !s.accept(100, 0));
+        let (a, b) = (l2(None), l2(None));
+        assert_ne!(a.bus.sender(), b.bus.sender(), "two configs of one process are two senders");
     }
 }

@@ -43,10 +43,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def make_shared(cfg: RedisConfig, result: Any = True, **kwargs: Any) -> tuple[Any, list[int]]:
     """A decorated function of a fixed qualname (as a second process would define it) and the
-    list of the user ids it was called with."""
+    list of the user ids it was called with. ``result`` may have no JSON form, so the key space
+    is named (every call of this helper stands for the same function)."""
     calls: list[int] = []
 
-    @cached_authorization(redis=cfg, **kwargs)
+    @cached_authorization(redis=cfg, name="tests.l2.can_read", **kwargs)
     def can_read(user_id: int) -> Any:
         calls.append(user_id)
         return result
