@@ -179,6 +179,10 @@ fn new_engine(rego_v0: bool) -> Engine {
     // OPA makes an expression whose builtin call fails undefined unless strict mode is on;
     // regorus raises by default.
     engine.set_strict_builtin_errors(false);
+    // OPA builtins regorus lacks (src/builtins): names are unique, so this cannot fail.
+    if let Err(e) = crate::builtins::register_interpreter(&mut engine) {
+        debug_assert!(false, "builtin registration failed: {e:#}");
+    }
     engine
 }
 
@@ -334,7 +338,7 @@ impl Compiled {
         let (program, fallback_reason) = if self.evaluator == Evaluator::Interpreter {
             (None, Some("evaluator='interpreter'".to_owned()))
         } else {
-            match Compiler::compile_from_policy(&policy, &[name]) {
+            match Compiler::compile_from_policy_with_host_await(&policy, &[name], crate::builtins::host_await_table()) {
                 Ok(program) => {
                     // Surfaces rule/data conflicts at construction, not on the first request.
                     let mut vm = RegoVM::new();
@@ -509,6 +513,7 @@ impl Worker {
         if slot.is_none() {
             let mut vm = RegoVM::new();
             vm.load_program(program.clone());
+            crate::builtins::prepare_vm(&mut vm);
             vm.set_max_instructions(MAX_INSTRUCTIONS);
             vm.set_data(compiled.data.clone()).map_err(|e| eval_error(&ep.name, &e))?;
             *slot = Some(vm);
@@ -517,7 +522,7 @@ impl Worker {
             return Err(Error::evaluation(&ep.name, "no VM"));
         };
         vm.set_input(input.clone());
-        match vm.execute() {
+        match crate::builtins::execute_rvm(vm) {
             // regorus 0.14's RVM answers undefined where the interpreter (and OPA) raise a
             // conflict error (tests/cases/opa_semantics.yaml). Undefined is rare for a decision
             // rule, so the interpreter confirms every undefined answer; both paths then agree.

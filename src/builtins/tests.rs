@@ -1,0 +1,75 @@
+//! The registration mechanism, through policies, on both evaluators.
+
+use std::sync::Arc;
+
+use regorus::Value;
+
+use crate::engine::{parse_policies, Compiled, Evaluator, PolicyFile, Revision};
+
+/// Evaluates `data.t.x` of `policy` on `evaluator`; also returns which evaluator ran it.
+pub(crate) fn eval_on(policy: &str, evaluator: Evaluator, input: &str) -> (crate::Result<Value>, &'static str) {
+    let files = vec![PolicyFile { path: "t.rego".into(), text: policy.into() }];
+    let parsed = match parse_policies(&files, false) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), "none"),
+    };
+    let data = Value::new_object();
+    let revision = Revision::of(&files, &data, false).expect("revision");
+    let entry: Vec<Arc<str>> = vec![Arc::from("data.t.x")];
+    let compiled = match Compiled::build(7, &parsed, revision, data, &entry, evaluator) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return (Err(e), "none"),
+    };
+    let which = compiled.entrypoints[0].evaluator_name();
+    let input = Value::from_json_str(input).expect("input json");
+    (compiled.evaluate(0, input), which)
+}
+
+fn both(policy: &str, input: &str) -> Value {
+    let (rvm, which) = eval_on(policy, Evaluator::Rvm, input);
+    assert_eq!(which, "rvm");
+    let (interp, which) = eval_on(policy, Evaluator::Interpreter, input);
+    assert_eq!(which, "interpreter");
+    let (rvm, interp) = (rvm.expect("rvm"), interp.expect("interpreter"));
+    assert_eq!(rvm, interp, "the evaluators disagree on\n{policy}");
+    rvm
+}
+
+fn json(text: &str) -> Value {
+    Value::from_json_str(text).expect("json")
+}
+
+#[test]
+fn a_builtin_runs_on_both_evaluators() {
+    let p = "package t\nx := array.flatten(input.a)\n";
+    assert_eq!(both(p, r#"{"a": [1, [2, [3]], 4]}"#), json("[1, 2, [3], 4]"));
+}
+
+#[test]
+fn a_builtin_inside_loops_functions_and_comprehensions() {
+    let p = r#"package t
+f(v) := array.flatten(v)
+x := {"c": [y | some a in input.as; y := f(a)], "e": e, "n": count([1 | some a in input.as; array.flatten(a) == [1, 2]])}
+e if { every a in input.as { count(array.flatten(a)) > 0 } } else := false
+"#;
+    assert_eq!(both(p, r#"{"as": [[1, [2]], [[3], 4]]}"#), json(r#"{"c": [[1, 2], [3, 4]], "e": true, "n": 1}"#));
+}
+
+#[test]
+fn a_failing_builtin_makes_its_expression_undefined_on_both() {
+    // OPA non-strict: a type error in a builtin is undefined, so `x` falls to its default.
+    let p = "package t\ndefault x := \"default\"\nx := array.flatten(input.a)\n";
+    assert_eq!(both(p, r#"{"a": "not an array"}"#), json(r#""default""#));
+    // ... and `not` of it is true.
+    let p = "package t\nx if { not array.flatten(input.a) }\n";
+    assert_eq!(both(p, r#"{"a": 1}"#), Value::Bool(true));
+    // An undefined argument never reaches the builtin.
+    let p = "package t\ndefault x := 0\nx := array.flatten(input.missing)\n";
+    assert_eq!(both(p, "{}"), json("0"));
+}
+
+#[test]
+fn a_policy_without_our_builtins_keeps_the_run_to_completion_path() {
+    let p = "package t\nx := count(input.a)\n";
+    assert_eq!(both(p, r#"{"a": [1]}"#), json("1"));
+}
