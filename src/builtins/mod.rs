@@ -25,6 +25,7 @@ use regorus::rvm::vm::{ExecutionMode, SuspendReason};
 use regorus::rvm::RegoVM;
 use regorus::{Engine, Value};
 
+pub mod check;
 pub mod misc;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.

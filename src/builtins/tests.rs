@@ -73,3 +73,66 @@ fn a_policy_without_our_builtins_keeps_the_run_to_completion_path() {
     let p = "package t\nx := count(input.a)\n";
     assert_eq!(both(p, r#"{"a": [1]}"#), json("1"));
 }
+
+/// Every shape of a call of an unknown function is refused at construction, with its
+/// location, on every evaluator.
+#[test]
+fn unknown_functions_are_refused_at_construction_in_every_shape() {
+    let shapes: &[(&str, u32)] = &[
+        ("x := nope(input.a)", 2),
+        ("x if { y := nope(input.a); y }", 2),
+        ("x if { [a, b] := nope(input.a); a == b }", 2),
+        ("x if { nope(input.a) == 1 }", 2),
+        ("x := [y | some a in input.as; y := nope(a)]", 2),
+        ("x := {k: v | some k, v in input.o; v := io.nope(k)}", 2),
+        ("x := {y | some a in nope(input.as); y := a}", 2),
+        ("x := 1 if { false } else := nope(1)", 2),
+        ("x := 1 if { false } else := 2 if { nope(1) }", 2),
+        ("f(a) := nope(a)\nx := 1", 2),
+        ("x if { every a in input.as { nope(a) } }", 2),
+        ("x if { y := count(input.a) with input as nope(1); y }", 2),
+        ("x if { y := count(input.a) with strings.nope as count; y }", 2),
+        ("x := 1\nunreached if { strings.nope(1) }", 3),
+        ("default x := nope(1)", 2),
+        ("x if { not nope(1) }", 2),
+        ("x := data.t.nope(1)", 2),
+    ];
+    for (body, line) in shapes {
+        let policy = format!("package t\n{body}\n");
+        for evaluator in [Evaluator::Auto, Evaluator::Rvm, Evaluator::Interpreter] {
+            let (r, _) = eval_on(&policy, evaluator, "{}");
+            match r {
+                Err(crate::Error::Policy(issues)) => {
+                    assert!(
+                        issues.iter().any(|i| i.code == "rego_type_error"
+                            && i.message.starts_with("undefined function")
+                            && i.file == "t.rego"
+                            && i.line == *line
+                            && i.column > 0),
+                        "{evaluator:?} {body}: {issues:?}"
+                    );
+                }
+                other => panic!("{evaluator:?} built {body:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn known_functions_of_every_origin_resolve() {
+    let policy = r#"package t
+import data.lib
+import data.lib.g as h
+f(a) := a
+x := [f(1), data.t.f(2), lib.g(3), h(4), count([1]), array.flatten([[5]]), lib.sub.k(6)]
+y if { print("hi"); true }
+z := c if { c := count(input.a) with count as f }
+"#;
+    let lib = "package lib\ng(a) := a\nsub.k(a) := a\n";
+    let files = vec![
+        PolicyFile { path: "t.rego".into(), text: policy.into() },
+        PolicyFile { path: "lib.rego".into(), text: lib.into() },
+    ];
+    let mut engine = parse_policies(&files, false).expect("known functions parse and check");
+    assert!(super::check::unknown_calls(&mut engine).is_empty());
+}
