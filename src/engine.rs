@@ -377,6 +377,16 @@ impl Compiled {
         Ok(())
     }
 
+    /// The authorizer this revision belongs to.
+    pub fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// The evaluator choice this revision was compiled with.
+    pub fn evaluator(&self) -> Evaluator {
+        self.evaluator
+    }
+
     /// The index of a registered entrypoint.
     #[inline]
     pub fn entrypoint_index(&self, name: &str) -> Option<usize> {
@@ -395,6 +405,8 @@ impl Compiled {
             .entrypoints
             .get(index)
             .ok_or_else(|| Error::evaluation("?", format!("no entrypoint number {index}")))?;
+        // Which authorizer's allow_net http.send consults (a thread-local swap, no allocation).
+        let _net = crate::builtins::http::Current::enter(self.owner);
         WORKERS.with(|cell| {
             // A re-entrant call (never expected: evaluation calls no Python) gets a one-off worker.
             let Ok(mut workers) = cell.try_borrow_mut() else {

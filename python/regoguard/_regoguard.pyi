@@ -304,6 +304,9 @@ class Decision:
     @property
     def decision_id(self) -> str:
         """Unique per call (a UUID), for decision logs."""
+    @property
+    def evaluator(self) -> Literal["rvm", "interpreter"]:
+        """Which evaluator the entrypoint uses in this revision (why: ``stats()["evaluator_reasons"]``)."""
 
 @final
 class Authorizer:
@@ -446,7 +449,8 @@ class Authorizer:
         ``evaluations``, ``rvm_evaluations``,
         ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
-        (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
+        (entrypoint -> ``"rvm"``/``"interpreter"``), ``evaluator_reasons`` (entrypoint -> why it
+        runs on the interpreter, ``None`` on the RVM), ``decision_seconds`` (per source
         ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
         histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
         decision; failed decisions are not timed), ``decision_logs`` (records queued) and
@@ -475,6 +479,9 @@ class RequestSpec:
     @property
     def include_headers(self) -> list[str]:
         """The lower-cased header names, sorted."""
+
+def builtins() -> list[str]:
+    """Every builtin function a policy can call (regorus's own and regoguard's), sorted."""
 
 def build_request_input(
     scope: Mapping[str, Any],

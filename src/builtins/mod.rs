@@ -26,7 +26,10 @@ use regorus::rvm::RegoVM;
 use regorus::{Engine, Value};
 
 pub mod check;
+pub mod http;
 pub mod misc;
+pub mod net;
+pub mod schema;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -44,8 +47,17 @@ pub struct Builtin {
 
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    let families: &[&[Builtin]] = &[misc::BUILTINS];
+    let families: &[&[Builtin]] = &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS];
     families.iter().flat_map(|f| f.iter())
+}
+
+/// Every builtin a policy can call, regorus's own and ours, sorted (`regoguard.builtins()`).
+pub fn supported() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
+    names.push("print");
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// Our builtin called `name`, if any.
