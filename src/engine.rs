@@ -194,8 +194,10 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     let mut engine = new_engine(rego_v0);
     let mut issues = Vec::new();
     for f in files {
+        // rego.metadata.rule()/chain() calls become their values (src/builtins/metadata.rs).
+        let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0).unwrap_or_else(|| f.text.clone());
         // A failed add_policy leaves the engine as it was, so the next file still parses.
-        if let Err(e) = engine.add_policy(f.path.clone(), f.text.clone()) {
+        if let Err(e) = engine.add_policy(f.path.clone(), text) {
             issues.push(issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error"));
         }
     }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use regorus::unstable::{Expr, Literal, LiteralStmt, Module, Query, Rule, RuleHead, BUILTINS};
+use regorus::unstable::{Expr, Literal, LiteralStmt, Module, Query, Rule, RuleHead, Span, BUILTINS};
 use regorus::utils::get_path_string;
 use regorus::Engine;
 
@@ -20,7 +20,7 @@ use crate::error::PolicyIssue;
 
 /// Whether `name` (as a policy spells it, e.g. `io.jwt.decode`) is a builtin of either origin.
 pub fn is_builtin(name: &str) -> bool {
-    name == "print" || BUILTINS.contains_key(name) || super::lookup(name).is_some()
+    name == "print" || BUILTINS.contains_key(name) || super::lookup(name).is_some() || super::metadata::NAMES.contains(&name)
 }
 
 /// One issue per call of an unknown function (and per `with` that replaces one), in file order.
@@ -54,26 +54,69 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
             );
             aliases.insert(alias, path);
         }
-        let mut walker = Walker { package: &package, aliases: &aliases, rules: &rules, issues: &mut issues };
-        for rule in &m.policy {
-            walker.rule(rule);
+        for call in calls(m) {
+            if !resolves(&call.name, &package, &aliases, &rules) {
+                issues.push(PolicyIssue {
+                    file: call.span.source.get_path().clone(),
+                    line: call.span.line,
+                    column: call.span.col,
+                    code: "rego_type_error",
+                    message: format!("undefined function {}", call.name),
+                    snippet: String::new(),
+                });
+            }
         }
     }
     issues
+}
+
+/// One call of a function (or a `with` target that names one) in a module.
+pub struct Call {
+    pub span: Span,
+    pub name: String,
+}
+
+/// Every call in `m`, in source order (`with` targets other than `input`/`data` included).
+pub fn calls(m: &Module) -> Vec<Call> {
+    let mut walker = Walker { calls: Vec::new() };
+    for rule in &m.policy {
+        walker.rule(rule);
+    }
+    walker.calls
+}
+
+/// Every call in one rule, in source order.
+pub fn calls_in_rule(rule: &Rule) -> Vec<Call> {
+    let mut walker = Walker { calls: Vec::new() };
+    walker.rule(rule);
+    walker.calls
+}
+
+/// Whether a call of `name` reaches something: a rule (relative, absolute, or through an
+/// import alias) or a builtin.
+fn resolves(name: &str, package: &str, aliases: &HashMap<String, String>, rules: &BTreeSet<String>) -> bool {
+    if name.starts_with("data.") {
+        return rules.contains(name);
+    }
+    let (first, rest) = name.split_once('.').map_or((name, ""), |(a, b)| (a, b));
+    if let Some(target) = aliases.get(first) {
+        let full = if rest.is_empty() { target.clone() } else { format!("{target}.{rest}") };
+        if rules.contains(&full) {
+            return true;
+        }
+    }
+    rules.contains(&format!("{package}.{name}")) || is_builtin(name)
 }
 
 fn package_path(m: &Module) -> Option<String> {
     get_path_string(&m.package.refr, Some("data")).ok()
 }
 
-struct Walker<'a> {
-    package: &'a str,
-    aliases: &'a HashMap<String, String>,
-    rules: &'a BTreeSet<String>,
-    issues: &'a mut Vec<PolicyIssue>,
+struct Walker {
+    calls: Vec<Call>,
 }
 
-impl Walker<'_> {
+impl Walker {
     fn rule(&mut self, rule: &Rule) {
         match rule {
             Rule::Spec { head, bodies, .. } => {
@@ -141,10 +184,8 @@ impl Walker<'_> {
             // `with input.x as v` / `with data.x as v` replace documents; any other target
             // names a function, which must exist (OPA: rego_type_error).
             if let Ok(target) = get_path_string(&w.refr, None) {
-                if !(target == "input" || target.starts_with("input.") || target == "data" || target.starts_with("data."))
-                    && !self.resolves(&target)
-                {
-                    self.report(w.refr.span(), &target);
+                if !(target == "input" || target.starts_with("input.") || target == "data" || target.starts_with("data.")) {
+                    self.calls.push(Call { span: w.refr.span().clone(), name: target });
                 }
             }
             self.expr(&w.r#as);
@@ -181,9 +222,7 @@ impl Walker<'_> {
             }
             Expr::Call { span, fcn, params, .. } => {
                 if let Ok(name) = get_path_string(fcn, None) {
-                    if !self.resolves(&name) {
-                        self.report(span, &name);
-                    }
+                    self.calls.push(Call { span: span.clone(), name });
                 }
                 for p in params {
                     self.expr(p);
@@ -210,33 +249,5 @@ impl Walker<'_> {
                 self.expr(collection);
             }
         }
-    }
-
-    /// Whether a call of `name` reaches something: a rule (relative, absolute, or through an
-    /// import alias) or a builtin.
-    fn resolves(&self, name: &str) -> bool {
-        if name.starts_with("data.") {
-            return self.rules.contains(name);
-        }
-        let (first, rest) = name.split_once('.').map_or((name, ""), |(a, b)| (a, b));
-        if let Some(target) = self.aliases.get(first) {
-            let full = if rest.is_empty() { target.clone() } else { format!("{target}.{rest}") };
-            if self.rules.contains(&full) {
-                return true;
-            }
-        }
-        self.rules.contains(&format!("{}.{name}", self.package)) || is_builtin(name)
-    }
-
-    #[cold]
-    fn report(&mut self, span: &regorus::unstable::Span, name: &str) {
-        self.issues.push(PolicyIssue {
-            file: span.source.get_path().clone(),
-            line: span.line,
-            column: span.col,
-            code: "rego_type_error",
-            message: format!("undefined function {name}"),
-            snippet: String::new(),
-        });
     }
 }

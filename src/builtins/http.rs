@@ -271,7 +271,7 @@ fn fetch(
 ) -> Result<(Value, BTreeMap<String, Vec<String>>)> {
     let follow = flag(req, "enable_redirect", false)?;
     let body: Vec<u8> = match (field(req, "body"), text(req, "raw_body")?) {
-        (Some(b), _) => b.to_json_str()?.into_bytes(),
+        (Some(b), _) => serde_json::to_vec(b)?,
         (None, Some(raw)) => raw.as_bytes().to_vec(),
         (None, None) => Vec::new(),
     };
@@ -371,5 +371,54 @@ mod tests {
         for bad in ["idp.example", "ftp://x/", "https://", "https://u:p@x/", "https://x/?q=1", "file:///etc"] {
             assert!(NetConfig::new(&[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    /// A one-thread HTTP server on 127.0.0.1 answering every request with `headers`.
+    fn serve(headers: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(8) {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = "{\"ok\": true}";
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn request(url: &str, extra: &str) -> Value {
+        Value::from_json_str(&format!("{{\"method\": \"GET\", \"url\": \"{url}/x\"{extra}}}")).expect("json")
+    }
+
+    #[test]
+    fn a_response_bounds_how_long_the_decision_holds() {
+        let base = serve("Cache-Control: max-age=60\r\n");
+        configure(990_001, NetConfig::new(&[base.clone()]).expect("config"));
+        let _owner = Current::enter(990_001);
+
+        let scope = eval_context::Scope::begin_at(1_000);
+        let r = send(&[request(&base, ", \"cache\": true")]).expect("send");
+        assert_eq!(field(&r, "status_code"), Some(&Value::from(200u64)));
+        assert_eq!(field(field(&r, "body").expect("body"), "ok"), Some(&Value::Bool(true)));
+        let v = scope.finish();
+        assert_eq!(v, eval_context::Validity { volatile: false, until_unix_ns: Some(1_000 + 60_000_000_000) });
+
+        // Without a cache option the response has no lifetime: the decision is volatile.
+        let scope = eval_context::Scope::begin_at(1_000);
+        send(&[request(&base, "")]).expect("send");
+        assert!(scope.finish().volatile);
+
+        // Another authorizer (no allow_net) cannot use it.
+        let _other = Current::enter(990_002);
+        assert!(send(&[request(&base, "")]).is_err());
+        configure(990_001, NetConfig::default());
     }
 }

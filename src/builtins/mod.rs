@@ -25,11 +25,14 @@ use regorus::rvm::vm::{ExecutionMode, SuspendReason};
 use regorus::rvm::RegoVM;
 use regorus::{Engine, Value};
 
+pub mod aws;
 pub mod check;
 pub mod http;
+pub mod metadata;
 pub mod misc;
 pub mod net;
 pub mod schema;
+pub mod template;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -47,7 +50,7 @@ pub struct Builtin {
 
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    let families: &[&[Builtin]] = &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS];
+    let families: &[&[Builtin]] = &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS];
     families.iter().flat_map(|f| f.iter())
 }
 
@@ -55,6 +58,7 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
 pub fn supported() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
     names.push("print");
+    names.extend_from_slice(metadata::NAMES);
     names.sort_unstable();
     names.dedup();
     names
