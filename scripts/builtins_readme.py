@@ -32,7 +32,7 @@ def main() -> None:
         r"(<!-- builtins:begin -->\n).*?(<!-- builtins:end -->)",
         lambda m: m.group(1) + block(ordered) + m.group(2),
         text,
-        flags=re.S,
+        flags=re.DOTALL,
     )
     if count != 1:
         raise SystemExit("README.md has no <!-- builtins:begin --> ... <!-- builtins:end --> block")

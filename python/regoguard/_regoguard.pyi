@@ -335,6 +335,9 @@ class Authorizer:
             decisions between processes; ``None`` (default) keeps them in this process. Keys
             carry the revision, so processes on different policies never share decisions.
             See ``RedisConfig.decisions`` for when Redis is consulted.
+        allow_net: URL prefixes (``http://``/``https://``, ending at a path boundary) that
+            ``http.send`` may fetch; ``None`` (default) turns ``http.send`` off (its calls are
+            undefined). A bad entry is a ``ConfigError``.
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -351,6 +354,7 @@ class Authorizer:
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
         decision_log: DecisionLogConfig | None = None,
         redis: RedisConfig | None = None,
+        allow_net: Sequence[str] | None = None,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.

@@ -140,7 +140,9 @@ fn sign_req(args: &[Value]) -> Result<Value> {
     let signature = hex(&hmac(&key, &to_sign)?);
     headers.insert(
         "Authorization".into(),
-        Value::from(format!("AWS4-HMAC-SHA256 Credential={access}/{scope},SignedHeaders={signed},Signature={signature}")),
+        Value::from(format!(
+            "AWS4-HMAC-SHA256 Credential={access}/{scope},SignedHeaders={signed},Signature={signature}"
+        )),
     );
     let mut out: BTreeMap<Value, Value> = req_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.insert(
@@ -169,7 +171,10 @@ mod tests {
     #[test]
     fn signatures_match_opa() {
         let sig = |s: &str| s.rsplit("Signature=").next().unwrap_or_default().to_owned();
-        assert_eq!(sig(&auth(r#"{"method": "POST", "url": "https://x.com/p"}"#)), "8f2f966e6c3c2daf008d9c9f0be5d3e60c27e785e074186f5d144f5bf4229d88");
+        assert_eq!(
+            sig(&auth(r#"{"method": "POST", "url": "https://x.com/p"}"#)),
+            "8f2f966e6c3c2daf008d9c9f0be5d3e60c27e785e074186f5d144f5bf4229d88"
+        );
         assert_eq!(
             sig(&auth(r#"{"method": "POST", "url": "https://x.com/p?b=2&a=1"}"#)),
             "d1f27fd6daaa8489299f46213bc6bae3371762ad80106fb82fd5cc397f816620"

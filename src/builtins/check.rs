@@ -20,7 +20,10 @@ use crate::error::PolicyIssue;
 
 /// Whether `name` (as a policy spells it, e.g. `io.jwt.decode`) is a builtin of either origin.
 pub fn is_builtin(name: &str) -> bool {
-    name == "print" || BUILTINS.contains_key(name) || super::lookup(name).is_some() || super::metadata::NAMES.contains(&name)
+    name == "print"
+        || BUILTINS.contains_key(name)
+        || super::lookup(name).is_some()
+        || super::metadata::NAMES.contains(&name)
 }
 
 /// One issue per call of an unknown function (and per `with` that replaces one), in file order.
@@ -31,7 +34,10 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
         let Some(package) = package_path(m) else { continue };
         for rule in &m.policy {
             let refr = match rule.as_ref() {
-                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. }, .. }
+                Rule::Spec {
+                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. },
+                    ..
+                }
                 | Rule::Default { refr, .. } => refr,
             };
             if let Ok(path) = get_path_string(refr, Some(&package)) {
@@ -48,10 +54,10 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
             if !path.starts_with("data.") {
                 continue;
             }
-            let alias = import.r#as.as_ref().map_or_else(
-                || path.rsplit('.').next().unwrap_or_default().to_owned(),
-                |span| span.text().to_owned(),
-            );
+            let alias = import
+                .r#as
+                .as_ref()
+                .map_or_else(|| path.rsplit('.').next().unwrap_or_default().to_owned(), |span| span.text().to_owned());
             aliases.insert(alias, path);
         }
         for call in calls(m) {
@@ -184,7 +190,11 @@ impl Walker {
             // `with input.x as v` / `with data.x as v` replace documents; any other target
             // names a function, which must exist (OPA: rego_type_error).
             if let Ok(target) = get_path_string(&w.refr, None) {
-                if !(target == "input" || target.starts_with("input.") || target == "data" || target.starts_with("data.")) {
+                if !(target == "input"
+                    || target.starts_with("input.")
+                    || target == "data"
+                    || target.starts_with("data."))
+                {
                     self.calls.push(Call { span: w.refr.span().clone(), name: target });
                 }
             }

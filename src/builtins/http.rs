@@ -59,7 +59,11 @@ impl NetConfig {
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
                 return Err(format!("allow_net entry {p:?} must be an http:// or https:// URL with a host"));
             }
-            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            if url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some()
+            {
                 return Err(format!("allow_net entry {p:?} must not have a query, fragment or user info"));
             }
             out.push(url.as_str().to_owned());
@@ -243,7 +247,13 @@ fn send_checked(req: &Value) -> Result<Value> {
         }
     }
     let (response, headers) = fetch(req, &method, url, timeout, &config)?;
-    let lifetime = if force_cache { force_secs.map(Duration::from_secs) } else if cache_wanted { max_age(&headers) } else { None };
+    let lifetime = if force_cache {
+        force_secs.map(Duration::from_secs)
+    } else if cache_wanted {
+        max_age(&headers)
+    } else {
+        None
+    };
     match lifetime {
         Some(l) if !l.is_zero() => {
             let expires = now.saturating_add(u64::try_from(l.as_nanos()).unwrap_or(u64::MAX));
@@ -288,7 +298,9 @@ fn fetch(
         let mut builder = ureq::http::Request::builder().method(method).uri(url.as_str());
         if let Some(Value::Object(h)) = field(req, "headers") {
             for (k, v) in h.iter() {
-                let (Value::String(k), Value::String(v)) = (k, v) else { bail!("http.send: headers must map strings to strings") };
+                let (Value::String(k), Value::String(v)) = (k, v) else {
+                    bail!("http.send: headers must map strings to strings")
+                };
                 builder = builder.header(&**k, &**v);
             }
         }
@@ -311,7 +323,10 @@ fn fetch(
         }
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in resp.headers() {
-            headers.entry(k.as_str().to_ascii_lowercase()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+            headers
+                .entry(k.as_str().to_ascii_lowercase())
+                .or_default()
+                .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
         }
         let raw = resp
             .body_mut()
@@ -327,13 +342,19 @@ fn fetch(
             Value::Null
         };
         let mut out = BTreeMap::new();
-        out.insert(Value::from("status"), Value::from(format!("{status} {}", resp.status().canonical_reason().unwrap_or(""))));
+        out.insert(
+            Value::from("status"),
+            Value::from(format!("{status} {}", resp.status().canonical_reason().unwrap_or(""))),
+        );
         out.insert(Value::from("status_code"), Value::from(u64::from(status)));
         out.insert(Value::from("body"), body);
         out.insert(Value::from("raw_body"), Value::from(raw_text));
         let mut hv = BTreeMap::new();
         for (k, vs) in &headers {
-            hv.insert(Value::from(k.as_str()), Value::from(vs.iter().map(|v| Value::from(v.as_str())).collect::<Vec<_>>()));
+            hv.insert(
+                Value::from(k.as_str()),
+                Value::from(vs.iter().map(|v| Value::from(v.as_str())).collect::<Vec<_>>()),
+            );
         }
         out.insert(Value::from("headers"), Value::from(hv));
         return Ok((Value::from(out), headers));

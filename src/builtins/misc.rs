@@ -41,7 +41,9 @@ pub(super) fn string<'a>(name: &str, n: usize, v: &'a Value) -> Result<&'a str> 
 
 pub(super) fn integer(name: &str, n: usize, v: &Value) -> Result<i64> {
     match v {
-        Value::Number(x) if x.is_integer() => v.as_i64().map_err(|_| anyhow::anyhow!("{name}: operand {n} is too large")),
+        Value::Number(x) if x.is_integer() => {
+            v.as_i64().map_err(|_| anyhow::anyhow!("{name}: operand {n} is too large"))
+        }
         _ => bail!("{name}: operand {n} must be integer number"),
     }
 }

@@ -50,13 +50,15 @@ pub struct Builtin {
 
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    let families: &[&[Builtin]] = &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS];
+    let families: &[&[Builtin]] =
+        &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS];
     families.iter().flat_map(|f| f.iter())
 }
 
 /// Every builtin a policy can call, regorus's own and ours, sorted (`regoguard.builtins()`).
 pub fn supported() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
+    let mut names: Vec<&'static str> =
+        regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
     names.push("print");
     names.extend_from_slice(metadata::NAMES);
     names.sort_unstable();

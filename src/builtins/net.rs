@@ -150,9 +150,9 @@ fn cidr_contains_matches(args: &[Value]) -> Result<Value> {
         let item = match parse_cidr(&s) {
             Some(n) => n,
             None => {
-                let ip: IpAddr = s.parse().map_err(|_| {
-                    anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}")
-                })?;
+                let ip: IpAddr = s
+                    .parse()
+                    .map_err(|_| anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}"))?;
                 let (v6, value, bits) = from_ip(ip);
                 Net::new(v6, value, bits)
             }

@@ -41,7 +41,10 @@ fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String>
 
 fn verify_schema(args: &[Value]) -> Result<Value> {
     if !matches!(args[0], Value::String(_) | Value::Object(_)) {
-        return Ok(Value::from(vec![Value::Bool(false), Value::from("jsonschema: wrong type, expected string or object")]));
+        return Ok(Value::from(vec![
+            Value::Bool(false),
+            Value::from("jsonschema: wrong type, expected string or object"),
+        ]));
     }
     Ok(Value::from(match compile(&args[0]) {
         Ok(_) => vec![Value::Bool(true), Value::Null],

@@ -27,7 +27,8 @@ fn path(action: &str) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let Some(rest) = a.strip_prefix('.') else { bail!("strings.render_template: unsupported action {{{{{a}}}}}") };
-    if rest.is_empty() || !rest.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_')) {
+    if rest.is_empty() || !rest.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
         bail!("strings.render_template: unsupported action {{{{{a}}}}}");
     }
     Ok(rest.split('.').map(str::to_owned).collect())

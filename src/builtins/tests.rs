@@ -136,3 +136,23 @@ z := c if { c := count(input.a) with count as f }
     let mut engine = parse_policies(&files, false).expect("known functions parse and check");
     assert!(super::check::unknown_calls(&mut engine).is_empty());
 }
+
+/// A failing builtin inside a collection literal makes the literal undefined, on both
+/// evaluators, for our builtins as for regorus's. (Inside a comprehension,
+/// `[y | some k in [1, 2]; y := [k, to_number("x")]]`, regorus 0.14's RVM yields
+/// `[undefined, undefined]` where the interpreter and OPA yield `[]`, and
+/// `[k | some k in [1, 2]; y := to_number("x")]` yields `[1, 2]`: an assignment of an undefined
+/// value does not fail a comprehension body on the RVM. An RVM bug independent of how builtins
+/// are registered; README "Matching OPA" lists it.)
+#[test]
+fn an_undefined_builtin_inside_a_collection_literal_is_undefined_on_both() {
+    for call in ["array.flatten(0)", "to_number(\"x\")"] {
+        for body in
+            [format!("default x := \"d\"\nx := [1, {call}]"), format!("default x := \"d\"\nx := {{\"a\": {call}}}")]
+        {
+            let p = format!("package t\n{body}\n");
+            assert_eq!(both(&p, "{}"), json(r#""d""#), "{body}");
+        }
+    }
+}
+
