@@ -68,9 +68,10 @@ fn sign_req(args: &[Value]) -> Result<Value> {
         _ => bail!("{name}: operand 3 must be a number"),
     };
     let mut missing = Vec::new();
-    let mut need = |k: &str| match get_str(config, k) {
-        Some(v) => v.to_owned(),
-        None => {
+    let mut need = |k: &str| {
+        if let Some(v) = get_str(config, k) {
+            v.to_owned()
+        } else {
             missing.push(k.to_owned());
             String::new()
         }

@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn a_response_bounds_how_long_the_decision_holds() {
         let base = serve("Cache-Control: max-age=60\r\n");
-        configure(990_001, NetConfig::new(&[base.clone()]).expect("config"));
+        configure(990_001, NetConfig::new(std::slice::from_ref(&base)).expect("config"));
         let _owner = Current::enter(990_001);
 
         let scope = eval_context::Scope::begin_at(1_000);

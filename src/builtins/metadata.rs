@@ -92,8 +92,8 @@ fn rewrite_module(m: &Module, text: &str) -> String {
                 span,
                 head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. },
                 ..
-            } => (span.line, refr),
-            Rule::Default { span, refr, .. } => (span.line, refr),
+            }
+            | Rule::Default { span, refr, .. } => (span.line, refr),
         };
         let rule_path = get_path_string(refr, Some(&package)).unwrap_or_default();
         let rule_annotations = blocks.get(&line).map(|v| with_scope(v, "rule"));
@@ -114,7 +114,7 @@ fn rewrite_module(m: &Module, text: &str) -> String {
             edits.push((call.span.start as usize, call.span.end as usize, json));
         }
     }
-    edits.sort_by(|a, b| b.0.cmp(&a.0));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut out = text.to_owned();
     for (start, end, json) in edits {
         if start <= end && end <= out.len() && out.is_char_boundary(start) && out.is_char_boundary(end) {

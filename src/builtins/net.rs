@@ -147,15 +147,14 @@ fn cidr_contains_matches(args: &[Value]) -> Result<Value> {
     }
     let mut out = BTreeSet::new();
     for (k, s) in keyed(name, &args[1])? {
-        let item = match parse_cidr(&s) {
-            Some(n) => n,
-            None => {
-                let ip: IpAddr = s
-                    .parse()
-                    .map_err(|_| anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}"))?;
-                let (v6, value, bits) = from_ip(ip);
-                Net::new(v6, value, bits)
-            }
+        let item = if let Some(n) = parse_cidr(&s) {
+            n
+        } else {
+            let ip: IpAddr = s
+                .parse()
+                .map_err(|_| anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}"))?;
+            let (v6, value, bits) = from_ip(ip);
+            Net::new(v6, value, bits)
         };
         for (ck, c) in &cidrs {
             if c.contains(item) {
@@ -178,7 +177,7 @@ fn merge_operand(s: &str) -> Result<Net> {
             if v6 {
                 bail!("net.cidr_merge: IPv6 invalid: needs prefix length");
             }
-            let first = (value >> 24) as u8;
+            let first = u8::try_from(value >> 24).unwrap_or(u8::MAX);
             let prefix = match first {
                 0..=127 => 8,
                 128..=191 => 16,
@@ -196,7 +195,8 @@ fn cover(v6: bool, mut first: u128, last: u128, out: &mut Vec<Net>) {
     let bits: u8 = if v6 { 128 } else { 32 };
     loop {
         // The largest block aligned at `first` that stays within `last`.
-        let mut size_bits = if first == 0 { bits } else { first.trailing_zeros().min(u32::from(bits)) as u8 };
+        let mut size_bits =
+            if first == 0 { bits } else { u8::try_from(first.trailing_zeros().min(u32::from(bits))).unwrap_or(bits) };
         while size_bits > 0 {
             let span = if size_bits >= 128 { u128::MAX } else { (1u128 << size_bits) - 1 };
             if first.checked_add(span).is_some_and(|end| end <= last) {

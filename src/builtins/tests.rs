@@ -155,4 +155,3 @@ fn an_undefined_builtin_inside_a_collection_literal_is_undefined_on_both() {
         }
     }
 }
-
