@@ -29,6 +29,7 @@ __all__ = [
     "_l2_shutdown",
     "_render_metrics",
     "build_request_input",
+    "builtins",
 ]
 
 __version__: str

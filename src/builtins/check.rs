@@ -63,9 +63,9 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
         for call in calls(m) {
             if !resolves(&call.name, &package, &aliases, &rules) {
                 issues.push(PolicyIssue {
-                    file: call.span.source.get_path().clone(),
-                    line: call.span.line,
-                    column: call.span.col,
+                    file: call.at.source.get_path().clone(),
+                    line: call.at.line,
+                    column: call.at.col,
                     code: "rego_type_error",
                     message: format!("undefined function {}", call.name),
                     snippet: String::new(),
@@ -78,7 +78,10 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
 
 /// One call of a function (or a `with` target that names one) in a module.
 pub struct Call {
+    /// The whole call (regorus's span; its line and column are those of the `(`).
     pub span: Span,
+    /// Where the function's name starts: the location reported, as OPA reports it.
+    pub at: Span,
     pub name: String,
 }
 
@@ -195,7 +198,7 @@ impl Walker {
                     || target == "data"
                     || target.starts_with("data."))
                 {
-                    self.calls.push(Call { span: w.refr.span().clone(), name: target });
+                    self.calls.push(Call { span: w.refr.span().clone(), at: w.refr.span().clone(), name: target });
                 }
             }
             self.expr(&w.r#as);
@@ -232,7 +235,7 @@ impl Walker {
             }
             Expr::Call { span, fcn, params, .. } => {
                 if let Ok(name) = get_path_string(fcn, None) {
-                    self.calls.push(Call { span: span.clone(), name });
+                    self.calls.push(Call { span: span.clone(), at: fcn.span().clone(), name });
                 }
                 for p in params {
                     self.expr(p);

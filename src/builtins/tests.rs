@@ -119,6 +119,13 @@ fn unknown_functions_are_refused_at_construction_in_every_shape() {
 }
 
 #[test]
+fn the_location_is_where_the_name_starts_as_opa_reports_it() {
+    let (r, _) = eval_on("package t\nx := 1 + nope(input.a)\n", Evaluator::Interpreter, "{}");
+    let Err(crate::Error::Policy(issues)) = r else { panic!("built: {r:?}") };
+    assert_eq!((issues[0].line, issues[0].column), (2, 10), "{issues:?}");
+}
+
+#[test]
 fn known_functions_of_every_origin_resolve() {
     let policy = r#"package t
 import data.lib
