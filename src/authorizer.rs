@@ -80,6 +80,8 @@ pub struct Decided {
     pub outcome: Arc<Outcome>,
     pub source: Source,
     pub revision: Arc<str>,
+    /// `"rvm"` or `"interpreter"`: the evaluator of this entrypoint in this revision.
+    pub evaluator: &'static str,
 }
 
 /// One decision in progress: what it is about and when it started.
@@ -94,6 +96,14 @@ pub struct Check<'a> {
     /// [`clock::now_ns`] when the decision started: before the input was written, so its
     /// duration covers the key as well as the lookup.
     pub started_ns: u64,
+}
+
+impl Check<'_> {
+    /// The evaluator of this check's entrypoint (no allocation: a static name).
+    #[inline]
+    fn evaluator(&self) -> &'static str {
+        self.compiled.entrypoints.get(self.index).map_or("interpreter", engine::Entrypoint::evaluator_name)
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -252,7 +262,7 @@ impl Authorizer {
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
                 }
-                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone() })
+                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() })
             }
             Err(e) => {
                 self.metrics.failed();
@@ -275,7 +285,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
         }
-        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
+        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() }
     }
 
     /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
@@ -288,7 +298,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
         }
-        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone() }
+        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() }
     }
 
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).

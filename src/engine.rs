@@ -179,6 +179,10 @@ fn new_engine(rego_v0: bool) -> Engine {
     // OPA makes an expression whose builtin call fails undefined unless strict mode is on;
     // regorus raises by default.
     engine.set_strict_builtin_errors(false);
+    // OPA builtins regorus lacks (src/builtins): names are unique, so this cannot fail.
+    if let Err(e) = crate::builtins::register_interpreter(&mut engine) {
+        debug_assert!(false, "builtin registration failed: {e:#}");
+    }
     engine
 }
 
@@ -190,13 +194,20 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     let mut engine = new_engine(rego_v0);
     let mut issues = Vec::new();
     for f in files {
+        // rego.metadata.rule()/chain() calls become their values (src/builtins/metadata.rs).
+        let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0).unwrap_or_else(|| f.text.clone());
         // A failed add_policy leaves the engine as it was, so the next file still parses.
-        if let Err(e) = engine.add_policy(f.path.clone(), f.text.clone()) {
+        if let Err(e) = engine.add_policy(f.path.clone(), text) {
             issues.push(issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error"));
         }
     }
     if issues.is_empty() {
         check_duplicate_defaults(files)?;
+        // Every call of an unknown function, on every evaluator (src/builtins/check.rs).
+        let unknown = crate::builtins::check::unknown_calls(&mut engine);
+        if !unknown.is_empty() {
+            return Err(Error::Policy(unknown));
+        }
         Ok(engine)
     } else {
         Err(Error::Policy(issues))
@@ -334,7 +345,7 @@ impl Compiled {
         let (program, fallback_reason) = if self.evaluator == Evaluator::Interpreter {
             (None, Some("evaluator='interpreter'".to_owned()))
         } else {
-            match Compiler::compile_from_policy(&policy, &[name]) {
+            match Compiler::compile_from_policy_with_host_await(&policy, &[name], crate::builtins::host_await_table()) {
                 Ok(program) => {
                     // Surfaces rule/data conflicts at construction, not on the first request.
                     let mut vm = RegoVM::new();
@@ -368,6 +379,16 @@ impl Compiled {
         Ok(())
     }
 
+    /// The authorizer this revision belongs to.
+    pub fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// The evaluator choice this revision was compiled with.
+    pub fn evaluator(&self) -> Evaluator {
+        self.evaluator
+    }
+
     /// The index of a registered entrypoint.
     #[inline]
     pub fn entrypoint_index(&self, name: &str) -> Option<usize> {
@@ -386,6 +407,8 @@ impl Compiled {
             .entrypoints
             .get(index)
             .ok_or_else(|| Error::evaluation("?", format!("no entrypoint number {index}")))?;
+        // Which authorizer's allow_net http.send consults (a thread-local swap, no allocation).
+        let _net = crate::builtins::http::Current::enter(self.owner);
         WORKERS.with(|cell| {
             // A re-entrant call (never expected: evaluation calls no Python) gets a one-off worker.
             let Ok(mut workers) = cell.try_borrow_mut() else {
@@ -509,6 +532,7 @@ impl Worker {
         if slot.is_none() {
             let mut vm = RegoVM::new();
             vm.load_program(program.clone());
+            crate::builtins::prepare_vm(&mut vm);
             vm.set_max_instructions(MAX_INSTRUCTIONS);
             vm.set_data(compiled.data.clone()).map_err(|e| eval_error(&ep.name, &e))?;
             *slot = Some(vm);
@@ -517,7 +541,7 @@ impl Worker {
             return Err(Error::evaluation(&ep.name, "no VM"));
         };
         vm.set_input(input.clone());
-        match vm.execute() {
+        match crate::builtins::execute_rvm(vm) {
             // regorus 0.14's RVM answers undefined where the interpreter (and OPA) raise a
             // conflict error (tests/cases/opa_semantics.yaml). Undefined is rare for a decision
             // rule, so the interpreter confirms every undefined answer; both paths then agree.

@@ -21,7 +21,7 @@ FIRST_LINES = {
     "unterminated_string.rego": "tests/policies/broken/unterminated_string.rego:4:33: rego_parse_error: invalid character in string",
     "missing_if_v1.rego": "tests/policies/broken/missing_if_v1.rego:4:7: rego_parse_error: `if` keyword is required before rule body",
     "conflicting_defaults.rego": "tests/policies/broken/conflicting_defaults.rego:5:1: rego_type_error: multiple default rules data.authz.allow found (first at tests/policies/broken/conflicting_defaults.rego:4)",
-    "undefined_function.rego": "tests/policies/broken/undefined_function.rego:4:10: rego_type_error: Unknown function: 'no_such_function'",
+    "undefined_function.rego": "tests/policies/broken/undefined_function.rego:4:10: rego_type_error: undefined function no_such_function",
 }
 
 

@@ -21,6 +21,7 @@ from regoguard._regoguard import (
     RedisConfig,
     RegoguardError,
     __version__,
+    builtins,
 )
 from regoguard.decorators import cached_authorization
 from regoguard.metrics import RegoguardCollector, metrics_app
@@ -56,6 +57,7 @@ __all__ = [
     "RegoguardError",
     "__version__",
     "build_input",
+    "builtins",
     "cached_authorization",
     "default_identity",
     "metrics_app",

@@ -30,6 +30,7 @@ __all__ = [
     "_l2_shutdown",
     "_render_metrics",
     "build_request_input",
+    "builtins",
 ]
 
 __version__: str
@@ -329,6 +330,9 @@ class Decision:
     @property
     def decision_id(self) -> str:
         """Unique per call (a UUID), for decision logs."""
+    @property
+    def evaluator(self) -> Literal["rvm", "interpreter"]:
+        """Which evaluator the entrypoint uses in this revision (why: ``stats()["evaluator_reasons"]``)."""
 
 @final
 class Authorizer:
@@ -357,6 +361,9 @@ class Authorizer:
             decisions between processes; ``None`` (default) keeps them in this process. Keys
             carry the revision, so processes on different policies never share decisions.
             See ``RedisConfig.decisions`` for when Redis is consulted.
+        allow_net: URL prefixes (``http://``/``https://``, ending at a path boundary) that
+            ``http.send`` may fetch; ``None`` (default) turns ``http.send`` off (its calls are
+            undefined). A bad entry is a ``ConfigError``.
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -373,6 +380,7 @@ class Authorizer:
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
         decision_log: DecisionLogConfig | None = None,
         redis: RedisConfig | None = None,
+        allow_net: Sequence[str] | None = None,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -471,7 +479,8 @@ class Authorizer:
         ``evaluations``, ``rvm_evaluations``,
         ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
-        (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
+        (entrypoint -> ``"rvm"``/``"interpreter"``), ``evaluator_reasons`` (entrypoint -> why it
+        runs on the interpreter, ``None`` on the RVM), ``decision_seconds`` (per source
         ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
         histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
         decision; failed decisions are not timed), ``decision_logs`` (records queued) and
@@ -500,6 +509,9 @@ class RequestSpec:
     @property
     def include_headers(self) -> list[str]:
         """The lower-cased header names, sorted."""
+
+def builtins() -> list[str]:
+    """Every builtin function a policy can call (regorus's own and regoguard's), sorted."""
 
 def build_request_input(
     scope: Mapping[str, Any],

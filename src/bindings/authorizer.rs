@@ -74,11 +74,12 @@ pub struct PyDecision {
     source: Source,
     revision: Arc<str>,
     id: DecisionId,
+    evaluator: &'static str,
 }
 
 impl PyDecision {
     fn new(d: Decided) -> Self {
-        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: d.id }
+        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: d.id, evaluator: d.evaluator }
     }
 }
 
@@ -129,6 +130,12 @@ impl PyDecision {
         &self.revision
     }
 
+    /// `"rvm"` or `"interpreter"`: which evaluator this entrypoint uses (why: `stats()["evaluator_reasons"]`).
+    #[getter]
+    fn evaluator(&self) -> &'static str {
+        self.evaluator
+    }
+
     #[getter]
     fn decision_id(&self) -> String {
         self.id.to_string()
@@ -173,7 +180,7 @@ impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
                         cache = CacheArg::Default, rego_v0 = false, evaluator = "auto",
-                        decision_log = None, redis = None))]
+                        decision_log = None, redis = None, allow_net = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -185,7 +192,9 @@ impl PyAuthorizer {
         evaluator: &str,
         decision_log: Option<&Bound<'_, PyDecisionLogConfig>>,
         redis: Option<&Bound<'_, PyAny>>,
+        allow_net: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        let net = crate::builtins::http::NetConfig::new(allow_net.as_deref().unwrap_or_default()).map_err(Error::config)?;
         let l2 = match redis {
             Some(r) if !r.is_none() => {
                 let config = r.cast::<PyRedisConfig>().map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
@@ -222,6 +231,8 @@ impl PyAuthorizer {
             decision_log: decision_log.map(|d| d.get().inner.clone()),
         };
         let inner = Arc::new(py.detach(|| Authorizer::new(config))?);
+        log_interpreter_fallbacks(py, &inner.current());
+        crate::builtins::http::configure(inner.current().owner(), net);
         if inner.decision_log().is_some() {
             // The drain thread is Python's (see regoguard/_decision_log.py for why).
             py.import("regoguard._decision_log")?.call_method0("_ensure_drain")?;
@@ -467,6 +478,7 @@ impl PyAuthorizer {
             evaluators.set_item(&*ep.name, ep.evaluator_name())?;
         }
         d.set_item("evaluators", evaluators)?;
+        d.set_item("evaluator_reasons", evaluator_reasons(py, &compiled)?)?;
         let times = PyDict::new(py);
         for source in [Source::L1, Source::L2, Source::Engine] {
             times.set_item(source.as_str(), timing(py, s.seconds(source))?)?;
@@ -718,5 +730,38 @@ fn data_path(path: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
             .collect()
     } else {
         Err(PyTypeError::new_err("path must be a str like 'projects/42' or a list of str"))
+    }
+}
+
+/// `{entrypoint: why it runs on the interpreter, or None on the RVM}`.
+fn evaluator_reasons<'py>(py: Python<'py>, compiled: &crate::engine::Compiled) -> PyResult<Bound<'py, PyDict>> {
+    let reasons = PyDict::new(py);
+    for ep in &compiled.entrypoints {
+        reasons.set_item(&*ep.name, ep.fallback_reason.as_deref())?;
+    }
+    Ok(reasons)
+}
+
+/// `evaluator="auto"` never falls back silently: each entrypoint it could not compile for the
+/// RVM is logged once, at construction, on the `regoguard` logger.
+fn log_interpreter_fallbacks(py: Python<'_>, compiled: &crate::engine::Compiled) {
+    if compiled.evaluator() != Evaluator::Auto {
+        return;
+    }
+    for ep in &compiled.entrypoints {
+        if let Some(reason) = &ep.fallback_reason {
+            let message = format!("regoguard: {} runs on the interpreter, the RVM cannot compile it: {reason}", ep.name);
+            let _ = py
+                .import("logging")
+                .and_then(|m| m.call_method1("getLogger", ("regoguard",)))
+                .and_then(|log| log.call_method1("warning", (message,)));
+        }
+    }
+}
+
+impl Drop for PyAuthorizer {
+    fn drop(&mut self) {
+        // Forget this authorizer's allow_net.
+        crate::builtins::http::configure(self.inner.current().owner(), crate::builtins::http::NetConfig::default());
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that knows `PyO3`: classes, exceptions and conversions.
 
 mod authorizer;
+mod builtins;
 mod config;
 mod convert;
 mod errors;
@@ -27,6 +28,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<result_cache::PyResultCache>()?;
     m.add_class::<result_cache::PyCacheMiss>()?;
     m.add_function(wrap_pyfunction!(result_cache::canonical_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(builtins::builtins, m)?)?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
     Ok(())
 }

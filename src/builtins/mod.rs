@@ -9,8 +9,30 @@
 //! A builtin whose answer depends on the moment reports it through [`crate::eval_context`]
 //! (`valid_until` for a token's `exp`/`nbf`, `volatile` for randomness or the network) and
 //! reads the evaluation's clock from [`crate::eval_context::now_unix_ns`].
+//!
+//! How they reach the evaluators (ARCHITECTURE.md, "Builtins"):
+//! - interpreter: [`register_interpreter`] adds each one with `Engine::add_extension`; regorus
+//!   looks extensions up after the policy's own functions and before its builtins.
+//! - RVM: the entrypoint is compiled with [`host_await_table`], so every call of one of these
+//!   names becomes a `HostAwait` instruction; [`execute_rvm`] runs such a program in the VM's
+//!   suspendable mode and answers each suspension by calling the function. A program without
+//!   any of our calls keeps the run-to-completion fast path.
 
-use regorus::Value;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use regorus::rvm::vm::{ExecutionMode, SuspendReason};
+use regorus::rvm::RegoVM;
+use regorus::{Engine, Value};
+
+pub mod aws;
+pub mod check;
+pub mod http;
+pub mod metadata;
+pub mod misc;
+pub mod net;
+pub mod schema;
+pub mod template;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -26,8 +48,91 @@ pub struct Builtin {
     pub nondeterministic: bool,
 }
 
-/// Every builtin this module adds, family by family.
+/// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    let families: &[&[Builtin]] = &[];
+    let families: &[&[Builtin]] =
+        &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS];
     families.iter().flat_map(|f| f.iter())
 }
+
+/// Every builtin a policy can call, regorus's own and ours, sorted (`regoguard.builtins()`).
+pub fn supported() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> =
+        regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
+    names.push("print");
+    names.extend_from_slice(metadata::NAMES);
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Our builtin called `name`, if any.
+pub fn lookup(name: &str) -> Option<&'static Builtin> {
+    static BY_NAME: OnceLock<HashMap<&'static str, &'static Builtin>> = OnceLock::new();
+    BY_NAME.get_or_init(|| all().map(|b| (b.name, b)).collect()).get(name).copied()
+}
+
+/// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error.
+#[inline]
+pub fn call(b: &Builtin, args: &[Value]) -> Value {
+    if args.len() != usize::from(b.nargs) || args.contains(&Value::Undefined) {
+        return Value::Undefined;
+    }
+    (b.f)(args).unwrap_or(Value::Undefined)
+}
+
+/// Registers every builtin of [`all`] on `engine` as a regorus extension.
+///
+/// # Errors
+/// When regorus refuses a registration (a name registered twice).
+pub fn register_interpreter(engine: &mut Engine) -> anyhow::Result<()> {
+    for b in all() {
+        engine.add_extension(b.name.to_owned(), b.nargs, Box::new(move |args: Vec<Value>| Ok(call(b, &args))))?;
+    }
+    Ok(())
+}
+
+/// `(name, argument count)` of every builtin, as the RVM compiler's host-await registration
+/// (`Compiler::compile_from_policy_with_host_await`) takes them.
+pub fn host_await_table() -> &'static [(&'static str, usize)] {
+    static TABLE: OnceLock<Vec<(&'static str, usize)>> = OnceLock::new();
+    TABLE.get_or_init(|| all().map(|b| (b.name, usize::from(b.nargs))).collect())
+}
+
+/// Prepares a fresh VM for its program: suspendable when the program calls one of our
+/// builtins (each call suspends the VM), run-to-completion otherwise (the fast path).
+pub fn prepare_vm(vm: &mut RegoVM) {
+    let mode =
+        if vm.get_program().has_host_await() { ExecutionMode::Suspendable } else { ExecutionMode::RunToCompletion };
+    vm.set_execution_mode(mode);
+}
+
+/// Runs the VM's program to its result, answering every `HostAwait` suspension with the
+/// builtin it names.
+///
+/// # Errors
+/// The VM's own errors, and a suspension that names no builtin of ours (a policy calling
+/// `__builtin_host_await` directly).
+pub fn execute_rvm(vm: &mut RegoVM) -> anyhow::Result<Value> {
+    let mut value = vm.execute()?;
+    loop {
+        let answer = match vm.suspend_reason() {
+            None => return Ok(value),
+            Some(SuspendReason::HostAwait { identifier, argument, .. }) => {
+                let Some(b) = identifier.as_string().ok().and_then(|name| lookup(name)) else {
+                    anyhow::bail!("the policy awaited an unknown host function {identifier}");
+                };
+                // The compiler packs the call's arguments into one array.
+                match argument {
+                    Value::Array(args) => call(b, &args.to_vec()),
+                    _ => Value::Undefined,
+                }
+            }
+            Some(other) => anyhow::bail!("the RVM stopped unexpectedly: {other:?}"),
+        };
+        value = vm.resume(Some(answer))?;
+    }
+}
+
+#[cfg(test)]
+mod tests;
