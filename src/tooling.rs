@@ -89,13 +89,24 @@ impl Workspace {
     /// # Errors
     /// As the `Authorizer` constructor: `Error::Config` for bad paths, `Error::Policy` for
     /// parse errors, `Error::Data` for data that is not an object or conflicts with rules.
-    pub fn load(policies: &[String], data: Value, rego_v0: bool) -> Result<Self> {
+    pub fn load(policies: &[String], data: Vec<Value>, rego_v0: bool) -> Result<Self> {
         let files = engine::read_policies(policies)?;
         let mut engine = engine::parse_policies(&files, rego_v0)?;
-        engine::check_data_root(&data, "data")?;
-        engine.add_data(data).map_err(|e| Error::data(format!("{e:#}")))?;
+        for d in data {
+            engine::check_data_root(&d, "data")?;
+            // Several documents merge at the root, as `opa eval -d a.json -d b.json` does.
+            engine.add_data(d).map_err(|e| Error::data(format!("{e:#}")))?;
+        }
         engine.set_gather_prints(true);
         Ok(Self { files, engine })
+    }
+
+    /// The packages of the loaded policies, as `data.a.b`.
+    pub fn packages(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.engine.get_packages().unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Every `test_*` (and `todo_test_*`) rule, in file order.
@@ -127,7 +138,7 @@ impl Workspace {
             let outcome = match result {
                 Ok(Value::Bool(true)) => TestOutcome::Pass,
                 Ok(value) => TestOutcome::Fail { value },
-                Err(e) => TestOutcome::Error { message: ErrorText::of(&e).0.trim().to_owned() },
+                Err(e) => TestOutcome::Error { message: located(&ErrorText::of(&e), &case.file) },
             };
             reports.push(TestReport { case: case.clone(), outcome, duration_ns, prints, failed_at: None });
         }
@@ -204,6 +215,20 @@ impl Workspace {
     }
 }
 
+/// `file:line:col: message` and regorus's snippet, as `opa test` shows an error.
+fn located(text: &ErrorText, file: &str) -> String {
+    if !text.0.contains("--> ") {
+        return text.0.trim().to_owned();
+    }
+    let issue = crate::error::issue_from_regorus(text, file, "eval_error");
+    let mut out = format!("{}:{}:{}: {}", issue.file, issue.line, issue.column, issue.message);
+    if !issue.snippet.is_empty() {
+        out.push('\n');
+        out.push_str(&issue.snippet);
+    }
+    out
+}
+
 /// Finds the top-level `test_*` rules of one file by a line scan: a rule head starts a line at
 /// column 0 (as `opa fmt` writes them); a test's body ends before the next line that does.
 fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
@@ -274,8 +299,12 @@ pub fn hint_rego_v0(issue: &mut PolicyIssue, rego_v0: bool) {
         && (issue.message.contains("`if` keyword is required")
             || issue.message.contains("`contains` keyword is required"))
     {
-        issue.message.push_str(
-            " (this looks like a Rego v0 policy: pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1)",
+        // On a line of its own after the snippet: the first line stays OPA's message.
+        if !issue.snippet.is_empty() {
+            issue.snippet.push('\n');
+        }
+        issue.snippet.push_str(
+            "hint: this looks like a Rego v0 policy: pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1",
         );
     }
 }
@@ -293,7 +322,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.rego");
         std::fs::write(&path, text).unwrap();
-        Workspace::load(&[path.to_string_lossy().into_owned()], Value::new_object(), false).unwrap()
+        Workspace::load(&[path.to_string_lossy().into_owned()], Vec::new(), false).unwrap()
     }
 
     #[test]
@@ -359,7 +388,10 @@ mod tests {
         // Not when the policy is parsed as v0 already (it then parses).
         let mut issue = PolicyIssue { file: "f".into(), line: 1, column: 1, code: "rego_parse_error", message: "`if` keyword is required before rule body".into(), snippet: String::new() };
         hint_rego_v0(&mut issue, true);
-        assert!(!issue.message.contains("rego_v0"));
+        assert!(!issue.snippet.contains("rego_v0"));
+        hint_rego_v0(&mut issue, false);
+        assert_eq!(issue.to_string().lines().next(), Some("f:1:1: rego_parse_error: `if` keyword is required before rule body"));
+        assert!(issue.to_string().ends_with("pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1"));
     }
 
     #[test]

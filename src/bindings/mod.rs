@@ -7,6 +7,7 @@ mod errors;
 mod l2;
 mod request;
 mod result_cache;
+mod tooling;
 
 use pyo3::prelude::*;
 
@@ -26,6 +27,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(authorizer::drain_decision_logs, m)?)?;
     m.add_class::<result_cache::PyResultCache>()?;
     m.add_class::<result_cache::PyCacheMiss>()?;
+    m.add_class::<tooling::PyWorkspace>()?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
     Ok(())
 }
