@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from regoguard._cli import main
 
 CLI = Path(__file__).parent / "policies" / "cli"

@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _split_paths(paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    policies, data = [], []
+    policies: list[str] = []
+    data: list[str] = []
     for p in paths:
         if not os.path.exists(p):
             raise _Fail(f"{p}: no such file or directory")

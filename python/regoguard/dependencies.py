@@ -4,7 +4,7 @@ parameters."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -48,7 +48,7 @@ class Authorize:
         authorizer: Authorizer,
         *,
         entrypoint: str | None = None,
-        input: Callable[[Request], Mapping[str, Any]] | None = None,
+        input: Callable[[Request], Mapping[str, Any] | Awaitable[Mapping[str, Any]]] | None = None,
         include_headers: Iterable[str] = (),
         identity: Identity | None = None,
     ) -> None:
@@ -75,7 +75,7 @@ class Authorize:
         try:
             if self.input is not None:
                 what = "input"
-                doc = self.input(request)
+                doc: Any = self.input(request)
                 if self._async_input:
                     doc = await doc
             else:

@@ -30,8 +30,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnDeny = Callable[[Scope, Decision], ASGIApp | None]
 #: Decides what a failed evaluation gets: return an ASGI app to respond, or None for a 500.
 OnError = Callable[[Scope, BaseException], ASGIApp | None]
-#: Builds the input document in Python instead of Rust (slower: every request builds a dict).
-InputBuilder = Callable[[Scope, Any, Any], Mapping[str, Any]]
+#: Builds the input document in Python instead of Rust (slower: every request builds a dict);
+#: may be an ``async def``.
+InputBuilder = Callable[[Scope, Any, Any], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 
 logger = logging.getLogger("regoguard")
 
@@ -166,7 +167,7 @@ class RegoGuardMiddleware:
         self.app = app
         self.authorizer = authorizer
         self.input_builder = input_builder
-        self.identity = identity or default_identity
+        self.identity: Identity = identity or default_identity
         self.include_headers = tuple(include_headers)
         self.include_body = bool(include_body)
         self.max_body_bytes = max_body_bytes
@@ -197,7 +198,9 @@ class RegoGuardMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            user = self.identity(scope) if self._sync_identity else await self.identity(scope)
+            user = self.identity(scope)
+            if not self._sync_identity:
+                user = await user
         except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
             await self._identity_failed(scope, receive, send, exc)
             return

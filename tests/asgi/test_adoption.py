@@ -403,7 +403,6 @@ def test_an_undefined_decision_says_forbidden_to_the_client_only(
 
     def on_deny(scope: Any, decision: Decision) -> None:
         seen.append(decision)
-        return None
 
     app.add_middleware(RegoGuardMiddleware, authorizer=authz, on_deny=on_deny)
     r = TestClient(app).get("/x")
