@@ -8,7 +8,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regoguard._input import Identity, default_identity, failure_id
 from regoguard._logging import warnings
@@ -19,6 +19,9 @@ from regoguard._regoguard import (
     InputError,
     RequestSpec,
 )
+
+if TYPE_CHECKING:
+    from regoguard.shadow import OPAServer, Shadow
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -103,7 +106,9 @@ class RegoGuardMiddleware:
             ``AuthenticationMiddleware`` user (``regoguard.default_identity``).
         include_headers: Request headers the policy sees (case-insensitive names).
         exclude_paths: Paths never authorized: exact (``"/health"``) or prefixes ending in
-            ``*`` (``"/static/*"``).
+            ``*`` (``"/static/*"``). Anything that looks like a pattern (a regex such as
+            fastapi-opa's ``skip_endpoints``, a glob, a route template) raises
+            ``ConfigError`` rather than silently matching nothing.
         include_body: Read the body (once, replayed to the app) into ``input.body``: parsed for
             JSON content types, else ``{"text": ..., "size": n}``.
         max_body_bytes: The body limit with ``include_body`` (default 65536); past it, 413
@@ -140,7 +145,7 @@ class RegoGuardMiddleware:
         on_deny: OnDeny | None = None,
         on_error: OnError | None = None,
         fail_open: bool = False,
-        shadow: Any = None,
+        shadow: Authorizer | OPAServer | Shadow | None = None,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
