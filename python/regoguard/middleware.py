@@ -225,11 +225,15 @@ class RegoGuardMiddleware:
                     await outcome(scope, receive, send)
                     return
                 body, receive = outcome
-            try:
-                if self.input_builder is not None:
+            if self.input_builder is not None:
+                try:
                     doc = self.input_builder(scope, user, None if body is _NO_BODY else body)
                     if not self._sync_builder:
                         doc = await doc
+                except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
+                    await self._identity_failed(scope, receive, send, exc, "input_builder")
+                    return
+            try:
                 decision = self._decide_slowly(scope, user, body, doc)
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
                 await self._raised(scope, receive, send, exc, user)
@@ -253,7 +257,7 @@ class RegoGuardMiddleware:
         return self._check(scope, self._spec, user, include_body=True, body=body)
 
     async def _identity_failed(
-        self, scope: Scope, receive: Receive, send: Send, exc: BaseException
+        self, scope: Scope, receive: Receive, send: Send, exc: BaseException, what: str = "identity"
     ) -> None:
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit, CancelledError
@@ -268,9 +272,9 @@ class RegoGuardMiddleware:
             return
         error_id = failure_id(exc)
         warnings.warn(
-            "identity",
-            "regoguard: identity failed, answering 500 [error %s] %s %r: %s: %s",
-            error_id, scope.get("method", "GET"), scope.get("path"), type(exc).__name__, exc,
+            what,
+            "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
+            what, error_id, scope.get("method", "GET"), scope.get("path"), type(exc).__name__, exc,
         )
         responder = self.on_error(scope, exc) if self.on_error is not None else None
         if responder is None:

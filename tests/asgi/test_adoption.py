@@ -344,6 +344,21 @@ def test_authorize_logs_identity_failures_as_identity_failed(
     assert "regoguard: identity failed" in caplog.text and "evaluation failed" not in caplog.text
 
 
+def test_an_input_builder_that_raises_is_logged_as_input_builder_failed(
+    authorizer: Callable[..., regoguard.Authorizer],
+    caplog: pytest.LogCaptureFixture,
+    fresh_warnings: Any,
+) -> None:
+    async def build(scope: Any, user: Any, body: Any) -> dict[str, Any]:
+        raise ValueError("no tenant")
+
+    with caplog.at_level(logging.WARNING, logger="regoguard"):
+        r = TestClient(plain_app(authorizer(WHO), input_builder=build)).get("/x")
+    assert r.status_code == 500
+    assert "regoguard: input_builder failed" in caplog.text
+    assert "evaluation failed" not in caplog.text
+
+
 # -- exclude_paths ---------------------------------------------------------------------------
 
 
