@@ -240,3 +240,46 @@ def test_check_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
     assert main(argv, out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert message in err, err
+
+
+# -- the verdicts are OPA's ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suite", ["suite", "failing"])
+def test_test_outcomes_match_opa_evaluating_each_test_rule(opa: Any, suite: str) -> None:
+    from tests.opa_oracle import UNDEFINED
+
+    folder = CLI / suite
+    files = {p.name: p.read_text() for p in sorted(folder.glob("*.rego"))}
+    data = json.loads((CLI / "data.json").read_text()) if suite == "suite" else None
+    engine = opa(files, data)
+    try:
+        argv = ["test", str(folder)] + (["--data", DATA] if data is not None else [])
+        _, report = run_json(*argv)
+        for t in report["tests"]:
+            if t["outcome"] == "skip":
+                continue
+            try:
+                value = engine.eval(t["name"])
+            except Exception as exc:  # noqa: BLE001 - the binding's error class, whatever its name
+                assert "eval_builtin_error" not in str(exc), exc  # strict-mode only (see conftest)
+                expected = "error"
+            else:
+                expected = "pass" if value is True else "fail"
+                assert value is UNDEFINED or value is False or value is True
+            assert t["outcome"] == expected, t["name"]
+    finally:
+        engine.close()
+
+
+def test_eval_values_match_opa(opa: Any) -> None:
+    files = {p.name: p.read_text() for p in sorted((CLI / "suite").glob("*.rego"))}
+    data = json.loads((CLI / "data.json").read_text())
+    doc = json.loads((CLI / "admin.json").read_text())
+    engine = opa(files, data)
+    try:
+        for query in ("data.authz.allow", "data.authz.is_admin", "data.authz.limit"):
+            code, text = run("eval", "-d", SUITE, "-d", DATA, "-i", str(CLI / "admin.json"), query)
+            assert (code, json.loads(text)) == (0, engine.eval(query, doc)), query
+    finally:
+        engine.close()
