@@ -262,7 +262,8 @@ class RegoGuardMiddleware:
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit, CancelledError
         status = getattr(exc, "status_code", None)
-        if _is_http_exception(exc) and isinstance(status, int):
+        # Only a refusal (4xx/5xx) is honoured: an HTTPException(200) must not answer as if allowed.
+        if _is_http_exception(exc) and isinstance(status, int) and 400 <= status <= 599:
             # The app's own way of refusing a credential (a bad or expired token).
             detail = getattr(exc, "detail", None)
             await _json_response(

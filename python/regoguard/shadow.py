@@ -29,12 +29,14 @@ thread, and nothing it answers reaches the client.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import logging
 import queue
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Mapping, MutableMapping
@@ -85,32 +87,39 @@ class OPAServer:
         ):
             raise ConfigError(f"timeout_seconds must be in (0, 60], got {timeout_seconds!r}")
         self.url = url
+        # What logs and repr show: never the userinfo of http://user:password@host/.
+        parts = urllib.parse.urlsplit(url)
+        self._shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
         self.timeout_seconds = float(timeout_seconds)
         self.headers = {"Content-Type": "application/json", **dict(headers or {})}
+        if parts.username is not None and not any(k.lower() == "authorization" for k in self.headers):
+            # urllib sends no userinfo itself: credentials in the URL become Basic auth.
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
 
     def __repr__(self) -> str:
-        return f"OPAServer({self.url!r})"
+        return f"OPAServer({self._shown!r})"
 
     def decide(self, doc: Any) -> tuple[bool, Any]:
         """``(allow, result)`` for the input ``doc``; raises ``ShadowError``."""
         body = json.dumps({"input": doc}).encode()
-        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        request = urllib.request.Request(self._shown, data=body, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 raw = response.read(1 << 20)
         except urllib.error.HTTPError as exc:
-            raise ShadowError(f"{self.url} answered HTTP {exc.code}") from exc
+            raise ShadowError(f"{self._shown} answered HTTP {exc.code}") from exc
         except (OSError, ValueError) as exc:
-            raise ShadowError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+            raise ShadowError(f"{self._shown}: {type(exc).__name__}: {exc}") from exc
         try:
             answer = json.loads(raw)
         except ValueError as exc:
-            raise ShadowError(f"{self.url} answered something that is not JSON") from exc
+            raise ShadowError(f"{self._shown} answered something that is not JSON") from exc
         if not isinstance(answer, dict):
-            raise ShadowError(f"{self.url} answered {type(answer).__name__}, not an object")
+            raise ShadowError(f"{self._shown} answered {type(answer).__name__}, not an object")
         if "result" not in answer:
             return False, None  # undefined: deny, as the enforced side does
-        return _allow_of(answer["result"], self.url), answer["result"]
+        return _allow_of(answer["result"], self._shown), answer["result"]
 
 
 def _allow_of(result: Any, where: str) -> bool:

@@ -308,6 +308,17 @@ def test_an_identity_raising_http_exception_answers_with_it(
     assert r.headers["www-authenticate"] == "Bearer"
 
 
+def test_an_identity_raising_a_non_error_http_exception_is_not_an_answer(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
+    def identity(scope: Any) -> Any:
+        raise HTTPException(200, "fine, come in")
+
+    r = TestClient(plain_app(authorizer(WHO), identity=identity)).get("/x")
+    assert r.status_code == 500
+    assert r.json()["detail"].startswith("authorization failed")
+
+
 def test_a_uuid_from_identity_is_a_400_explained_at_warning(
     authorizer: Callable[..., regoguard.Authorizer],
     caplog: pytest.LogCaptureFixture,

@@ -42,6 +42,7 @@ class PDP:
     def __init__(self) -> None:
         self.mode = "answer"
         self.inputs: list[Any] = []
+        self.auth: list[str | None] = []
         self.release = threading.Event()
         self.decide: Callable[[Any], Any] = lambda doc: {"allow": str(doc["path"]).startswith("/both")}
         pdp = self
@@ -51,6 +52,7 @@ class PDP:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length))
                 pdp.inputs.append(body["input"])
+                pdp.auth.append(self.headers.get("authorization"))
                 if pdp.mode == "hang":
                     pdp.release.wait(10)
                     return
@@ -273,3 +275,20 @@ def test_the_middleware_rejects_a_shadow_of_another_kind(
 ) -> None:
     with pytest.raises(regoguard.ConfigError, match="shadow must be"):
         RegoGuardMiddleware(lambda s, r, se: None, authorizer=authorizer(ENFORCED), shadow=42)  # type: ignore[arg-type, return-value]
+
+
+def test_a_pdp_password_never_reaches_the_logs(
+    authorizer: Callable[..., regoguard.Authorizer], pdp: PDP, caplog: pytest.LogCaptureFixture
+) -> None:
+    pdp.mode = "500"
+    url = pdp.url.replace("http://", "http://opa:hunter2@")
+    server = OPAServer(url, timeout_seconds=2)
+    assert "hunter2" not in repr(server)
+    shadow = Shadow(server, name="secret-url")
+    with caplog.at_level(logging.WARNING, logger="regoguard.shadow"):
+        TestClient(app_with(authorizer(ENFORCED), shadow)).get("/open")
+        assert shadow.drain(5)
+    assert shadow.stats()["error"] == 1
+    assert "answered HTTP 500" in caplog.text and "hunter2" not in caplog.text
+    # The credentials went as Basic auth, not in the URL.
+    assert pdp.auth == ["Basic b3BhOmh1bnRlcjI="]
