@@ -41,6 +41,7 @@ logger = logging.getLogger("regoguard")
 
 _JSON = (b"content-type", b"application/json")
 _NO_BODY = object()
+_NO_USER = object()
 
 
 def _json_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> ASGIApp:
@@ -187,6 +188,9 @@ class RegoGuardMiddleware:
         self._excluding = bool(self._exact or self._prefixes)
         self._sync_identity = not _is_async(self.identity)
         self._sync_builder = input_builder is None or not _is_async(input_builder)
+        # A sync identity on the plain path: identity and the Rust call in one try, no await
+        # (an exception before `user` is set is the identity's).
+        self._fast = self._plain and self._sync_identity
         self._shadow = None
         if shadow is not None:
             from regoguard.shadow import as_shadow
@@ -202,23 +206,28 @@ class RegoGuardMiddleware:
         if self._excluding and (path in self._exact or path.startswith(self._prefixes)):
             await self.app(scope, receive, send)
             return
-        try:
-            user = self.identity(scope)
-            if not self._sync_identity:
-                user = await user
-        except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
-            await self._identity_failed(scope, receive, send, exc)
-            return
         doc: Any = None
         body: Any = _NO_BODY
-        if self._plain:
+        if self._fast:
             # The hot path: one Rust call decides from the raw scope (an L1 hit builds no dict).
+            user: Any = _NO_USER
             try:
+                user = self.identity(scope)
                 decision = self._check(scope, self._spec, user)
-            except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
-                await self._raised(scope, receive, send, exc, user)
+            except BaseException as exc:  # noqa: BLE001 - sorted out below
+                if user is _NO_USER:
+                    await self._identity_failed(scope, receive, send, exc)
+                else:
+                    await self._raised(scope, receive, send, exc, user)
                 return
         else:
+            try:
+                user = self.identity(scope)
+                if not self._sync_identity:
+                    user = await user
+            except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
+                await self._identity_failed(scope, receive, send, exc)
+                return
             if self.include_body and kind == "http":
                 outcome = await self._read_body(scope, receive)
                 if not isinstance(outcome, tuple):
