@@ -198,7 +198,9 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
         let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0).unwrap_or_else(|| f.text.clone());
         // A failed add_policy leaves the engine as it was, so the next file still parses.
         if let Err(e) = engine.add_policy(f.path.clone(), text) {
-            issues.push(issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error"));
+            let mut issue = issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error");
+            crate::tooling::hint_rego_v0(&mut issue, rego_v0);
+            issues.push(issue);
         }
     }
     if issues.is_empty() {
@@ -250,6 +252,8 @@ impl Revision {
 /// One entrypoint of a revision.
 pub struct Entrypoint {
     pub name: Arc<str>,
+    /// The rule evaluated: `name`, or `name.allow` when `name` is a package (`tooling::package_allow`).
+    pub rule: Arc<str>,
     /// Keys of this entrypoint under this revision, one domain per input form.
     pub seeds: FormSeeds,
     /// The compiled program, or `None` when the interpreter evaluates it.
@@ -323,6 +327,7 @@ impl Compiled {
         for ep in &self.entrypoints {
             next.entrypoints.push(Entrypoint {
                 name: ep.name.clone(),
+                rule: ep.rule.clone(),
                 seeds: ep.seeds,
                 program: ep.program.clone(),
                 fallback_reason: ep.fallback_reason.clone(),
@@ -338,14 +343,20 @@ impl Compiled {
                 "entrypoint must be a full rule path such as data.authz.allow, got {name:?}"
             )));
         }
-        let rule: regorus::Rc<str> = regorus::Rc::from(name);
-        let policy = self.engine.compile_with_entrypoint(&rule).map_err(|e| compile_error(name, &e))?;
+        let (rule, policy) = match self.engine.compile_with_entrypoint(&regorus::Rc::from(name)) {
+            Ok(policy) => (name.to_owned(), policy),
+            Err(e) => {
+                let Some(rule) = crate::tooling::package_allow(&self.engine, name) else { return Err(compile_error(name, &e)) };
+                let policy = self.engine.compile_with_entrypoint(&regorus::Rc::from(rule.as_str())).map_err(|e| compile_error(&rule, &e))?;
+                (rule, policy)
+            }
+        };
         // compile_with_entrypoint turns print gathering on; prints are not collected here.
         self.engine.set_gather_prints(false);
         let (program, fallback_reason) = if self.evaluator == Evaluator::Interpreter {
             (None, Some("evaluator='interpreter'".to_owned()))
         } else {
-            match Compiler::compile_from_policy_with_host_await(&policy, &[name], crate::builtins::host_await_table()) {
+            match Compiler::compile_from_policy_with_host_await(&policy, &[rule.as_str()], crate::builtins::host_await_table()) {
                 Ok(program) => {
                     // Surfaces rule/data conflicts at construction, not on the first request.
                     let mut vm = RegoVM::new();
@@ -372,6 +383,7 @@ impl Compiled {
         };
         self.entrypoints.push(Entrypoint {
             name: Arc::from(name),
+            rule: Arc::from(rule.as_str()),
             seeds: FormSeeds::new(&self.revision.digest, name),
             program,
             fallback_reason,
@@ -558,7 +570,7 @@ impl Worker {
             e
         });
         engine.set_input(input);
-        engine.eval_rule(ep.name.to_string()).map_err(|e| eval_error(&ep.name, &e))
+        engine.eval_rule(ep.rule.to_string()).map_err(|e| eval_error(&ep.name, &e))
     }
 }
 

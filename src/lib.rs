@@ -17,6 +17,7 @@ pub mod key;
 pub mod l2;
 pub mod metrics;
 pub mod request;
+pub mod tooling;
 
 mod bindings;
 

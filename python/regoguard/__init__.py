@@ -26,6 +26,7 @@ from regoguard._regoguard import (
 from regoguard.decorators import cached_authorization
 from regoguard.metrics import RegoguardCollector, metrics_app
 from regoguard.middleware import RegoGuardMiddleware
+from regoguard.shadow import OPAServer, Shadow
 
 if TYPE_CHECKING:
     from regoguard.dependencies import Authorize
@@ -50,11 +51,13 @@ __all__ = [
     "DecisionLogConfig",
     "EvaluationError",
     "InputError",
+    "OPAServer",
     "PolicyError",
     "RedisConfig",
     "RegoGuardMiddleware",
     "RegoguardCollector",
     "RegoguardError",
+    "Shadow",
     "__version__",
     "build_input",
     "builtins",

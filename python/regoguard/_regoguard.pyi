@@ -24,6 +24,7 @@ __all__ = [
     "RegoguardError",
     "RequestSpec",
     "ResultCache",
+    "_Workspace",
     "__version__",
     "_canonical",
     "_drain_decision_logs",
@@ -666,3 +667,44 @@ class CacheMiss:
 
     def __hash__(self) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
+
+@final
+class _Workspace:
+    """Private: policies and data loaded for ``python -m regoguard test|eval|check``
+    (``regoguard._cli``), on an engine configured as the deciding one. Not for the request path.
+
+    Args:
+        policies: ``.rego`` files or folders, as ``Authorizer``.
+        data_files: ``.json``/``.yaml`` base documents, merged at the root.
+        data: A base document given as a dict.
+        rego_v0: Parse as Rego v0.
+
+    Raises ``ConfigError``, ``PolicyError`` or ``DataError`` as ``Authorizer`` does.
+    """
+
+    def __new__(
+        cls,
+        policies: Sequence[str],
+        *,
+        data_files: Sequence[str] = ...,
+        data: Mapping[str, Any] | None = None,
+        rego_v0: bool = False,
+    ) -> Self: ...
+    def packages(self) -> list[str]:
+        """The packages of the loaded policies (``data.a.b``)."""
+    def tests(self) -> list[dict[str, Any]]:
+        """Every ``test_*``/``todo_test_*`` rule found at column 0: ``name``
+        (``data.pkg.test_x``), ``package``, ``rule``, ``file``, ``line``, ``todo``."""
+    def run_tests(
+        self, names: Sequence[str] | None = None, *, coverage: bool = False, explain: bool = False
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """Runs the named tests (all when ``None``): one dict per test as ``tests()`` plus
+        ``outcome`` (``pass``/``fail``/``error``/``skip``), ``duration_ns``, ``prints``,
+        ``error``, ``failed_at`` (``(line, text)`` of the last evaluated expression of a failed
+        test, with ``explain``) and, for a failure, ``value`` and ``undefined``; with
+        ``coverage``, per-file ``{file, covered, not_covered, percent}``."""
+    def eval_query(
+        self, query: str, input: Any = None, *, has_input: bool = False
+    ) -> list[tuple[list[Any], dict[str, Any]]]:
+        """Evaluates any Rego query: ``(expression values, bindings)`` per result (empty when
+        undefined). Raises ``EvaluationError`` for a query that does not parse or fails."""

@@ -4,13 +4,15 @@ parameters."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request
 
 from regoguard._input import Identity, default_identity, failure_id
+from regoguard._logging import warnings
 from regoguard._regoguard import Authorizer, Decision, InputError, RequestSpec
+from regoguard.middleware import _client_detail, _is_async, explain_bad_input
 
 logger = logging.getLogger("regoguard")
 
@@ -29,9 +31,16 @@ class Authorize:
     Args:
         authorizer: The ``Authorizer`` to ask.
         entrypoint: The rule to evaluate (default: the authorizer's).
-        input: ``request -> dict`` to build the input yourself instead.
+        input: ``request -> dict`` (or an ``async def``) to build the input yourself instead.
         include_headers: Request headers the policy sees.
-        identity: ``scope -> user``; default as in the middleware.
+        identity: ``scope -> user`` (or an ``async def``); default as in the middleware.
+
+    ``input.route`` is the *full* route template as the client's path is matched: router
+    prefixes (``include_router(router, prefix="/api/v1")``, nested routers) and mounts
+    included, e.g. ``"/api/v1/items/{item_id}"``. A mount whose own path has parameters
+    contributes its matched (concrete) text. An ``identity``/``input`` that raises
+    ``HTTPException`` propagates; any other exception is logged at WARNING (rate-limited) as
+    ``identity failed`` (or ``input failed``) and answered 500.
     """
 
     def __init__(
@@ -39,7 +48,7 @@ class Authorize:
         authorizer: Authorizer,
         *,
         entrypoint: str | None = None,
-        input: Callable[[Request], Mapping[str, Any]] | None = None,
+        input: Callable[[Request], Mapping[str, Any] | Awaitable[Mapping[str, Any]]] | None = None,
         include_headers: Iterable[str] = (),
         identity: Identity | None = None,
     ) -> None:
@@ -53,6 +62,8 @@ class Authorize:
         self.entrypoint = entrypoint
         self.input = input
         self.identity = identity or default_identity
+        self._async_input = input is not None and _is_async(input)
+        self._async_identity = _is_async(self.identity)
         self._spec = RequestSpec(include_headers=list(include_headers))
         if entrypoint is not None:
             # A misspelt entrypoint fails at startup, not on the first request.
@@ -60,20 +71,44 @@ class Authorize:
 
     async def __call__(self, request: Request) -> Decision:
         scope = request.scope
+        user: Any = None
         try:
             if self.input is not None:
-                decision = self.authorizer.check(self.input(request), entrypoint=self.entrypoint)
+                what = "input"
+                doc: Any = self.input(request)
+                if self._async_input:
+                    doc = await doc
             else:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or scope["path"]
+                what = "identity"
+                user = self.identity(scope)
+                if self._async_identity:
+                    user = await user
+        except HTTPException:
+            raise
+        except Exception as exc:
+            error_id = failure_id(exc)
+            warnings.warn(
+                what,
+                "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
+                what, error_id, scope.get("method", "GET"), scope.get("path"),
+                type(exc).__name__, exc,
+            )
+            raise HTTPException(
+                status_code=500, detail=f"authorization failed (error {error_id})"
+            ) from exc
+        try:
+            if self.input is not None:
+                decision = self.authorizer.check(doc, entrypoint=self.entrypoint)
+            else:
                 decision = self.authorizer._check_scope(
                     scope,
                     self._spec,
-                    self.identity(scope),
-                    route=(template, scope.get("path_params") or {}),
+                    user,
+                    route=(route_template(scope), scope.get("path_params") or {}),
                     entrypoint=self.entrypoint,
                 )
         except InputError as exc:
+            explain_bad_input(scope, exc, user)
             raise HTTPException(status_code=400, detail="Bad Request") from exc
         except Exception as exc:
             error_id = failure_id(exc)
@@ -85,6 +120,37 @@ class Authorize:
             ) from exc
         if not decision.allow:
             status = decision.status or 403
-            detail = decision.reason or ("Unauthorized" if status == 401 else "Forbidden")
+            detail = _client_detail(decision, status)
             raise HTTPException(status_code=status, detail=detail, headers=decision.headers)
         return decision
+
+
+def route_template(scope: Mapping[str, Any]) -> str:
+    """The full route template of the matched route: what the client's path matched, with
+    router prefixes and mounts (``"/api/v1/items/{item_id}"``); the path itself when no route
+    matched.
+
+    FastAPI 0.16x includes routers lazily and leaves the router-relative route in
+    ``scope["route"]``; its effective route context holds the prefixed template. Older FastAPI
+    copies routes with the prefix applied. Mounts (and a proxy's ``root_path``) contribute
+    ``scope["root_path"]``, which ``input.path`` also includes.
+    """
+    route = scope.get("route")
+    template = None
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        context = fastapi_scope.get("effective_route_context")
+        # Only when it describes this route (a mounted app's route may not set one).
+        if context is not None and getattr(context, "original_route", None) is route:
+            template = getattr(context, "path_format", None) or None
+    if template is None:
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str) or not template:
+        return str(scope["path"])
+    # Starlette keeps the full path in scope["path"] (input.path) and what mounts (and a
+    # proxy's root_path) consumed in root_path: the template gets the same prefix.
+    # Where scope["path"] does not include root_path (older servers), neither does the template.
+    root_path = str(scope.get("root_path", "") or "").rstrip("/")
+    if root_path and str(scope.get("path", "")).startswith(root_path + "/"):
+        return root_path + template
+    return template

@@ -51,7 +51,7 @@ class MetricsApp:
 
     def render(self) -> str:
         """The exposition text, as served."""
-        return _render_metrics(list(self.authorizers), functions=self.functions)
+        return _render_metrics(list(self.authorizers), functions=self.functions) + _shadows()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -128,5 +128,13 @@ class RegoguardCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = _render_metrics(list(self.authorizers), functions=self.functions)
+        text = _render_metrics(list(self.authorizers), functions=self.functions) + _shadows()
         yield from text_string_to_metric_families(text)
+
+
+def _shadows() -> str:
+    """The series of every live ``Shadow`` (``regoguard.shadow``), when any exists."""
+    import sys
+
+    module = sys.modules.get("regoguard.shadow")
+    return "" if module is None else str(module.render_metrics())

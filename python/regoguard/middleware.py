@@ -3,12 +3,15 @@ websocket handshake before the app sees it."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regoguard._input import Identity, default_identity, failure_id
+from regoguard._logging import warnings
 from regoguard._regoguard import (
     Authorizer,
     ConfigError,
@@ -16,6 +19,9 @@ from regoguard._regoguard import (
     InputError,
     RequestSpec,
 )
+
+if TYPE_CHECKING:
+    from regoguard.shadow import OPAServer, Shadow
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,13 +33,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnDeny = Callable[[Scope, Decision], ASGIApp | None]
 #: Decides what a failed evaluation gets: return an ASGI app to respond, or None for a 500.
 OnError = Callable[[Scope, BaseException], ASGIApp | None]
-#: Builds the input document in Python instead of Rust (slower: every request builds a dict).
-InputBuilder = Callable[[Scope, Any, Any], Mapping[str, Any]]
+#: Builds the input document in Python instead of Rust (slower: every request builds a dict);
+#: may be an ``async def``.
+InputBuilder = Callable[[Scope, Any, Any], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 
 logger = logging.getLogger("regoguard")
 
 _JSON = (b"content-type", b"application/json")
 _NO_BODY = object()
+_NO_USER = object()
 
 
 def _json_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> ASGIApp:
@@ -53,11 +61,23 @@ def _json_response(status: int, detail: str, headers: Mapping[str, str] | None =
     return respond
 
 
+# Characters that make an exclude_paths entry a pattern (a regex, a glob, a route template)
+# rather than a path; such entries are rejected instead of silently matching nothing.
+_PATTERN_CHARS = frozenset("[](){}^$+?|\\")
+
+
 def _exclusions(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
     exact, prefixes = set(), []
     for p in paths:
         if not isinstance(p, str) or not p.startswith("/"):
             raise ConfigError(f"exclude_paths entries must be paths starting with '/', got {p!r}")
+        if _PATTERN_CHARS.intersection(p) or "*" in p[:-1]:
+            raise ConfigError(
+                f"exclude_paths entry {p!r} is a pattern regoguard cannot honour: entries are "
+                "exact paths ('/health') or prefixes ending in '*' ('/static/*'); regular "
+                "expressions, globs and route templates are not supported (list each path, or "
+                "let the policy allow them)"
+            )
         if p.endswith("*"):
             prefixes.append(p[:-1])
         else:
@@ -87,7 +107,9 @@ class RegoGuardMiddleware:
             ``AuthenticationMiddleware`` user (``regoguard.default_identity``).
         include_headers: Request headers the policy sees (case-insensitive names).
         exclude_paths: Paths never authorized: exact (``"/health"``) or prefixes ending in
-            ``*`` (``"/static/*"``).
+            ``*`` (``"/static/*"``). Anything that looks like a pattern (a regex such as
+            fastapi-opa's ``skip_endpoints``, a glob, a route template) raises
+            ``ConfigError`` rather than silently matching nothing.
         include_body: Read the body (once, replayed to the app) into ``input.body``: parsed for
             JSON content types, else ``{"text": ..., "size": n}``.
         max_body_bytes: The body limit with ``include_body`` (default 65536); past it, 413
@@ -95,6 +117,19 @@ class RegoGuardMiddleware:
         on_deny: ``(scope, decision) -> ASGI app | None`` to answer denials yourself.
         on_error: ``(scope, exception) -> ASGI app | None`` to answer failures yourself.
         fail_open: Let requests through when evaluation fails. Off by default; think twice.
+            Never applies to a failed ``identity`` (that is answered 500, or by ``on_error``).
+        shadow: Also ask a second decision maker, for a migration: an ``Authorizer`` (a
+            candidate policy), a ``regoguard.OPAServer(url)`` (the PDP in use today) or a
+            ``regoguard.Shadow(target, sample_rate=..., max_queue=...)``. It is asked after the
+            response is sent, off the request path, and never changes what is enforced; see
+            ``regoguard.shadow``.
+
+    ``identity`` and ``input_builder`` may be ``async def`` functions (awaited once per
+    request; a sync ``identity`` keeps the request path free of awaits). An ``identity`` that
+    raises Starlette's/FastAPI's ``HTTPException`` answers with its status, detail and
+    headers; any other exception answers 500, logged at WARNING (rate-limited) as
+    ``identity failed``. The 403 detail of an undefined decision is ``"Forbidden"`` (the
+    ``Decision`` and the decision log keep ``reason == "undefined"``).
     """
 
     def __init__(
@@ -111,6 +146,7 @@ class RegoGuardMiddleware:
         on_deny: OnDeny | None = None,
         on_error: OnError | None = None,
         fail_open: bool = False,
+        shadow: Authorizer | OPAServer | Shadow | None = None,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
@@ -137,7 +173,7 @@ class RegoGuardMiddleware:
         self.app = app
         self.authorizer = authorizer
         self.input_builder = input_builder
-        self.identity = identity or default_identity
+        self.identity: Identity = identity or default_identity
         self.include_headers = tuple(include_headers)
         self.include_body = bool(include_body)
         self.max_body_bytes = max_body_bytes
@@ -150,6 +186,16 @@ class RegoGuardMiddleware:
         self._check = authorizer._check_scope
         self._plain = input_builder is None and not self.include_body
         self._excluding = bool(self._exact or self._prefixes)
+        self._sync_identity = not _is_async(self.identity)
+        self._sync_builder = input_builder is None or not _is_async(input_builder)
+        # A sync identity on the plain path: identity and the Rust call in one try, no await
+        # (an exception before `user` is set is the identity's).
+        self._fast = self._plain and self._sync_identity
+        self._shadow = None
+        if shadow is not None:
+            from regoguard.shadow import as_shadow
+
+            self._shadow = as_shadow(shadow, authorizer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -160,58 +206,104 @@ class RegoGuardMiddleware:
         if self._excluding and (path in self._exact or path.startswith(self._prefixes)):
             await self.app(scope, receive, send)
             return
-        if self._plain:
+        doc: Any = None
+        body: Any = _NO_BODY
+        if self._fast:
             # The hot path: one Rust call decides from the raw scope (an L1 hit builds no dict).
+            user: Any = _NO_USER
             try:
-                decision = self._check(scope, self._spec, self.identity(scope))
-            except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
-                await self._raised(scope, receive, send, exc)
+                user = self.identity(scope)
+                decision = self._check(scope, self._spec, user)
+            except BaseException as exc:  # noqa: BLE001 - sorted out below
+                if user is _NO_USER:
+                    await self._identity_failed(scope, receive, send, exc)
+                else:
+                    await self._raised(scope, receive, send, exc, user)
                 return
         else:
-            body: Any = _NO_BODY
+            try:
+                user = self.identity(scope)
+                if not self._sync_identity:
+                    user = await user
+            except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
+                await self._identity_failed(scope, receive, send, exc)
+                return
             if self.include_body and kind == "http":
                 outcome = await self._read_body(scope, receive)
                 if not isinstance(outcome, tuple):
                     await outcome(scope, receive, send)
                     return
                 body, receive = outcome
+            if self.input_builder is not None:
+                try:
+                    doc = self.input_builder(scope, user, None if body is _NO_BODY else body)
+                    if not self._sync_builder:
+                        doc = await doc
+                except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
+                    await self._identity_failed(scope, receive, send, exc, "input_builder")
+                    return
             try:
-                decision = self._decide_slowly(scope, body)
+                decision = self._decide_slowly(scope, user, body, doc)
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
-                await self._raised(scope, receive, send, exc)
+                await self._raised(scope, receive, send, exc, user)
                 return
         scope["regoguard"] = decision
         if decision.allow:
             await self.app(scope, receive, send)
-            return
-        await self._deny(scope, receive, send, decision)
-
-    def _decide_slowly(self, scope: Scope, body: Any) -> Decision:
-        user = self.identity(scope)
-        if self.input_builder is not None:
-            return self.authorizer.check(
-                self.input_builder(scope, user, None if body is _NO_BODY else body)
+        else:
+            await self._deny(scope, receive, send, decision)
+        if self._shadow is not None and random.random() < self._shadow.sample_rate:
+            # After the response: the shadow never delays or changes what was enforced.
+            self._shadow.offer(
+                scope, self._spec, user, body is not _NO_BODY, body, doc, decision
             )
+
+    def _decide_slowly(self, scope: Scope, user: Any, body: Any, doc: Any) -> Decision:
+        if self.input_builder is not None:
+            return self.authorizer.check(doc)
         if body is _NO_BODY:
             return self._check(scope, self._spec, user)
         return self._check(scope, self._spec, user, include_body=True, body=body)
+
+    async def _identity_failed(
+        self, scope: Scope, receive: Receive, send: Send, exc: BaseException, what: str = "identity"
+    ) -> None:
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit, CancelledError
+        status = getattr(exc, "status_code", None)
+        # Only a refusal (4xx/5xx) is honoured: an HTTPException(200) must not answer as if allowed.
+        if _is_http_exception(exc) and isinstance(status, int) and 400 <= status <= 599:
+            # The app's own way of refusing a credential (a bad or expired token).
+            detail = getattr(exc, "detail", None)
+            await _json_response(
+                status, str(detail) if detail is not None else "Unauthorized",
+                getattr(exc, "headers", None),
+            )(scope, receive, send)
+            return
+        error_id = failure_id(exc)
+        warnings.warn(
+            what,
+            "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
+            what, error_id, scope.get("method", "GET"), scope.get("path"), type(exc).__name__, exc,
+        )
+        responder = self.on_error(scope, exc) if self.on_error is not None else None
+        if responder is None:
+            responder = _json_response(500, f"authorization failed (error {error_id})")
+        await responder(scope, receive, send)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         responder = self.on_deny(scope, decision) if self.on_deny is not None else None
         if responder is None:
             status = decision.status or 403
-            detail = decision.reason or ("Unauthorized" if status == 401 else "Forbidden")
+            detail = _client_detail(decision, status)
             responder = _json_response(status, detail, decision.headers)
         await responder(scope, receive, send)
 
-    async def _raised(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
+    async def _raised(
+        self, scope: Scope, receive: Receive, send: Send, exc: BaseException, user: Any = None
+    ) -> None:
         if isinstance(exc, InputError):
-            logger.info(
-                "regoguard: bad request %s %r: %s",
-                scope.get("method", "GET"),
-                scope.get("path"),
-                exc,
-            )
+            explain_bad_input(scope, exc, user)
             await _json_response(400, "Bad Request")(scope, receive, send)
             return
         # A Rust panic arrives as pyo3's PanicException, a BaseException: fail closed on it too.
@@ -286,3 +378,49 @@ class RegoGuardMiddleware:
             return await receive()
 
         return parsed, replay
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` returns an awaitable to await (an ``async def`` function, a
+    partial of one, or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an instance's async __call__
+    )
+
+
+def _is_http_exception(exc: BaseException) -> bool:
+    try:
+        from starlette.exceptions import HTTPException
+    except ImportError:  # pragma: no cover - starlette is a dependency
+        return False
+    return isinstance(exc, HTTPException)
+
+
+def _client_detail(decision: Decision, status: int) -> str:
+    """The detail a denied client sees: the policy's reason, but never regoguard's own
+    ``"undefined"`` (the policy said nothing; the Decision and logs keep it)."""
+    reason = decision.reason
+    if reason is None or (reason == "undefined" and decision.result is None):
+        return "Unauthorized" if status == 401 else "Forbidden"
+    return reason
+
+
+def explain_bad_input(scope: Scope, exc: BaseException, user: Any) -> None:
+    """Logs why a request was answered 400 (at WARNING, rate-limited): the input had no JSON
+    form, with the fix when the culprit came from ``identity``."""
+    hint = ""
+    where = str(getattr(exc, "path", ""))
+    if inspect.isawaitable(user):
+        hint = " (identity returned an awaitable: declare it `async def`, regoguard awaits it)"
+        if inspect.iscoroutine(user):
+            user.close()
+    elif where.startswith("input.user"):
+        hint = (
+            " (the value comes from identity=: return JSON-shaped values, e.g. str(uuid) for"
+            " a UUID, isoformat() for a datetime)"
+        )
+    warnings.warn(
+        "bad_input",
+        "regoguard: bad request, answering 400 %s %r: %s%s",
+        scope.get("method", "GET"), scope.get("path"), exc, hint,
+    )

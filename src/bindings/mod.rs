@@ -8,6 +8,7 @@ mod errors;
 mod l2;
 mod request;
 mod result_cache;
+mod tooling;
 
 use pyo3::prelude::*;
 
@@ -29,6 +30,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<result_cache::PyCacheMiss>()?;
     m.add_function(wrap_pyfunction!(result_cache::canonical_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(builtins::builtins, m)?)?;
+    m.add_class::<tooling::PyWorkspace>()?;
     m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
     Ok(())
 }
