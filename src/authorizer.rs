@@ -37,6 +37,8 @@ pub struct AuthorizerConfig {
     pub evaluator: Evaluator,
     /// Decision logging; off when `None`.
     pub decision_log: Option<DecisionLogConfig>,
+    /// Time and memory budget of each evaluation.
+    pub budget: crate::budget::Budget,
 }
 
 impl AuthorizerConfig {
@@ -50,6 +52,7 @@ impl AuthorizerConfig {
             rego_v0: false,
             evaluator: Evaluator::Auto,
             decision_log: None,
+            budget: crate::budget::Budget::default(),
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct Decided {
     pub outcome: Arc<Outcome>,
     pub source: Source,
     pub revision: Arc<str>,
+    /// How long this outcome may be shared at most, beyond the cache's own TTLs (caching rule
+    /// 8): `Some(ZERO)` for a decision that read the moment and must not be kept.
+    pub ttl_cap: Option<std::time::Duration>,
 }
 
 /// One decision in progress: what it is about and when it started.
@@ -140,7 +146,7 @@ impl Authorizer {
         };
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
         let revision = Revision::of(&files, &data, config.rego_v0)?;
-        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator)?;
+        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator, config.budget)?;
         let log = match &config.decision_log {
             Some(c) => Some(DecisionLog::new(c.clone(), env!("CARGO_PKG_VERSION"))?),
             None => None,
@@ -227,18 +233,25 @@ impl Authorizer {
     /// # Concurrency
     /// May block on another thread's evaluation of the same key: call it without the GIL.
     pub fn decide_miss(&self, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let cap = std::cell::Cell::new(None);
         let evaluated = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                cache.get_or_evaluate(key, || self.evaluate(c.compiled, c.index, c.canonical, c.form)).map(|l| match l {
+                let run = || self.evaluate(c.compiled, c.index, c.canonical, c.form).inspect(|(_, t)| cap.set(*t));
+                cache.get_or_evaluate_capped(key, run).map(|l| match l {
                     Lookup::Evaluated(o) => (o, Source::Engine),
                     Lookup::Hit(o) => {
                         self.metrics.coalesced();
+                        // Another caller evaluated and cached it; it shares it further itself.
+                        cap.set(Some(std::time::Duration::ZERO));
                         (o, Source::L1)
                     }
                 })
             }
-            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|o| (o, Source::Engine)),
+            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|(o, t)| {
+                cap.set(t);
+                (o, Source::Engine)
+            }),
         };
         let id = DecisionId::next();
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
@@ -248,10 +261,13 @@ impl Authorizer {
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
                 }
-                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone() })
+                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone(), ttl_cap: cap.get() })
             }
             Err(e) => {
                 self.metrics.failed();
+                if crate::budget::is_exceeded(&e) {
+                    self.metrics.budget_exceeded.fetch_add(1, Ordering::Relaxed);
+                }
                 let e = e.in_decision(id);
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Err(&e), None, elapsed);
@@ -270,7 +286,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
         }
-        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone() }
+        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone(), ttl_cap: None }
     }
 
     /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
@@ -283,7 +299,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
         }
-        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone() }
+        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone(), ttl_cap: None }
     }
 
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).
@@ -319,15 +335,27 @@ impl Authorizer {
         self.log.as_deref().map(|l| &l.config)
     }
 
-    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {
+    /// Evaluates once; returns the outcome and how long it may be kept at most (caching rule 8,
+    /// [`moment_cap`]).
+    fn evaluate(
+        &self,
+        compiled: &Arc<Compiled>,
+        index: usize,
+        canonical: &[u8],
+        form: InputForm,
+    ) -> Result<(Arc<Outcome>, Option<std::time::Duration>)> {
         let mut input = canonical::decode(canonical)?;
         if form == InputForm::Request {
             crate::request::complete(&mut input);
         }
         let ep = &compiled.entrypoints[index];
         self.metrics.evaluated(ep.evaluator_name() == "rvm");
-        let value = compiled.evaluate(index, input)?;
-        intern(&ep.name, value)
+        let scope = crate::eval_context::Scope::begin();
+        let value = compiled.evaluate(index, input);
+        let validity = scope.finish();
+        let outcome = intern(&ep.name, value?)?;
+        let cap = moment_cap(compiled.facts.reads_the_moment.is_some(), validity, &outcome, clock::unix_ns());
+        Ok((outcome, cap))
     }
 
     /// A whole check from canonical bytes (Rust callers; Python goes through the bindings,
@@ -416,7 +444,7 @@ impl Authorizer {
             return Ok(revision.display);
         }
         let display = revision.display.clone();
-        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator)?;
+        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator, self.config.budget)?;
         self.current.store(Arc::new(next));
         // Old entries are unreachable already (their keys carry the old revision); this only
         // frees their memory.
@@ -472,6 +500,27 @@ fn intern(entrypoint: &str, value: Value) -> Result<Arc<Outcome>> {
         table.insert(value, outcome.clone());
         Ok(outcome)
     })
+}
+
+/// How long a decision may be kept beyond the cache's TTLs (caching rule 8, ARCHITECTURE.md
+/// "Caching rules"): a revision that can read the moment (`reads_the_moment`) or an evaluation
+/// whose builtins reported a volatile answer is kept only when the policy bounds it with
+/// `cache_ttl_seconds`; a reported validity bound (a token's `exp`, a not-yet-valid token's
+/// `nbf`) caps it at what is left of it. `None`: no cap.
+pub fn moment_cap(
+    reads_the_moment: bool,
+    validity: crate::eval_context::Validity,
+    outcome: &Outcome,
+    now_unix_ns: u64,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let mut cap = (reads_the_moment || validity.volatile)
+        .then(|| if outcome.cache_ttl.is_some() { Duration::MAX } else { Duration::ZERO });
+    if let Some(until) = validity.until_unix_ns {
+        let left = Duration::from_nanos(until.saturating_sub(now_unix_ns));
+        cap = Some(cap.map_or(left, |c| c.min(left)));
+    }
+    cap
 }
 
 fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {

@@ -1,0 +1,228 @@
+//! What a policy revision is, read from its source once at construction: the constructs the
+//! RVM of regorus 0.14.1 is known to evaluate differently from OPA (so `evaluator="auto"` runs
+//! them on the interpreter), and whether the policy can read the moment (caching rule 8,
+//! ARCHITECTURE.md "Caching rules").
+//!
+//! The scan is conservative and textual: comments and string literals are blanked, then calls
+//! and heads are recognised by their tokens. It looks at every file of the revision, so an
+//! entrypoint is flagged when any rule of the revision uses the construct (reachability is not
+//! computed: a false positive only costs speed or caching, never correctness).
+//!
+//! Differences the scan does not need to catch because the engine checks every RVM answer at
+//! run time ([`contains_undefined`]): an undefined value kept inside a collection (a function
+//! with a `default` value inside a comprehension, an undefined rule as an object value).
+
+use regorus::Value;
+
+/// Builtins whose answer can change between two calls with equal arguments, as OPA defines
+/// them (plus the time builtins that read the clock). `crate::builtins::all()` entries with
+/// `nondeterministic: true` are added to these.
+pub const NONDETERMINISTIC: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "http.send",
+    "io.jwt.decode_verify",
+    "crypto.x509.parse_and_verify_certificates",
+    "crypto.x509.parse_and_verify_certificates_with_options",
+    "opa.runtime",
+    "net.lookup_ip_addr",
+];
+
+/// What [`Facts::of`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Why the RVM must not evaluate this revision under `auto` (`None`: it may).
+    pub rvm_unsafe: Option<String>,
+    /// The first non-deterministic builtin the revision calls (`None`: decisions depend on the
+    /// input and data only).
+    pub reads_the_moment: Option<String>,
+}
+
+impl Facts {
+    /// Scans the revision's policy texts.
+    pub fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut facts = Facts::default();
+        for text in texts {
+            let code = blank(text);
+            if facts.reads_the_moment.is_none() {
+                facts.reads_the_moment = nondeterministic_call(&code);
+            }
+            if facts.rvm_unsafe.is_none() {
+                facts.rvm_unsafe = rvm_unsafe(&code);
+            }
+        }
+        facts
+    }
+}
+
+/// The text with comments and string literals replaced by spaces (lines kept).
+fn blank(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                out.push('"');
+                while let Some(n) = chars.next() {
+                    if n == '\\' {
+                        chars.next();
+                    } else if n == '"' {
+                        break;
+                    } else if n == '\n' {
+                        out.push('\n');
+                    }
+                }
+                out.push('"');
+            }
+            '`' => {
+                out.push('"');
+                for n in chars.by_ref() {
+                    if n == '`' {
+                        break;
+                    } else if n == '\n' {
+                        out.push('\n');
+                    }
+                }
+                out.push('"');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Positions where `name(` is called as a whole dotted name.
+fn calls<'a>(code: &'a str, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+    code.match_indices(name).filter_map(move |(i, _)| {
+        let before = code[..i].chars().next_back();
+        let after = code[i + name.len()..].trim_start().chars().next();
+        let whole = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        (whole && after == Some('(')).then_some(i)
+    })
+}
+
+fn nondeterministic_call(code: &str) -> Option<String> {
+    let ours = crate::builtins::all().filter(|b| b.nondeterministic).map(|b| b.name);
+    let mut names: Vec<&str> = NONDETERMINISTIC.iter().copied().chain(ours).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        if calls(code, name).next().is_some() {
+            return Some(name.to_owned());
+        }
+    }
+    // Every JWT verifier (io.jwt.verify_*, decode_verify) checks exp/nbf against the clock
+    // only in decode_verify; the others are deterministic. rand.* are all random.
+    code.match_indices("rand.").find_map(|(i, _)| {
+        let rest: String = code[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '.' || *c == '_').collect();
+        let called = calls(code, &rest).next().is_some();
+        called.then_some(rest)
+    })
+}
+
+fn rvm_unsafe(code: &str) -> Option<String> {
+    for name in crate::budget::GUARDED {
+        if calls(code, name).next().is_some() {
+            return Some(format!("calls {name}, whose allocation only the interpreter bounds (evaluation budget)"));
+        }
+    }
+    for line in code.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("default ") {
+            let head: String = rest.trim_start().chars().take_while(|c| !c.is_whitespace() && *c != ':' && *c != '=').collect();
+            if head.contains('(') {
+                return Some(format!(
+                    "a function has a default value ({}): the RVM loses it or cannot compile it",
+                    head.split('(').next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    value_function_conflict(code)
+}
+
+/// A function with an explicit value whose definitions can give two values for one call (two
+/// value definitions, or one that iterates): OPA raises a conflict, the RVM returns a value.
+fn value_function_conflict(code: &str) -> Option<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let lines: Vec<&str> = code.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some(open) = line.find('(') else { continue };
+        let name = &line[..open];
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        let Some(close) = line[open..].find(')') else { continue };
+        let after = line[open + close + 1..].trim_start();
+        if !(after.starts_with(":=") || (after.starts_with('=') && !after.starts_with("=="))) {
+            continue;
+        }
+        let body: String = lines[n..lines.len().min(n + 12)].join("\n");
+        let end = body.find("\n\n").unwrap_or(body.len());
+        let body = &body[..end];
+        let iterates = body.contains("some ") || body.contains("[_]") || body.contains(" in ");
+        let count = seen.entry(name.to_owned()).or_insert(0);
+        *count += 1;
+        if *count > 1 || iterates {
+            return Some(format!(
+                "function {name} can give two values for one call; OPA raises a conflict, the RVM does not"
+            ));
+        }
+    }
+    None
+}
+
+/// Whether an RVM answer holds an undefined value inside a collection (regorus 0.14.1 keeps
+/// one where OPA drops the element or makes the whole value undefined).
+pub fn contains_undefined(v: &Value) -> bool {
+    match v {
+        Value::Undefined => true,
+        Value::Array(a) => a.iter().any(contains_undefined),
+        Value::Set(s) => s.iter().any(contains_undefined),
+        Value::Object(o) => o.iter().any(|(k, v)| contains_undefined(k) || contains_undefined(v)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_moment_outside_comments_and_strings() {
+        assert_eq!(Facts::of(["allow if time.now_ns() < input.exp"]).reads_the_moment.as_deref(), Some("time.now_ns"));
+        assert_eq!(Facts::of(["# time.now_ns()\nx := \"time.now_ns()\""]).reads_the_moment, None);
+        assert_eq!(Facts::of(["x := rand.intn(\"a\", 3)"]).reads_the_moment.as_deref(), Some("rand.intn"));
+        assert_eq!(Facts::of(["x := mytime.now_ns(1)"]).reads_the_moment, None);
+        assert_eq!(Facts::of(["allow if input.a == 1"]), Facts::default());
+    }
+
+    #[test]
+    fn flags_the_constructs_the_rvm_gets_wrong() {
+        assert!(Facts::of(["default f(_) := 1000\nf(x) := x if x > 1"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["f(x) := 1 if true\nf(x) := 2 if true"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["f(x) := y if {\n\tsome y in [1, 2]\n}"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["r := numbers.range(0, input.n)"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["f(x) := x + 1\ndefault allow := false\nallow if f(1) == 2"]).rvm_unsafe.is_none());
+        assert!(Facts::of(["f(x) if x == 1\nf(x) if x == 2"]).rvm_unsafe.is_none());
+    }
+
+    #[test]
+    fn undefined_inside_is_found() {
+        let v = Value::from(vec![Value::from(1), Value::Undefined]);
+        assert!(contains_undefined(&v));
+        assert!(!contains_undefined(&Value::from(vec![Value::from(1)])));
+    }
+}
