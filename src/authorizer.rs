@@ -650,6 +650,41 @@ allow if data.open[input.path]
     }
 
     #[test]
+    fn moment_cap_follows_caching_rule_8() {
+        use crate::eval_context::Validity;
+        use std::time::Duration;
+        let plain = Outcome::from_value("e", Value::Bool(true)).unwrap();
+        let bounded = Outcome::from_value("e", input(r#"{"allow":true,"cache_ttl_seconds":5}"#)).unwrap();
+        // A revision that never reads the moment: no cap.
+        assert_eq!(moment_cap(false, Validity::STABLE, &plain, 0), None);
+        // It does: not cached unless the policy bounds it.
+        assert_eq!(moment_cap(true, Validity::STABLE, &plain, 0), Some(Duration::ZERO));
+        assert_eq!(moment_cap(true, Validity::STABLE, &bounded, 0), Some(Duration::MAX));
+        let volatile = Validity { volatile: true, until_unix_ns: None };
+        assert_eq!(moment_cap(false, volatile, &plain, 0), Some(Duration::ZERO));
+        // A token's exp caps the entry at what is left of it, and a past exp forbids it.
+        let exp = Validity { volatile: false, until_unix_ns: Some(3_000_000_000) };
+        assert_eq!(moment_cap(false, exp, &plain, 1_000_000_000), Some(Duration::from_secs(2)));
+        assert_eq!(moment_cap(true, exp, &bounded, 1_000_000_000), Some(Duration::from_secs(2)));
+        assert_eq!(moment_cap(false, exp, &plain, 4_000_000_000), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_clock_reading_policy_is_not_cached_and_hostile_ranges_fail_within_budget() {
+        let dir = policy_dir("package authz\ndefault allow := false\nallow if time.now_ns() > input.t\nallow if count(numbers.range(0, input.n)) > 1\n");
+        let a = authorizer(&dir);
+        assert!(a.current().facts.reads_the_moment.is_some());
+        let i = input(r#"{"t":0}"#);
+        assert!(a.check_value(None, &i).unwrap().outcome.allow);
+        assert_eq!(a.check_value(None, &i).unwrap().source, Source::Engine);
+        match a.check_value(None, &input(r#"{"t":1e30,"n":300000000}"#)) {
+            Err(e) => assert!(crate::budget::is_exceeded(&e), "{e}"),
+            Ok(d) => panic!("expected a budget error, got {:?}", d.outcome),
+        }
+        assert_eq!(a.metrics.snapshot().budget_exceeded, 1);
+    }
+
+    #[test]
     fn with_falls_back_to_the_interpreter() {
         let dir = policy_dir(
             r#"package authz

@@ -192,8 +192,8 @@ thread_local! {
 fn parse_bytes(s: &Value) -> anyhow::Result<Value> {
     let Value::String(text) = s else { return Ok(Value::Undefined) };
     if exponent_too_large(text) || text.len() > 4096 {
-        return Err(anyhow::Error::new(LimitError::MemoryLimitExceeded { usage: u64::MAX, limit: 0 }))
-            .map_err(|e| e.context("units.parse_bytes: the number is too large"));
+        // No input in the message (inputs may be masked fields).
+        anyhow::bail!("units.parse_bytes: its number exceeded memory limit of one evaluation (exponent > {MAX_EXPONENT})");
     }
     PLAIN.with(|cell| {
         let mut slot = cell.try_borrow_mut().map_err(|_| anyhow::anyhow!("units.parse_bytes re-entered"))?;

@@ -332,6 +332,11 @@ class Authorizer:
             decisions between processes; ``None`` (default) keeps them in this process. Keys
             carry the revision, so processes on different policies never share decisions.
             See ``RedisConfig.decisions`` for when Redis is consulted.
+        eval_timeout_seconds: Wall-clock budget of one evaluation (default 0.1 s, at most a
+            day). Past it the decision fails with ``EvaluationError`` (never cached, counted as
+            ``regoguard_eval_budget_exceeded_total``).
+        eval_memory_bytes: Memory budget of one evaluation (default 256 MiB, at least 1 MiB);
+            exceeding it is an ``EvaluationError`` too, never a crash.
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -348,6 +353,8 @@ class Authorizer:
         evaluator: Literal["auto", "rvm", "interpreter"] = "auto",
         decision_log: DecisionLogConfig | None = None,
         redis: RedisConfig | None = None,
+        eval_timeout_seconds: float = 0.1,
+        eval_memory_bytes: int = 268_435_456,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -444,7 +451,10 @@ class Authorizer:
         evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
         ``l2_errors`` (decisions served by Redis, misses there, and the Redis client's errors),
         ``evaluations``, ``rvm_evaluations``,
-        ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
+        ``interpreter_evaluations``, ``evaluation_errors``, ``budget_exceeded`` (evaluations
+        stopped by their time or memory budget), ``time_dependent`` (entrypoint -> the
+        non-deterministic builtin that makes its decisions depend on the moment; see caching
+        rule 8 in the README), ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
         (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
         ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
