@@ -147,7 +147,90 @@ fn rvm_unsafe(code: &str) -> Option<String> {
             }
         }
     }
-    value_function_conflict(code)
+    value_function_conflict(code).or_else(|| iterating_else_chain(code)).or_else(|| dotted_ref_head(code))
+}
+
+/// A rule whose head is a dotted ref (`r.p.q := 0`): the RVM answers the leaf's value where
+/// OPA builds the object `{"p": {"q": 0}}`.
+fn dotted_ref_head(code: &str) -> Option<String> {
+    statements(code).into_iter().find_map(|st| {
+        let head: String = st.chars().take_while(|c| !c.is_whitespace() && !matches!(c, ':' | '=' | '(' | '{')).collect();
+        let head = head.strip_prefix("default").unwrap_or(&head);
+        let dotted = head.contains('.') && !matches!(head, "package" | "import") && !st.starts_with("package ") && !st.starts_with("import ");
+        dotted.then(|| format!("rule {head} has a dotted ref head: the RVM answers the leaf, not the object"))
+    })
+}
+
+/// Top-level statements: a line that starts in column 0 (not with `}`), with the indented or
+/// `}`/`else` lines that follow it.
+fn statements(code: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in code.lines() {
+        let continues = line.starts_with([' ', '\t', '}']) || line.trim_start().starts_with("else") || line.trim().is_empty();
+        match out.last_mut() {
+            Some(last) if continues => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => out.push(line.to_owned()),
+        }
+    }
+    out
+}
+
+fn has_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        !part(before) && !part(after)
+    })
+}
+
+/// An `else` chain where something other than a condition can be undefined: a body that
+/// iterates (`some`, `in`, `every`, `[_]`) over an undefined collection, or a value that is not
+/// a constant. The RVM then abandons the chain and answers the default instead of the next
+/// `else`.
+fn iterating_else_chain(code: &str) -> Option<String> {
+    statements(code).into_iter().find_map(|st| {
+        if !has_word(&st, "else") {
+            return None;
+        }
+        let head: String = st.chars().take_while(|c| !c.is_whitespace() && *c != ':' && *c != '=').collect();
+        let iterates = ["some", "in", "every"].iter().any(|w| has_word(&st, w)) || st.contains("[_]");
+        if iterates {
+            return Some(format!(
+                "the else chain of {head} iterates in a body: the RVM answers the default when the collection is undefined"
+            ));
+        }
+        non_constant_values(&st).then(|| {
+            format!("the else chain of {head} has a value that can be undefined: the RVM answers the default instead of the next else")
+        })
+    })
+}
+
+/// Whether a value after `:=`/`=` in a chain (up to `if`, `{` of a body, or the line end) names
+/// anything but literals (strings are blanked already).
+fn non_constant_values(st: &str) -> bool {
+    let mut rest = st;
+    while let Some(i) = rest.find(":=").or_else(|| rest.find(" = ")) {
+        let after = &rest[i + 2..];
+        let end = [after.find(" if"), after.find('\n')].into_iter().flatten().min().unwrap_or(after.len());
+        let value = &after[..end];
+        let mut word = String::new();
+        for c in value.chars().chain(std::iter::once(' ')) {
+            if c.is_alphanumeric() || c == '_' {
+                word.push(c);
+            } else {
+                let w = std::mem::take(&mut word);
+                if !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()) && !matches!(w.as_str(), "true" | "false" | "null") {
+                    return true;
+                }
+            }
+        }
+        rest = &after[end..];
+    }
+    false
 }
 
 /// A function with an explicit value whose definitions can give two values for one call (two
@@ -217,6 +300,16 @@ mod tests {
         assert!(Facts::of(["r := numbers.range(0, input.n)"]).rvm_unsafe.is_some());
         assert!(Facts::of(["f(x) := x + 1\ndefault allow := false\nallow if f(1) == 2"]).rvm_unsafe.is_none());
         assert!(Facts::of(["f(x) if x == 1\nf(x) if x == 2"]).rvm_unsafe.is_none());
+        let chain = "default r := 0\nr := 2 if {\n\tsome x in input.b\n\tx == 0\n} else := 1\n";
+        assert!(Facts::of([chain]).rvm_unsafe.is_some());
+        let plain = "default r := 0\nr := 2 if {\n\tinput.x == 1\n} else := 1\nq if {\n\tsome x in input.b\n}\n";
+        assert!(Facts::of([plain]).rvm_unsafe.is_none());
+        let objects = "default r := {\"a\": 0}\nr := {\"a\": 1, \"s\": 401} if {\n\tinput.x == 1\n} else := {\"a\": 2}\n";
+        assert!(Facts::of([objects]).rvm_unsafe.is_none());
+        let valued = "default r := 0\nr := input.a if {\n\tnot na\n} else := 1\n";
+        assert!(Facts::of([valued]).rvm_unsafe.is_some());
+        assert!(Facts::of(["package a.b\nimport data.x.y\nr[k] := 1 if some k in input.b"]).rvm_unsafe.is_none());
+        assert!(Facts::of(["package a\nr.p.q := 0 if true"]).rvm_unsafe.is_some());
     }
 
     #[test]

@@ -42,7 +42,8 @@ def conditions(draw: Any, depth: int = 0) -> str:
     if kind == "cmp":
         return f"{draw(terms)} {draw(ops)} {draw(terms)}"
     if kind == "not":
-        return f"not {draw(conditions(depth + 1))}"
+        # Over helper rules: `not` over an undefined operand is a known difference (README).
+        return f"not {draw(st.sampled_from(['na', 'nb', 'no', '1 == 2']))}"
     if kind == "some":
         return f"some x in input.b\n\t\tx {draw(ops)} {draw(terms)}"
     if kind == "every":
@@ -100,16 +101,21 @@ def rule(draw: Any) -> str:
         call = draw(st.sampled_from(["[f(x) | some x in input.b]", "f(input.a)", "{f(x) | some x in input.b}"]))
         lines.append(f"r := {call}")
     elif kind == "ref_head":
+        # Known difference (README): when no rule of a dotted ref head fires, OPA answers
+        # {"p": {}} and regorus undefined; one rule that always fires keeps the harness off it.
+        lines.append("r.p.always := 1")
         lines.append(f"r.p.q := {draw(values)} if {draw(bodies())}")
         lines.append(f"r.p.w := {draw(values)} if {draw(bodies())}")
     elif kind == "compr":
         shape = draw(st.sampled_from(["[x | some x in input.b; {c}]", "{{x | some x in input.b; {c}}}",
-                                      '{{"k": x | some x in input.b; {c}}}']))
+                                      # Known difference (README): duplicate keys with different values
+                                      # are a conflict in OPA and last-wins in regorus; x: x never conflicts.
+                                      '{{x: x | some x in input.b; {c}}}']))
         cond = draw(conditions(1)).replace("\n\t\t", "; ")
         lines.append("r := " + shape.format(c=cond))
     else:  # with
         lines.append(f"h := {draw(values)} if {draw(bodies())}")
-        lines.append(f"r := h with input.a as {draw(ints)}")
+        lines.append(f"r := v if {{\n\tv := h with input.a as {draw(ints)}\n}}")
     return "\n".join(lines)
 
 
@@ -123,12 +129,16 @@ inputs = st.fixed_dictionaries(
     },
 )
 
-HEADER = "package gen\n\nallow := {\"allow\": true, \"value\": r}\n\n"
+HEADER = (
+    "package gen\n\nallow := {\"allow\": true, \"value\": r}\n\n"
+    "na if input.a == 1\n\nnb if 0 in input.b\n\nno if input.o.k > 1\n\n"
+)
 
 
 def _oracle(opa: Any, policy: str, doc: dict[str, Any]) -> tuple[str, Any]:
-    engine = opa({"gen.rego": policy})
+    engine = None
     try:
+        engine = opa({"gen.rego": policy})
         value = engine.eval("data.gen.allow", doc)
     except Exception as e:  # OpaError: conflicts, and strict-mode builtin errors
         text = str(e)
@@ -136,7 +146,8 @@ def _oracle(opa: Any, policy: str, doc: dict[str, Any]) -> tuple[str, Any]:
         assume("eval_builtin_error" not in text and "rego_" not in text)
         return ("error", text.splitlines()[0])
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
     if value is opa_oracle.UNDEFINED:
         return ("undefined", None)
     return ("value", json.loads(opa_oracle.canonical(value)))
@@ -183,7 +194,7 @@ def differences(opa: Any, tmp: Path, policy: str, docs: list[dict[str, Any]]) ->
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    derandomize=True,
+    derandomize=os.environ.get("REGOGUARD_DIFFERENTIAL_RANDOM") is None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
 @given(body=rule(), docs=st.lists(inputs, min_size=1, max_size=3))
