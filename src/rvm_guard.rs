@@ -209,28 +209,49 @@ fn iterating_else_chain(code: &str) -> Option<String> {
     })
 }
 
-/// Whether a value after `:=`/`=` in a chain (up to `if`, `{` of a body, or the line end) names
-/// anything but literals (strings are blanked already).
+/// Builtins that are defined whenever their arguments are (a value built with them is
+/// undefined only through its arguments).
+const TOTAL: &[&str] = &["sprintf", "concat", "lower", "upper", "count", "format_int", "json.marshal", "array.concat"];
+
+/// Whether a branch value of a chain (after `:=`/`=`, up to its `if`) can be undefined while
+/// its body holds: it names something other than literals, [`TOTAL`] builtins, and refs its
+/// own body tests as a condition on a line of their own (`project_id` in realistic policy).
 fn non_constant_values(st: &str) -> bool {
+    let mut branches = Vec::new();
     let mut rest = st;
-    while let Some(i) = rest.find(":=").or_else(|| rest.find(" = ")) {
-        let after = &rest[i + 2..];
+    while let Some(i) = rest.match_indices("else").map(|(i, _)| i).find(|&i| has_word(&rest[i..i + 4], "else")) {
+        branches.push(&rest[..i]);
+        rest = &rest[i + 4..];
+    }
+    branches.push(rest);
+    branches.into_iter().any(|branch| {
+        let Some(i) = branch.find(":=").or_else(|| branch.find(" = ")) else { return false };
+        let after = &branch[i + 2..];
         let end = [after.find(" if"), after.find('\n')].into_iter().flatten().min().unwrap_or(after.len());
-        let value = &after[..end];
+        let (value, body) = (&after[..end], &after[end..]);
+        let guarded: Vec<&str> = body
+            .lines()
+            .map(|l| l.trim().trim_start_matches("if").trim().trim_matches(['{', '}']).trim())
+            .collect();
         let mut word = String::new();
-        for c in value.chars().chain(std::iter::once(' ')) {
-            if c.is_alphanumeric() || c == '_' {
+        let chars: Vec<char> = value.chars().chain(std::iter::once(' ')).collect();
+        for (n, &c) in chars.iter().enumerate() {
+            if c.is_alphanumeric() || c == '_' || c == '.' {
                 word.push(c);
-            } else {
-                let w = std::mem::take(&mut word);
-                if !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()) && !matches!(w.as_str(), "true" | "false" | "null") {
-                    return true;
-                }
+                continue;
+            }
+            let w = std::mem::take(&mut word);
+            if w.is_empty() || w.starts_with(|c: char| c.is_ascii_digit()) || matches!(w.as_str(), "true" | "false" | "null") {
+                continue;
+            }
+            let called = chars[n..].iter().find(|c| !c.is_whitespace()) == Some(&'(');
+            let safe = if called { TOTAL.contains(&w.as_str()) } else { guarded.contains(&w.as_str()) };
+            if !safe {
+                return true;
             }
         }
-        rest = &after[end..];
-    }
-    false
+        false
+    })
 }
 
 /// A function with an explicit value whose definitions can give two values for one call (two
@@ -308,6 +329,10 @@ mod tests {
         assert!(Facts::of([objects]).rvm_unsafe.is_none());
         let valued = "default r := 0\nr := input.a if {\n\tnot na\n} else := 1\n";
         assert!(Facts::of([valued]).rvm_unsafe.is_some());
+        let guarded = "r := {\"a\": 1} if {\n\tinput.x == 1\n} else := {\"r\": sprintf(\"%s\", [p])} if {\n\tp\n}\n";
+        assert!(Facts::of([guarded]).rvm_unsafe.is_none());
+        let unguarded = "r := {\"a\": 1} if {\n\tinput.x == 1\n} else := {\"r\": sprintf(\"%s\", [q])} if {\n\tp\n}\n";
+        assert!(Facts::of([unguarded]).rvm_unsafe.is_some());
         assert!(Facts::of(["package a.b\nimport data.x.y\nr[k] := 1 if some k in input.b"]).rvm_unsafe.is_none());
         assert!(Facts::of(["package a\nr.p.q := 0 if true"]).rvm_unsafe.is_some());
     }
