@@ -38,7 +38,9 @@ ops = st.sampled_from(["==", "!=", "<", ">"])
 
 @st.composite
 def conditions(draw: Any, depth: int = 0) -> str:
-    kind = draw(st.sampled_from(["cmp", "cmp", "not", "some", "every", "member"] if depth < 1 else ["cmp"]))
+    kind = draw(
+        st.sampled_from(["cmp", "cmp", "not", "some", "every", "member"] if depth < 1 else ["cmp"])
+    )
     if kind == "cmp":
         return f"{draw(terms)} {draw(ops)} {draw(terms)}"
     if kind == "not":
@@ -67,7 +69,17 @@ values = st.one_of(
 def rule(draw: Any) -> str:
     kind = draw(
         st.sampled_from(
-            ["complete", "else", "set", "object", "function", "function_default", "ref_head", "compr", "with"]
+            [
+                "complete",
+                "else",
+                "set",
+                "object",
+                "function",
+                "function_default",
+                "ref_head",
+                "compr",
+                "with",
+            ]
         )
     )
     default = draw(st.booleans())
@@ -91,14 +103,20 @@ def rule(draw: Any) -> str:
         lines.append(f"r contains x if {{\n\tsome x in input.b\n\t{draw(conditions())}\n}}")
     elif kind == "object":
         lines.append(f'r["p"] := {draw(values)} if {draw(bodies())}')
-        lines.append(f"r[k] := {draw(values)} if {{\n\tsome k in input.b\n\t{draw(conditions())}\n}}")
+        lines.append(
+            f"r[k] := {draw(values)} if {{\n\tsome k in input.b\n\t{draw(conditions())}\n}}"
+        )
     elif kind in ("function", "function_default"):
         if kind == "function_default":
             lines.append(f"default f(_) := {draw(ints)}")
         lines.append(f"f(x) := x + {draw(ints)} if x {draw(ops)} {draw(ints)}")
         if draw(st.booleans()):
             lines.append(f"f(x) := {draw(ints)} if x {draw(ops)} {draw(ints)}")
-        call = draw(st.sampled_from(["[f(x) | some x in input.b]", "f(input.a)", "{f(x) | some x in input.b}"]))
+        call = draw(
+            st.sampled_from(
+                ["[f(x) | some x in input.b]", "f(input.a)", "{f(x) | some x in input.b}"]
+            )
+        )
         lines.append(f"r := {call}")
     elif kind == "ref_head":
         # Known difference (README): when no rule of a dotted ref head fires, OPA answers
@@ -107,10 +125,17 @@ def rule(draw: Any) -> str:
         lines.append(f"r.p.q := {draw(values)} if {draw(bodies())}")
         lines.append(f"r.p.w := {draw(values)} if {draw(bodies())}")
     elif kind == "compr":
-        shape = draw(st.sampled_from(["[x | some x in input.b; {c}]", "{{x | some x in input.b; {c}}}",
-                                      # Known difference (README): duplicate keys with different values
-                                      # are a conflict in OPA and last-wins in regorus; x: x never conflicts.
-                                      '{{x: x | some x in input.b; {c}}}']))
+        shape = draw(
+            st.sampled_from(
+                [
+                    "[x | some x in input.b; {c}]",
+                    "{{x | some x in input.b; {c}}}",
+                    # Known difference (README): duplicate keys with different values
+                    # are a conflict in OPA and last-wins in regorus; x: x never conflicts.
+                    "{{x: x | some x in input.b; {c}}}",
+                ]
+            )
+        )
         cond = draw(conditions(1)).replace("\n\t\t", "; ")
         lines.append("r := " + shape.format(c=cond))
     else:  # with
@@ -130,7 +155,7 @@ inputs = st.fixed_dictionaries(
 )
 
 HEADER = (
-    "package gen\n\nallow := {\"allow\": true, \"value\": r}\n\n"
+    'package gen\n\nallow := {"allow": true, "value": r}\n\n'
     "na if input.a == 1\n\nnb if 0 in input.b\n\nno if input.o.k > 1\n\n"
 )
 
@@ -140,7 +165,7 @@ def _oracle(opa: Any, policy: str, doc: dict[str, Any]) -> tuple[str, Any]:
     try:
         engine = opa({"gen.rego": policy})
         value = engine.eval("data.gen.allow", doc)
-    except Exception as e:  # OpaError: conflicts, and strict-mode builtin errors
+    except Exception as e:  # noqa: BLE001 - OpaError (the oracle module loads lazily): conflicts, strict builtin errors
         text = str(e)
         # The oracle runs with strict builtin errors; OPA's default (ours) is undefined there.
         assume("eval_builtin_error" not in text and "rego_" not in text)
@@ -182,12 +207,16 @@ def differences(opa: Any, tmp: Path, policy: str, docs: list[dict[str, Any]]) ->
             continue
         for cache in (True, False):
             kwargs: dict[str, Any] = {} if cache else {"cache": None}
-            authz = regoguard.Authorizer(tmp, entrypoint="data.gen.allow", evaluator=evaluator, **kwargs)
+            authz = regoguard.Authorizer(
+                tmp, entrypoint="data.gen.allow", evaluator=evaluator, **kwargs
+            )
             for doc, want in zip(docs, expected):
                 for _round in range(2 if cache else 1):
                     got = _ours(authz, doc)
                     if not _same(got, want):
-                        found.append(f"{evaluator} cache={cache} input={doc}: got {got}, OPA {want}")
+                        found.append(
+                            f"{evaluator} cache={cache} input={doc}: got {got}, OPA {want}"
+                        )
     return found
 
 
@@ -195,11 +224,16 @@ def differences(opa: Any, tmp: Path, policy: str, docs: list[dict[str, Any]]) ->
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=os.environ.get("REGOGUARD_DIFFERENTIAL_RANDOM") is None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 @given(body=rule(), docs=st.lists(inputs, min_size=1, max_size=3))
-def test_generated_policies_decide_as_opa(opa: Any, tmp_path_factory: pytest.TempPathFactory, body: str,
-                                          docs: list[dict[str, Any]]) -> None:
+def test_generated_policies_decide_as_opa(
+    opa: Any, tmp_path_factory: pytest.TempPathFactory, body: str, docs: list[dict[str, Any]]
+) -> None:
     policy = HEADER + body + "\n"
     tmp = tmp_path_factory.mktemp("gen")
     found = differences(opa, tmp, policy, docs)

@@ -30,16 +30,22 @@ def inputs(n: int) -> list[dict[str, object]]:
     for i in range(n):
         segs = ["api", "v1", "projects", f"p{i % 7}"]
         out.append(
-            {"method": "GET", "path": "/" + "/".join(segs), "path_segments": segs,
-             "user": {"id": f"u{i}", "roles": ["user"]}}
+            {
+                "method": "GET",
+                "path": "/" + "/".join(segs),
+                "path_segments": segs,
+                "user": {"id": f"u{i}", "roles": ["user"]},
+            }
         )
     return out
 
 
-def run(authz: regoguard.Authorizer, docs: list[dict[str, object]], batches: int, size: int) -> tuple[float, float]:
+def run(
+    authz: regoguard.Authorizer, docs: list[dict[str, object]], batches: int, size: int
+) -> tuple[float, float]:
     per_call = []
     for b in range(batches):
-        chunk = docs[b * size:(b + 1) * size]
+        chunk = docs[b * size : (b + 1) * size]
         t0 = time.perf_counter_ns()
         for d in chunk:
             authz.check(d)
@@ -57,7 +63,8 @@ def main() -> None:
     docs = inputs(args.batches * args.batch_size)
     names = ["rvm", "interpreter", "auto"]
     authz = {
-        n: regoguard.Authorizer(POLICY, data=POLICY / "data.json", evaluator=n, cache=None) for n in names
+        n: regoguard.Authorizer(POLICY, data=POLICY / "data.json", evaluator=n, cache=None)
+        for n in names
     }
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     gc.disable()
@@ -66,7 +73,9 @@ def main() -> None:
             run(authz[n], docs[:200], 2, 100)  # warm the thread's worker
             results[n].append(run(authz[n], docs, args.batches, args.batch_size))
     gc.enable()
-    print(f"{'evaluator':<12} {'picks':<12} {'p50 us':>8} {'p99 us':>8}   (median of {args.rounds} rounds)")
+    print(
+        f"{'evaluator':<12} {'picks':<12} {'p50 us':>8} {'p99 us':>8}   (median of {args.rounds} rounds)"
+    )
     for n in names:
         p50 = statistics.median(r[0] for r in results[n])
         p99 = statistics.median(r[1] for r in results[n])
