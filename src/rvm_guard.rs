@@ -188,7 +188,7 @@ fn has_word(text: &str, word: &str) -> bool {
 }
 
 /// An `else` chain where something other than a condition can be undefined: a body that
-/// iterates (`some`, `in`, `every`, `[_]`) over an undefined collection, or a value that is not
+/// iterates (`some`, `every`, `[_]`; membership `x in c` is fine) over an undefined collection, or a value that is not
 /// a constant. The RVM then abandons the chain and answers the default instead of the next
 /// `else`.
 fn iterating_else_chain(code: &str) -> Option<String> {
@@ -197,10 +197,10 @@ fn iterating_else_chain(code: &str) -> Option<String> {
             return None;
         }
         let head: String = st.chars().take_while(|c| !c.is_whitespace() && *c != ':' && *c != '=').collect();
-        let iterates = ["some", "in", "every"].iter().any(|w| has_word(&st, w)) || st.contains("[_]");
+        let iterates = ["some", "every"].iter().any(|w| has_word(&st, w)) || st.contains("[_]");
         if iterates {
             return Some(format!(
-                "the else chain of {head} iterates in a body: the RVM answers the default when the collection is undefined"
+                "the else chain of {head} iterates (`some`, `every`, `[_]`) in a body: the RVM answers the default when the collection is undefined"
             ));
         }
         non_constant_values(&st).then(|| {
