@@ -268,9 +268,9 @@ pub struct Compiled {
     data: Value,
     pub entrypoints: Vec<Entrypoint>,
     evaluator: Evaluator,
-    /// Time and memory budget of every evaluation (src/budget.rs).
+    /// Time and memory budget of every evaluation (`budget.rs`).
     pub budget: crate::budget::Budget,
-    /// What the source says about the RVM and the moment (src/rvm_guard.rs).
+    /// What the source says about the RVM and the moment (`rvm_guard.rs`).
     pub facts: crate::rvm_guard::Facts,
 }
 

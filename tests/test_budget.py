@@ -60,6 +60,7 @@ def test_hostile_inputs_end_within_the_budget(
 def test_auto_evaluates_guarded_builtins_on_the_interpreter(authorizer: Any) -> None:
     authz = authorizer({"authz.rego": HOSTILE})
     assert authz.stats()["evaluators"] == {"data.authz.allow": "interpreter"}
+    assert "numbers.range" in authz.stats()["evaluator_reasons"]["data.authz.allow"]
     # Ordinary arguments decide as OPA does.
     assert authz.check({"size": "1KiB"}).allow
     assert authz.check({"n": 3}).allow

@@ -456,7 +456,8 @@ class Authorizer:
         non-deterministic builtin that makes its decisions depend on the moment; see caching
         rule 8 in the README), ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
-        (entrypoint -> ``"rvm"``/``"interpreter"``), ``decision_seconds`` (per source
+        (entrypoint -> ``"rvm"``/``"interpreter"``), ``evaluator_reasons`` (entrypoint -> why
+        it is not on the RVM), ``decision_seconds`` (per source
         ``l1``/``l2``/``engine``: ``{"count", "p50", "p99"}``, seconds estimated from the
         histogram buckets as Prometheus's ``histogram_quantile`` does, ``None`` before the first
         decision; failed decisions are not timed), ``decision_logs`` (records queued) and

@@ -460,6 +460,14 @@ impl PyAuthorizer {
             evaluators.set_item(&*ep.name, ep.evaluator_name())?;
         }
         d.set_item("evaluators", evaluators)?;
+        // Why an entrypoint is not on the RVM (the RVM guard's reason, or the compiler's).
+        let reasons = PyDict::new(py);
+        for ep in &compiled.entrypoints {
+            if let Some(why) = &ep.fallback_reason {
+                reasons.set_item(&*ep.name, why)?;
+            }
+        }
+        d.set_item("evaluator_reasons", reasons)?;
         // Entrypoints whose decisions depend on the moment (caching rule 8), with the builtin.
         let moment = PyDict::new(py);
         if let Some(b) = &compiled.facts.reads_the_moment {
