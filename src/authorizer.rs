@@ -37,6 +37,8 @@ pub struct AuthorizerConfig {
     pub evaluator: Evaluator,
     /// Decision logging; off when `None`.
     pub decision_log: Option<DecisionLogConfig>,
+    /// Time and memory budget of each evaluation.
+    pub budget: crate::budget::Budget,
 }
 
 impl AuthorizerConfig {
@@ -50,6 +52,7 @@ impl AuthorizerConfig {
             rego_v0: false,
             evaluator: Evaluator::Auto,
             decision_log: None,
+            budget: crate::budget::Budget::default(),
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct Decided {
     pub revision: Arc<str>,
     /// `"rvm"` or `"interpreter"`: the evaluator of this entrypoint in this revision.
     pub evaluator: &'static str,
+    /// How long this outcome may be shared at most, beyond the cache's own TTLs (caching rule
+    /// 8): `Some(ZERO)` for a decision that read the moment and must not be kept.
+    pub ttl_cap: Option<std::time::Duration>,
 }
 
 /// One decision in progress: what it is about and when it started.
@@ -150,7 +156,7 @@ impl Authorizer {
         };
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
         let revision = Revision::of(&files, &data, config.rego_v0)?;
-        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator)?;
+        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator, config.budget)?;
         let log = match &config.decision_log {
             Some(c) => Some(DecisionLog::new(c.clone(), env!("CARGO_PKG_VERSION"))?),
             None => None,
@@ -241,18 +247,25 @@ impl Authorizer {
     /// # Concurrency
     /// May block on another thread's evaluation of the same key: call it without the GIL.
     pub fn decide_miss(&self, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let cap = std::cell::Cell::new(None);
         let evaluated = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                cache.get_or_evaluate(key, || self.evaluate(c.compiled, c.index, c.canonical, c.form)).map(|l| match l {
+                let run = || self.evaluate(c.compiled, c.index, c.canonical, c.form).inspect(|(_, t)| cap.set(*t));
+                cache.get_or_evaluate_capped(key, run).map(|l| match l {
                     Lookup::Evaluated(o) => (o, Source::Engine),
                     Lookup::Hit(o) => {
                         self.metrics.coalesced();
+                        // Another caller evaluated and cached it; it shares it further itself.
+                        cap.set(Some(std::time::Duration::ZERO));
                         (o, Source::L1)
                     }
                 })
             }
-            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|o| (o, Source::Engine)),
+            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|(o, t)| {
+                cap.set(t);
+                (o, Source::Engine)
+            }),
         };
         let id = DecisionId::next();
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
@@ -262,10 +275,20 @@ impl Authorizer {
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
                 }
-                Ok(Decided { id, outcome, source, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() })
+                Ok(Decided {
+                    id,
+                    outcome,
+                    source,
+                    revision: c.compiled.revision.display.clone(),
+                    evaluator: c.evaluator(),
+                    ttl_cap: cap.get(),
+                })
             }
             Err(e) => {
                 self.metrics.failed();
+                if crate::budget::is_exceeded(&e) {
+                    self.metrics.budget_exceeded.fetch_add(1, Ordering::Relaxed);
+                }
                 // An error may quote the input: never a masked value (ARCHITECTURE.md, "Masking").
                 let e = self.masker().redact_error(e.in_decision(id), c.canonical, c.form);
                 if let Some(log) = &self.log {
@@ -285,7 +308,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
         }
-        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() }
+        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator(), ttl_cap: None }
     }
 
     /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
@@ -298,7 +321,7 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
         }
-        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator() }
+        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator(), ttl_cap: None }
     }
 
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).
@@ -342,15 +365,27 @@ impl Authorizer {
         self.log.as_deref().map(|l| &l.config)
     }
 
-    fn evaluate(&self, compiled: &Arc<Compiled>, index: usize, canonical: &[u8], form: InputForm) -> Result<Arc<Outcome>> {
+    /// Evaluates once; returns the outcome and how long it may be kept at most (caching rule 8,
+    /// [`moment_cap`]).
+    fn evaluate(
+        &self,
+        compiled: &Arc<Compiled>,
+        index: usize,
+        canonical: &[u8],
+        form: InputForm,
+    ) -> Result<(Arc<Outcome>, Option<std::time::Duration>)> {
         let mut input = canonical::decode(canonical)?;
         if form == InputForm::Request {
             crate::request::complete(&mut input);
         }
         let ep = &compiled.entrypoints[index];
         self.metrics.evaluated(ep.evaluator_name() == "rvm");
-        let value = compiled.evaluate(index, input)?;
-        intern(&ep.name, value)
+        let scope = crate::eval_context::Scope::begin();
+        let value = compiled.evaluate(index, input);
+        let validity = scope.finish();
+        let outcome = intern(&ep.name, value?)?;
+        let cap = moment_cap(compiled.facts.reads_the_moment.is_some(), validity, &outcome, clock::unix_ns());
+        Ok((outcome, cap))
     }
 
     /// A whole check from canonical bytes (Rust callers; Python goes through the bindings,
@@ -439,7 +474,7 @@ impl Authorizer {
             return Ok(revision.display);
         }
         let display = revision.display.clone();
-        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator)?;
+        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator, self.config.budget)?;
         self.current.store(Arc::new(next));
         // Old entries are unreachable already (their keys carry the old revision); this only
         // frees their memory.
@@ -495,6 +530,27 @@ fn intern(entrypoint: &str, value: Value) -> Result<Arc<Outcome>> {
         table.insert(value, outcome.clone());
         Ok(outcome)
     })
+}
+
+/// How long a decision may be kept beyond the cache's TTLs (caching rule 8, ARCHITECTURE.md
+/// "Caching rules"): a revision that can read the moment (`reads_the_moment`) or an evaluation
+/// whose builtins reported a volatile answer is kept only when the policy bounds it with
+/// `cache_ttl_seconds`; a reported validity bound (a token's `exp`, a not-yet-valid token's
+/// `nbf`) caps it at what is left of it. `None`: no cap.
+pub fn moment_cap(
+    reads_the_moment: bool,
+    validity: crate::eval_context::Validity,
+    outcome: &Outcome,
+    now_unix_ns: u64,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let mut cap = (reads_the_moment || validity.volatile)
+        .then(|| if outcome.cache_ttl.is_some() { Duration::MAX } else { Duration::ZERO });
+    if let Some(until) = validity.until_unix_ns {
+        let left = Duration::from_nanos(until.saturating_sub(now_unix_ns));
+        cap = Some(cap.map_or(left, |c| c.min(left)));
+    }
+    cap
 }
 
 fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {
@@ -621,6 +677,41 @@ allow if data.open[input.path]
         // A string result is not a decision.
         assert!(matches!(a.check_value(Some("data.authz.reason"), &i), Err(Error::Evaluation(_))));
         assert!(a.current().entrypoint_index("data.authz.reason").is_some());
+    }
+
+    #[test]
+    fn moment_cap_follows_caching_rule_8() {
+        use crate::eval_context::Validity;
+        use std::time::Duration;
+        let plain = Outcome::from_value("e", Value::Bool(true)).unwrap();
+        let bounded = Outcome::from_value("e", input(r#"{"allow":true,"cache_ttl_seconds":5}"#)).unwrap();
+        // A revision that never reads the moment: no cap.
+        assert_eq!(moment_cap(false, Validity::STABLE, &plain, 0), None);
+        // It does: not cached unless the policy bounds it.
+        assert_eq!(moment_cap(true, Validity::STABLE, &plain, 0), Some(Duration::ZERO));
+        assert_eq!(moment_cap(true, Validity::STABLE, &bounded, 0), Some(Duration::MAX));
+        let volatile = Validity { volatile: true, until_unix_ns: None };
+        assert_eq!(moment_cap(false, volatile, &plain, 0), Some(Duration::ZERO));
+        // A token's exp caps the entry at what is left of it, and a past exp forbids it.
+        let exp = Validity { volatile: false, until_unix_ns: Some(3_000_000_000) };
+        assert_eq!(moment_cap(false, exp, &plain, 1_000_000_000), Some(Duration::from_secs(2)));
+        assert_eq!(moment_cap(true, exp, &bounded, 1_000_000_000), Some(Duration::from_secs(2)));
+        assert_eq!(moment_cap(false, exp, &plain, 4_000_000_000), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_clock_reading_policy_is_not_cached_and_hostile_ranges_fail_within_budget() {
+        let dir = policy_dir("package authz\ndefault allow := false\nallow if time.now_ns() > input.t\nallow if count(numbers.range(0, input.n)) > 1\n");
+        let a = authorizer(&dir);
+        assert!(a.current().facts.reads_the_moment.is_some());
+        let i = input(r#"{"t":0}"#);
+        assert!(a.check_value(None, &i).unwrap().outcome.allow);
+        assert_eq!(a.check_value(None, &i).unwrap().source, Source::Engine);
+        match a.check_value(None, &input(r#"{"t":1e30,"n":300000000}"#)) {
+            Err(e) => assert!(crate::budget::is_exceeded(&e), "{e}"),
+            Ok(d) => panic!("expected a budget error, got {:?}", d.outcome),
+        }
+        assert_eq!(a.metrics.snapshot().budget_exceeded, 1);
     }
 
     #[test]

@@ -314,10 +314,24 @@ impl DecisionCache {
     /// # Concurrency
     /// May block while another thread evaluates the same key: call it without the GIL.
     pub fn get_or_evaluate(&self, key: &Key, evaluate: impl FnOnce() -> Result<Arc<Outcome>>) -> Result<Lookup> {
+        self.get_or_evaluate_capped(key, || evaluate().map(|o| (o, None)))
+    }
+
+    /// [`DecisionCache::get_or_evaluate`] where the evaluation also bounds how long its own
+    /// outcome holds (caching rule 8: a decision that read the clock, a token's `exp`): the
+    /// entry lives no longer than the cap, and a cap of zero keeps it out of the cache.
+    ///
+    /// # Errors
+    /// Whatever `evaluate` returns.
+    pub fn get_or_evaluate_capped(
+        &self,
+        key: &Key,
+        evaluate: impl FnOnce() -> Result<(Arc<Outcome>, Option<Duration>)>,
+    ) -> Result<Lookup> {
         self.inner.get_or_insert_with(key, || {
-            let outcome = evaluate()?;
+            let (outcome, cap) = evaluate()?;
             let ttl = self.ttl_for(&outcome);
-            Ok((outcome, ttl))
+            Ok((outcome, cap.map_or(ttl, |c| c.min(ttl))))
         })
     }
 

@@ -283,6 +283,10 @@ pub struct Compiled {
     data: Value,
     pub entrypoints: Vec<Entrypoint>,
     evaluator: Evaluator,
+    /// Time and memory budget of every evaluation (`budget.rs`).
+    pub budget: crate::budget::Budget,
+    /// What the source says about the RVM and the moment (`rvm_guard.rs`).
+    pub facts: crate::rvm_guard::Facts,
 }
 
 impl Compiled {
@@ -299,12 +303,26 @@ impl Compiled {
         data: Value,
         entrypoints: &[Arc<str>],
         evaluator: Evaluator,
+        budget: crate::budget::Budget,
     ) -> Result<Self> {
         let mut engine = policies.clone();
         engine.clear_data();
         engine.add_data(data.clone()).map_err(|e| Error::data(format!("{e:#}")))?;
-        let mut compiled =
-            Compiled { owner, revision, engine, data, entrypoints: Vec::with_capacity(entrypoints.len()), evaluator };
+        let facts = crate::rvm_guard::Facts::of(
+            policies.get_policies().map_err(|e| Error::config(format!("{e:#}")))?.iter().map(|s| s.get_contents().as_str()),
+        );
+        crate::budget::install(&mut engine, budget)?;
+        budget.apply_to_engine(&mut engine);
+        let mut compiled = Compiled {
+            owner,
+            revision,
+            engine,
+            data,
+            entrypoints: Vec::with_capacity(entrypoints.len()),
+            evaluator,
+            budget,
+            facts,
+        };
         for name in entrypoints {
             compiled.add_entrypoint(name)?;
         }
@@ -323,6 +341,8 @@ impl Compiled {
             data: self.data.clone(),
             entrypoints: Vec::with_capacity(self.entrypoints.len() + 1),
             evaluator: self.evaluator,
+            budget: self.budget,
+            facts: self.facts.clone(),
         };
         for ep in &self.entrypoints {
             next.entrypoints.push(Entrypoint {
@@ -355,6 +375,8 @@ impl Compiled {
         self.engine.set_gather_prints(false);
         let (program, fallback_reason) = if self.evaluator == Evaluator::Interpreter {
             (None, Some("evaluator='interpreter'".to_owned()))
+        } else if let (Evaluator::Auto, Some(why)) = (self.evaluator, &self.facts.rvm_unsafe) {
+            (None, Some(format!("the RVM is known to differ from OPA here: {why}")))
         } else {
             match Compiler::compile_from_policy_with_host_await(&policy, &[rule.as_str()], crate::builtins::host_await_table()) {
                 Ok(program) => {
@@ -546,6 +568,7 @@ impl Worker {
             vm.load_program(program.clone());
             crate::builtins::prepare_vm(&mut vm);
             vm.set_max_instructions(MAX_INSTRUCTIONS);
+            compiled.budget.apply_to_vm(&mut vm);
             vm.set_data(compiled.data.clone()).map_err(|e| eval_error(&ep.name, &e))?;
             *slot = Some(vm);
         }
@@ -558,6 +581,9 @@ impl Worker {
             // conflict error (tests/cases/opa_semantics.yaml). Undefined is rare for a decision
             // rule, so the interpreter confirms every undefined answer; both paths then agree.
             Ok(Value::Undefined) => self.interpret(&compiled, ep, input),
+            // It also keeps undefined values inside collections (ARCHITECTURE.md, known
+            // differences): the interpreter answers those too.
+            Ok(v) if crate::rvm_guard::contains_undefined(&v) => self.interpret(&compiled, ep, input),
             Ok(v) => Ok(v),
             Err(e) => Err(eval_error(&ep.name, &e)),
         }
@@ -578,6 +604,9 @@ impl Worker {
 #[cold]
 fn eval_error(entrypoint: &str, e: &dyn std::fmt::Display) -> Error {
     let text = ErrorText::of(&e);
+    if let Some(exceeded) = crate::budget::classify(entrypoint, &text.0) {
+        return exceeded;
+    }
     if text.0.contains("--> ") {
         let issue = issue_from_regorus(&text, "", "eval_error");
         let mut message = format!("{}:{}:{}: {}", issue.file, issue.line, issue.column, issue.message);

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authorizer;
+pub mod budget;
 pub mod builtins;
 pub mod cache;
 pub mod canonical;
@@ -18,6 +19,7 @@ pub mod l2;
 pub mod metrics;
 pub mod request;
 pub mod tooling;
+pub mod rvm_guard;
 
 mod bindings;
 

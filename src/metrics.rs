@@ -118,6 +118,8 @@ pub struct Metrics {
     pub rvm_evaluations: AtomicU64,
     pub interpreter_evaluations: AtomicU64,
     pub evaluation_errors: AtomicU64,
+    /// Evaluations stopped by their time or memory budget (src/budget.rs); also errors.
+    pub budget_exceeded: AtomicU64,
     /// Failed decisions (allows and denies are counted by the histograms).
     pub error: AtomicU64,
     pub reloads: AtomicU64,
@@ -145,6 +147,7 @@ pub struct Snapshot {
     pub rvm_evaluations: u64,
     pub interpreter_evaluations: u64,
     pub evaluation_errors: u64,
+    pub budget_exceeded: u64,
     pub allow: u64,
     pub deny: u64,
     pub error: u64,
@@ -258,6 +261,7 @@ impl Metrics {
             rvm_evaluations: g(&self.rvm_evaluations),
             interpreter_evaluations: g(&self.interpreter_evaluations),
             evaluation_errors: g(&self.evaluation_errors),
+            budget_exceeded: g(&self.budget_exceeded),
             allow,
             deny,
             error: g(&self.error),
@@ -493,6 +497,13 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
 
     t.family("regoguard_evaluation_errors_total", "counter", "Evaluations that failed (answered as error decisions, never cached).");
     t.per_authorizer("regoguard_evaluation_errors_total", auth, &[], |a| a.counters.evaluation_errors);
+
+    t.family(
+        "regoguard_eval_budget_exceeded_total",
+        "counter",
+        "Evaluations stopped by their time or memory budget (also counted as evaluation errors).",
+    );
+    t.per_authorizer("regoguard_eval_budget_exceeded_total", auth, &[], |a| a.counters.budget_exceeded);
 
     t.family(
         "regoguard_decision_duration_seconds",

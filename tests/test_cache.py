@@ -129,7 +129,7 @@ allow if {
     count([x | some x in numbers.range(1, 200000); x % 7 == 0]) > 0
     input.user == "admin"
 }
-""")
+""", eval_timeout_seconds=30)  # slow on purpose: past the default 0.1 s budget under contention
     barrier = threading.Barrier(16)
     results: list[Any] = []
 

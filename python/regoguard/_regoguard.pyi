@@ -365,6 +365,11 @@ class Authorizer:
         allow_net: URL prefixes (``http://``/``https://``, ending at a path boundary) that
             ``http.send`` may fetch; ``None`` (default) turns ``http.send`` off (its calls are
             undefined). A bad entry is a ``ConfigError``.
+        eval_timeout_seconds: Wall-clock budget of one evaluation (default 0.1 s, at most a
+            day). Past it the decision fails with ``EvaluationError`` (never cached, counted as
+            ``regoguard_eval_budget_exceeded_total``).
+        eval_memory_bytes: Memory budget of one evaluation (default 256 MiB, at least 1 MiB);
+            exceeding it is an ``EvaluationError`` too, never a crash.
 
     Thread-safe: ``check`` may run on many threads at once; each thread evaluates on its own
     engine, with no global lock.
@@ -382,6 +387,8 @@ class Authorizer:
         decision_log: DecisionLogConfig | None = None,
         redis: RedisConfig | None = None,
         allow_net: Sequence[str] | None = None,
+        eval_timeout_seconds: float = 0.1,
+        eval_memory_bytes: int = 268_435_456,
     ) -> Self: ...
     def check(self, input: Mapping[str, Any], *, entrypoint: str | None = None) -> Decision:
         """Decides for one input.
@@ -478,7 +485,10 @@ class Authorizer:
         evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
         ``l2_errors`` (decisions served by Redis, misses there, and the Redis client's errors),
         ``evaluations``, ``rvm_evaluations``,
-        ``interpreter_evaluations``, ``evaluation_errors``, ``decisions``
+        ``interpreter_evaluations``, ``evaluation_errors``, ``budget_exceeded`` (evaluations
+        stopped by their time or memory budget), ``time_dependent`` (entrypoint -> the
+        non-deterministic builtin that makes its decisions depend on the moment; see caching
+        rule 8 in the README), ``decisions``
         (``allow``/``deny``/``error``), ``reloads``, ``reload_errors``, ``evaluators``
         (entrypoint -> ``"rvm"``/``"interpreter"``), ``evaluator_reasons`` (entrypoint -> why it
         runs on the interpreter, ``None`` on the RVM), ``decision_seconds`` (per source

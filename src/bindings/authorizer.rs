@@ -180,7 +180,8 @@ impl PyAuthorizer {
     #[new]
     #[pyo3(signature = (policies, *, entrypoint = "data.authz.allow", data = None,
                         cache = CacheArg::Default, rego_v0 = false, evaluator = "auto",
-                        decision_log = None, redis = None, allow_net = None))]
+                        decision_log = None, redis = None, allow_net = None,
+                        eval_timeout_seconds = 0.1, eval_memory_bytes = 268_435_456))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -193,6 +194,8 @@ impl PyAuthorizer {
         decision_log: Option<&Bound<'_, PyDecisionLogConfig>>,
         redis: Option<&Bound<'_, PyAny>>,
         allow_net: Option<Vec<String>>,
+        eval_timeout_seconds: f64,
+        eval_memory_bytes: u64,
     ) -> PyResult<Self> {
         let net = crate::builtins::http::NetConfig::new(allow_net.as_deref().unwrap_or_default()).map_err(Error::config)?;
         let l2 = match redis {
@@ -229,6 +232,7 @@ impl PyAuthorizer {
             rego_v0,
             evaluator: Evaluator::parse(evaluator)?,
             decision_log: decision_log.map(|d| d.get().inner.clone()),
+            budget: crate::budget::Budget::new(eval_timeout_seconds, eval_memory_bytes)?,
         };
         let inner = Arc::new(py.detach(|| Authorizer::new(config))?);
         log_interpreter_fallbacks(py, &inner.current());
@@ -466,6 +470,7 @@ impl PyAuthorizer {
         d.set_item("rvm_evaluations", s.rvm_evaluations)?;
         d.set_item("interpreter_evaluations", s.interpreter_evaluations)?;
         d.set_item("evaluation_errors", s.evaluation_errors)?;
+        d.set_item("budget_exceeded", s.budget_exceeded)?;
         let decisions = PyDict::new(py);
         decisions.set_item("allow", s.allow)?;
         decisions.set_item("deny", s.deny)?;
@@ -479,6 +484,14 @@ impl PyAuthorizer {
         }
         d.set_item("evaluators", evaluators)?;
         d.set_item("evaluator_reasons", evaluator_reasons(py, &compiled)?)?;
+        // Entrypoints whose decisions depend on the moment (caching rule 8), with the builtin.
+        let moment = PyDict::new(py);
+        if let Some(b) = &compiled.facts.reads_the_moment {
+            for ep in &compiled.entrypoints {
+                moment.set_item(&*ep.name, b)?;
+            }
+        }
+        d.set_item("time_dependent", moment)?;
         let times = PyDict::new(py);
         for source in [Source::L1, Source::L2, Source::Engine] {
             times.set_item(source.as_str(), timing(py, s.seconds(source))?)?;
@@ -606,7 +619,7 @@ impl PyAuthorizer {
             DecisionPolicy::Never => false,
         };
         if write && decided.source == Source::Engine {
-            self.write_back(l2, c.compiled, key, &decided.outcome);
+            self.write_back(l2, c.compiled, key, &decided.outcome, decided.ttl_cap);
             flush_warning(py, l2);
         }
         Ok(decided)
@@ -614,9 +627,9 @@ impl PyAuthorizer {
 
     /// Shares an evaluated outcome through the L2 (fire and forget), for as long as L1 would
     /// keep it.
-    fn write_back(&self, l2: &Arc<L2>, compiled: &Compiled, key: &Key, outcome: &Outcome) {
+    fn write_back(&self, l2: &Arc<L2>, compiled: &Compiled, key: &Key, outcome: &Outcome, cap: Option<Duration>) {
         let Some(cache) = self.inner.cache() else { return };
-        let ttl = cache.ttl_for(outcome);
+        let ttl = cap.map_or(cache.ttl_for(outcome), |c| c.min(cache.ttl_for(outcome)));
         if ttl.is_zero() {
             return;
         }
