@@ -247,7 +247,15 @@ impl DecisionLog {
         }
         let mut erased = Vec::new();
         for (text, segments) in &self.masks {
-            if remove(&mut doc, segments) {
+            // `/input/headers/<name>` masks that header's every value too: a request document
+            // repeats them in `header_values` (ARCHITECTURE.md, "What the policy sees").
+            let mut removed = remove(&mut doc, segments);
+            if let [input, headers, name] = segments.as_slice() {
+                if input == "input" && headers == "headers" {
+                    removed |= remove(&mut doc, &["input".into(), "header_values".into(), name.clone()]);
+                }
+            }
+            if removed {
                 erased.push(Json::from(text.as_str()));
             }
         }

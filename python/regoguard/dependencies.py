@@ -7,10 +7,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from anyio import to_thread
 from fastapi import HTTPException, Request
 
 from regoguard._input import Identity, default_identity, failure_id
-from regoguard._regoguard import Authorizer, Decision, InputError, RequestSpec
+from regoguard._regoguard import Authorizer, Decision, InputError, PendingDecision, RequestSpec
 
 logger = logging.getLogger("regoguard")
 
@@ -32,6 +33,8 @@ class Authorize:
         input: ``request -> dict`` to build the input yourself instead.
         include_headers: Request headers the policy sees.
         identity: ``scope -> user``; default as in the middleware.
+        offload_after_seconds: As in the middleware: misses of a policy measured slower than
+            this (default 0.001 s) are evaluated in a worker thread.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class Authorize:
         input: Callable[[Request], Mapping[str, Any]] | None = None,
         include_headers: Iterable[str] = (),
         identity: Identity | None = None,
+        offload_after_seconds: float | None = 0.001,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
@@ -53,7 +57,9 @@ class Authorize:
         self.entrypoint = entrypoint
         self.input = input
         self.identity = identity or default_identity
-        self._spec = RequestSpec(include_headers=list(include_headers))
+        self._spec = RequestSpec(
+            include_headers=list(include_headers), offload_after_seconds=offload_after_seconds
+        )
         if entrypoint is not None:
             # A misspelt entrypoint fails at startup, not on the first request.
             authorizer.prepare(entrypoint)
@@ -73,6 +79,8 @@ class Authorize:
                     route=(template, scope.get("path_params") or {}),
                     entrypoint=self.entrypoint,
                 )
+                if type(decision) is PendingDecision:  # a miss of a policy measured slow
+                    decision = await to_thread.run_sync(decision.evaluate)
         except InputError as exc:
             raise HTTPException(status_code=400, detail="Bad Request") from exc
         except Exception as exc:

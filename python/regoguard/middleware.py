@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from regoguard._input import Identity, default_identity, failure_id
+from anyio import to_thread
+
+from regoguard._input import (
+    NOT_JSON,
+    BodyError,
+    Identity,
+    default_identity,
+    failure_id,
+    parse_body,
+)
 from regoguard._regoguard import (
     Authorizer,
     ConfigError,
     Decision,
     InputError,
+    PendingDecision,
     RequestSpec,
 )
 
@@ -53,6 +64,16 @@ def _json_response(status: int, detail: str, headers: Mapping[str, str] | None =
     return respond
 
 
+def _check_offload(seconds: float | None) -> None:
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise ConfigError(f"offload_after_seconds must be a number >= 0 or None, got {seconds!r}")
+
+
 def _exclusions(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
     exact, prefixes = set(), []
     for p in paths:
@@ -82,19 +103,28 @@ class RegoGuardMiddleware:
         authorizer: The ``Authorizer`` deciding every request.
         input_builder: ``(scope, user, body) -> dict`` to build the input in Python instead of
             the built-in document (see ``regoguard.build_input``); every request then builds a
-            dict, which costs a few microseconds.
+            dict, which costs a few microseconds. ``body`` is the parsed JSON body, the raw
+            bytes of a body that is not JSON, or None without ``include_body``.
         identity: ``scope -> user`` (JSON-shaped, or None). Default: Starlette's
             ``AuthenticationMiddleware`` user (``regoguard.default_identity``).
         include_headers: Request headers the policy sees (case-insensitive names).
         exclude_paths: Paths never authorized: exact (``"/health"``) or prefixes ending in
             ``*`` (``"/static/*"``).
-        include_body: Read the body (once, replayed to the app) into ``input.body``: parsed for
-            JSON content types, else ``{"text": ..., "size": n}``.
+        include_body: Read the body (once, replayed to the app): ``input.raw_body`` is
+            ``{"size": n, "text": ...}``, and ``input.body`` the JSON value when the body
+            parses as JSON, whatever its Content-Type (Starlette's ``request.json()`` parses
+            any body). A JSON Content-Type (the first header) with a malformed body is 400.
         max_body_bytes: The body limit with ``include_body`` (default 65536); past it, 413
             without reading the rest.
         on_deny: ``(scope, decision) -> ASGI app | None`` to answer denials yourself.
         on_error: ``(scope, exception) -> ASGI app | None`` to answer failures yourself.
         fail_open: Let requests through when evaluation fails. Off by default; think twice.
+        offload_after_seconds: An L1 miss is evaluated on the event-loop thread while the
+            moving average of this middleware's misses stays at or under this (default
+            0.001 s); above it, or before the first miss is measured, misses are evaluated in
+            a worker thread (``anyio.to_thread``) so a slow policy cannot stall other
+            requests. ``None`` keeps every miss on the loop. An L1 hit is always decided in
+            the call, with no await.
     """
 
     def __init__(
@@ -111,6 +141,7 @@ class RegoGuardMiddleware:
         on_deny: OnDeny | None = None,
         on_error: OnError | None = None,
         fail_open: bool = False,
+        offload_after_seconds: float | None = 0.001,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
@@ -126,6 +157,7 @@ class RegoGuardMiddleware:
             or max_body_bytes < 0
         ):
             raise ConfigError(f"max_body_bytes must be an int >= 0, got {max_body_bytes!r}")
+        _check_offload(offload_after_seconds)
         for name, hook in (
             ("input_builder", input_builder),
             ("identity", identity),
@@ -145,7 +177,10 @@ class RegoGuardMiddleware:
         self.on_error = on_error
         self.fail_open = bool(fail_open)
         self.failed_open = 0
-        self._spec = RequestSpec(include_headers=list(self.include_headers))
+        self.offload_after_seconds = offload_after_seconds
+        self._spec = RequestSpec(
+            include_headers=list(self.include_headers), offload_after_seconds=offload_after_seconds
+        )
         self._exact, self._prefixes = _exclusions(exclude_paths)
         self._check = authorizer._check_scope
         self._plain = input_builder is None and not self.include_body
@@ -164,19 +199,24 @@ class RegoGuardMiddleware:
             # The hot path: one Rust call decides from the raw scope (an L1 hit builds no dict).
             try:
                 decision = self._check(scope, self._spec, self.identity(scope))
+                if type(decision) is PendingDecision:  # a miss of a policy measured slow
+                    decision = await to_thread.run_sync(decision.evaluate)
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
                 await self._raised(scope, receive, send, exc)
                 return
         else:
             body: Any = _NO_BODY
+            raw = b""
             if self.include_body and kind == "http":
                 outcome = await self._read_body(scope, receive)
                 if not isinstance(outcome, tuple):
                     await outcome(scope, receive, send)
                     return
-                body, receive = outcome
+                body, raw, receive = outcome
             try:
-                decision = self._decide_slowly(scope, body)
+                decision = self._decide_slowly(scope, body, raw)
+                if type(decision) is PendingDecision:
+                    decision = await to_thread.run_sync(decision.evaluate)
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
                 await self._raised(scope, receive, send, exc)
                 return
@@ -186,15 +226,14 @@ class RegoGuardMiddleware:
             return
         await self._deny(scope, receive, send, decision)
 
-    def _decide_slowly(self, scope: Scope, body: Any) -> Decision:
+    def _decide_slowly(self, scope: Scope, body: Any, raw: bytes) -> Decision | PendingDecision:
         user = self.identity(scope)
         if self.input_builder is not None:
-            return self.authorizer.check(
-                self.input_builder(scope, user, None if body is _NO_BODY else body)
-            )
+            given = None if body is _NO_BODY else raw if body is NOT_JSON else body
+            return self.authorizer.check(self.input_builder(scope, user, given))
         if body is _NO_BODY:
             return self._check(scope, self._spec, user)
-        return self._check(scope, self._spec, user, include_body=True, body=body)
+        return self._check(scope, self._spec, user, include_body=True, body=body, raw_body=raw)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         responder = self.on_deny(scope, decision) if self.on_deny is not None else None
@@ -237,10 +276,14 @@ class RegoGuardMiddleware:
             responder = _json_response(500, f"authorization failed (error {error_id})")
         await responder(scope, receive, send)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Any, Receive] | ASGIApp:
-        """The parsed body and a ``receive`` that replays it, or the error response to send."""
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[Any, bytes, Receive] | ASGIApp:
+        """The parsed body (``NOT_JSON`` when it is not JSON), the raw bytes and a ``receive``
+        that replays them, or the error response to send. The *first* Content-Type header
+        counts, as in Starlette's and FastAPI's ``request.headers.get``."""
         limit = self.max_body_bytes
-        content_type = ""
+        content_type: str | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -248,8 +291,8 @@ class RegoGuardMiddleware:
                         return _json_response(413, "Request body too large")
                 except ValueError:
                     return _json_response(400, "Bad Request")
-            elif name == b"content-type":
-                content_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -265,17 +308,10 @@ class RegoGuardMiddleware:
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
-        parsed: Any
-        if content_type == "application/json" or content_type.endswith("+json"):
-            if not raw:
-                parsed = None
-            else:
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    return _json_response(400, "Malformed JSON body")
-        else:
-            parsed = {"text": raw.decode("utf-8", errors="replace"), "size": len(raw)}
+        try:
+            parsed = parse_body(raw, content_type)
+        except BodyError as exc:
+            return _json_response(400, str(exc))
         replayed = False
 
         async def replay() -> Message:
@@ -285,4 +321,4 @@ class RegoGuardMiddleware:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        return parsed, replay
+        return parsed, raw, replay
