@@ -66,6 +66,7 @@ class Authorize:
 
     async def __call__(self, request: Request) -> Decision:
         scope = request.scope
+        decision: Decision | PendingDecision
         try:
             if self.input is not None:
                 decision = self.authorizer.check(self.input(request), entrypoint=self.entrypoint)
