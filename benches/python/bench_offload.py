@@ -28,7 +28,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import regoguard
-from regoguard._regoguard import RequestSpec
+from regoguard._regoguard import PendingDecision, RequestSpec
 
 POLICY = """package authz
 default allow := false
@@ -69,6 +69,7 @@ async def one_round(authz: regoguard.Authorizer, n: int) -> dict[str, float]:
             times["inline"].append(time.perf_counter_ns() - t)
             t = time.perf_counter_ns()
             pending = authz._check_scope(s, offload, user)
+            assert isinstance(pending, PendingDecision)
             await anyio.to_thread.run_sync(pending.evaluate)
             times["offload"].append(time.perf_counter_ns() - t)
             t = time.perf_counter_ns()
