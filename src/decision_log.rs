@@ -173,7 +173,15 @@ impl Masker {
     fn apply(&self, doc: &mut Map<String, Json>) -> Vec<String> {
         let mut erased = Vec::new();
         for (text, segments) in &self.pointers {
-            if remove(doc, segments) {
+            let mut removed = remove(doc, segments);
+            // `/input/headers/<name>` masks that header's every value too: a request document
+            // repeats them in `header_values` (README, "What the policy sees").
+            if let [input, headers, name] = segments.as_slice() {
+                if input == "input" && headers == "headers" {
+                    removed |= remove(doc, &["input".into(), "header_values".into(), name.clone()]);
+                }
+            }
+            if removed {
                 erased.push(text.clone());
             }
         }

@@ -5,9 +5,9 @@
 //! ever built, and on a miss the engine decodes these same bytes.
 //!
 //! ```text
-//! {"body"?: any, "headers": {name: value}, "method": str, "path": str,
-//!  "path_params"?: {name: str}, "path_segments": [str], "query": {name: [str]},
-//!  "route"?: str, "user": any, "websocket"?: true}
+//! {"body"?: any, "header_values": {name: [str]}, "headers": {name: str}, "method": str,
+//!  "path": str, "path_params"?: {name: str}, "path_segments": [str], "query": {name: [str]},
+//!  "raw_body"?: {"size": int, "text": str}, "route"?: str, "user": any, "websocket"?: true}
 //! ```
 //! Keys are written in canonical (byte) order, which is the order above. `path_segments` is
 //! not written: it is a function of `path`, so [`complete`] adds it after decoding on a miss
@@ -23,13 +23,14 @@ use crate::canonical::CanonicalWriter;
 /// Which request headers reach the policy (lower-cased names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderFilter {
-    names: Vec<Vec<u8>>,
+    names: Vec<String>,
 }
 
 impl HeaderFilter {
-    /// A filter passing exactly `names` (case-insensitive).
+    /// A filter passing exactly `names`, looked up as Starlette's `request.headers` does: the
+    /// lower-cased name against the raw (already lower-case, per ASGI) name.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<Vec<u8>> = names.into_iter().map(|n| n.trim().to_ascii_lowercase().into_bytes()).collect();
+        let mut names: Vec<String> = names.into_iter().map(|n| n.trim().to_ascii_lowercase()).collect();
         names.sort();
         names.dedup();
         Self { names }
@@ -40,48 +41,78 @@ impl HeaderFilter {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.names.iter().map(|n| std::str::from_utf8(n).unwrap_or(""))
+        self.names.iter().map(String::as_str)
     }
 
-    /// Whether `name` (as the client sent it) passes.
+    /// The index of `name` (as the scope holds it) among the passed names, if it passes. The
+    /// match is exact, as in Starlette's `Headers.get`: a raw `X-Tenant` (which no ASGI server
+    /// sends) reaches neither the app's lookup nor the policy.
     #[inline]
-    pub fn allows(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    pub fn position(&self, name: &[u8]) -> Option<usize> {
+        self.names.iter().position(|n| n.as_bytes() == name)
     }
 }
 
-/// Collects allowed headers: lower-cased names, latin-1 values (as Starlette decodes them, so
-/// every byte string has exactly one text form), repeated headers joined with ", " in arrival
-/// order (RFC 9110 section 5.3).
-#[derive(Default)]
-pub struct HeaderCollector {
-    values: BTreeMap<String, String>,
+/// Collects the allowed headers of one request in arrival order, without copying them: `V` is
+/// whatever holds the raw value bytes. Values are decoded as latin-1 (as Starlette does, so
+/// every byte string has exactly one text form) when written.
+///
+/// What the policy gets for a name sent several times: `headers[name]` is the *first* value,
+/// what the app's `request.headers.get(name)` (and a `Header()` parameter) reads, and
+/// `header_values[name]` is every value in order (`request.headers.getlist(name)`). Joining
+/// them (RFC 9110 section 5.3) would show the policy a value the app never reads.
+pub struct HeaderCollector<'f, V> {
+    filter: &'f HeaderFilter,
+    seen: Vec<(usize, V)>,
 }
 
-impl HeaderCollector {
-    pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        let name = latin1(name).to_ascii_lowercase();
-        let value = latin1(value);
-        match self.values.get_mut(&name) {
-            Some(existing) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            None => {
-                self.values.insert(name, value.into_owned());
-            }
+impl<'f, V: AsRef<[u8]>> HeaderCollector<'f, V> {
+    pub fn new(filter: &'f HeaderFilter) -> Self {
+        Self { filter, seen: Vec::new() }
+    }
+
+    /// Keeps `value` when `name` passes the filter.
+    #[inline]
+    pub fn push(&mut self, name: &[u8], value: V) {
+        if let Some(i) = self.filter.position(name) {
+            self.seen.push((i, value));
         }
     }
 
-    /// Writes `{name: value}` in canonical order.
+    /// Writes `"header_values": {name: [value, ...]}, "headers": {name: first value}` (the two
+    /// keys are adjacent in canonical order), names in canonical order.
     pub fn write(&self, w: &mut CanonicalWriter) {
+        w.key("header_values");
+        self.write_object(w, true);
+        w.comma();
+        w.key("headers");
+        self.write_object(w, false);
+    }
+
+    fn write_object(&self, w: &mut CanonicalWriter, all: bool) {
         w.open_object();
-        for (i, (k, v)) in self.values.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        // The filter's names are sorted, so walking them gives canonical order; they are few
+        // (configuration), so this is a scan of `seen` per name, with no allocation.
+        for (i, name) in self.filter.names.iter().enumerate() {
+            let mut values = self.seen.iter().filter(|(j, _)| *j == i).map(|(_, v)| v.as_ref());
+            let Some(head) = values.next() else { continue };
+            if !first {
                 w.comma();
             }
-            w.key(k);
-            w.str(v);
+            first = false;
+            w.key(name);
+            if all {
+                w.open_array();
+                w.str(&latin1(head));
+                for v in values {
+                    w.comma();
+                    w.str(&latin1(v));
+                }
+                w.close_array();
+            } else {
+                w.str(&latin1(head));
+            }
         }
         w.close_object();
     }
@@ -213,15 +244,23 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_filtered_lowercased_and_joined() {
-        let f = HeaderFilter::new(["X-Tenant", "accept"]);
-        assert!(f.allows(b"x-tenant") && f.allows(b"X-TENANT") && !f.allows(b"cookie"));
-        let mut c = HeaderCollector::default();
-        for (k, v) in [(&b"x-tenant"[..], &b"a"[..]), (b"accept", b"*/*"), (b"X-Tenant", b"b\xe9")] {
-            if f.allows(k) {
-                c.push(k, v);
-            }
+    fn headers_give_the_first_value_and_every_value() {
+        let f = HeaderFilter::new(["X-Tenant", "accept", "x-absent"]);
+        let mut c = HeaderCollector::new(&f);
+        for (k, v) in [
+            (&b"x-tenant"[..], &b"a"[..]),
+            (b"accept", b"*/*"),
+            (b"cookie", b"secret"),
+            (b"X-Tenant", b"raw-uppercase"),
+            (b"x-tenant", b"b\xe9"),
+        ] {
+            c.push(k, v);
         }
-        assert_eq!(written(|w| c.write(w)), r#"{"accept":"*/*","x-tenant":"a, bé"}"#);
+        assert_eq!(
+            written(|w| c.write(w)),
+            r#""header_values":{"accept":["*/*"],"x-tenant":["a","bé"]},"headers":{"accept":"*/*","x-tenant":"a"}"#
+        );
+        let empty = HeaderCollector::<&[u8]>::new(&f);
+        assert_eq!(written(|w| empty.write(w)), r#""header_values":{},"headers":{}"#);
     }
 }

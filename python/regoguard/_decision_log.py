@@ -14,7 +14,9 @@ process at exit. Here it only ever waits in ``time.sleep`` (C code), and the Rus
 never release the GIL, so an exit at any moment stays clean.
 
 At exit an ``atexit`` hook (which runs before ``logging`` shuts its handlers down) writes what is
-still queued, unless the thread is stuck in a handler for more than a second.
+still queued, unless the thread is stuck in a handler for more than a second, for at most
+``EXIT_FLUSH_SECONDS``: threads still deciding while the interpreter exits would otherwise
+keep it draining forever.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ POLL_SECONDS = 0.05
 """How long the thread sleeps when the queues were empty."""
 EXIT_WAIT_SECONDS = 1.0
 """How long the exit hook waits for a handler call in progress before giving up."""
+EXIT_FLUSH_SECONDS = 2.0
+"""How long the exit hook writes before it stops: threads that keep deciding while the
+interpreter exits refill the queue as fast as it drains, and exit must not wait for them."""
 
 _lock = threading.Lock()  # one writer at a time: the thread or the exit hook
 _start = threading.Lock()
@@ -86,8 +91,11 @@ def _flush_at_exit() -> None:
         return
     try:
         _closing = True
-        # Handlers report their own errors (logging.Handler.handleError).
-        while _write() == BATCH:
+        # One pass, bounded: what is queued now is written unless that takes past the
+        # deadline; records queued meanwhile by threads still deciding may be left. Handlers
+        # report their own errors (logging.Handler.handleError).
+        deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+        while _write() == BATCH and time.monotonic() < deadline:
             pass
     finally:
         _lock.release()

@@ -10,9 +10,12 @@ body, which the middleware reads.
       "path": "/api/v1/projects/42",
       "path_segments": ["api", "v1", "projects", "42"],
       "query": {"tag": ["a", "b"]},          # every value kept, in order
-      "headers": {"x-tenant": "acme"},       # only include_headers; lower-cased names
+      "headers": {"x-tenant": "acme"},       # only include_headers; lower-cased names;
+                                             # the first value, as request.headers.get()
+      "header_values": {"x-tenant": ["acme"]},  # every value of those headers, in order
       "user": {"id": "u17", ...} | null,     # from `identity`, or Starlette's auth
-      "body": ...,                           # only with include_body=True
+      "body": ...,                           # include_body=True and the body is JSON
+      "raw_body": {"size": 7, "text": "..."},  # include_body=True
       "route": "/api/v1/projects/{id}",      # Authorize dependency only
       "path_params": {"id": 42},             # Authorize dependency only
       "websocket": true                      # websocket handshakes only
@@ -21,6 +24,7 @@ body, which the middleware reads.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -50,30 +54,83 @@ def default_identity(scope: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"id": ident, "name": name, "scopes": scopes}
 
 
+NOT_JSON: Any = ...
+"""``input.body`` of a body that is not JSON: Rust leaves the field out."""
+
+
+class BodyError(ValueError):
+    """A body the app would fail to parse as its Content-Type says, or a hostile one: 400."""
+
+
+def is_json_type(content_type: str) -> bool:
+    """Whether FastAPI parses a body of ``content_type`` as JSON (``application/json`` and
+    ``application/*+json``, parameters ignored, case-insensitive)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    main, _, sub = media.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def parse_body(raw: bytes, content_type: str | None) -> Any:
+    """``input.body`` for the body ``raw`` whose *first* Content-Type header is
+    ``content_type``: the value ``json.loads`` gives, whatever the content type, since
+    Starlette's ``request.json()`` parses any body (duplicate keys: the last wins, as there);
+    ``NOT_JSON`` when it is empty or not JSON.
+
+    Raises:
+        BodyError: a JSON content type with a body that does not parse, or a body nested
+            past Python's recursion limit (whatever the content type).
+    """
+    if not raw:
+        return NOT_JSON
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise BodyError("JSON body nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int over 4300 digits
+        if content_type is not None and is_json_type(content_type):
+            raise BodyError("Malformed JSON body") from exc
+        return NOT_JSON
+
+
 def build_input(
     scope: Mapping[str, Any],
     *,
     include_headers: Iterable[str] = (),
     identity: Identity | None = None,
     body: Any = ...,
+    raw_body: bytes | None = None,
     route: tuple[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The input document a policy sees for ``scope``, as a dict (for tests and debugging).
 
-    ``body`` is left out unless given; ``route`` is ``(template, path_params)``.
+    ``raw_body`` is the request body as the middleware with ``include_body=True`` reads it:
+    parsed as it does (``input.body``, ``input.raw_body``; ``BodyError`` where it answers
+    400). ``body`` sets ``input.body`` to a parsed value directly. Both are left out unless
+    given; ``route`` is ``(template, path_params)``.
     """
     spec = RequestSpec(include_headers=list(include_headers))
     user = (identity or default_identity)(scope)
-    include_body = body is not ...
+    if raw_body is not None and body is ...:
+        body = parse_body(raw_body, first_header(scope, b"content-type"))
+    include_body = body is not ... or raw_body is not None
     result: dict[str, Any] = build_request_input(
         dict(scope),
         spec,
         user,
         include_body=include_body,
-        body=None if body is ... else body,
+        body=body,
+        raw_body=raw_body,
         route=route,
     )
     return result
+
+
+def first_header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes), as ``request.headers.get``."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def failure_id(exc: BaseException) -> str:

@@ -290,10 +290,11 @@ def _l2_shutdown() -> None:
 
 @final
 class PendingDecision:
-    """Private: a ``check_async`` that missed L1 and waits for Redis."""
+    """Private: a ``check_async`` that missed L1 and waits for Redis, or a request miss that
+    ``_check_scope`` deferred to a worker thread (``RequestSpec.offload_after_seconds``)."""
 
     def evaluate(self) -> Decision:
-        """Evaluates (Redis missed); releases the GIL."""
+        """Evaluates (Redis missed, or on the worker thread); releases the GIL."""
 
 @final
 class Decision:
@@ -429,9 +430,10 @@ class Authorizer:
         *,
         include_body: bool = False,
         body: Any = None,
+        raw_body: bytes | None = None,
         route: tuple[Any, Any] | None = None,
         entrypoint: str | None = None,
-    ) -> Decision:
+    ) -> Decision | PendingDecision:
         """Private: the middleware's and ``Authorize``'s fast path. Writes the request input
         document (see ``regoguard.build_input``) from the raw ASGI scope straight into the
         cache key, so an L1 hit builds no Python dict; same GIL behaviour as ``check``."""
@@ -513,13 +515,25 @@ class RequestSpec:
     """Private: which request parts reach the policy, precomputed once per middleware.
 
     Args:
-        include_headers: Header names (case-insensitive) copied into ``input.headers``.
+        include_headers: Header names (case-insensitive) copied into ``input.headers`` (first
+            value) and ``input.header_values`` (every value).
+        offload_after_seconds: ``None``: ``_check_scope`` always decides. A number: a miss
+            is handed back as a ``PendingDecision`` (for a worker thread) while the moving
+            average of this spec's misses is above it, or none was measured yet.
+
+    Raises:
+        ValueError: ``offload_after_seconds`` is negative or not finite.
     """
 
-    def __new__(cls, *, include_headers: Sequence[str] = ...) -> Self: ...
+    def __new__(
+        cls, *, include_headers: Sequence[str] = ..., offload_after_seconds: float | None = None
+    ) -> Self: ...
     @property
     def include_headers(self) -> list[str]:
         """The lower-cased header names, sorted."""
+    @property
+    def offload_after_seconds(self) -> float | None:
+        """The threshold given to the constructor."""
 
 def builtins() -> list[str]:
     """Every builtin function a policy can call (regorus's own and regoguard's), sorted."""
@@ -531,6 +545,7 @@ def build_request_input(
     *,
     include_body: bool = False,
     body: Any = None,
+    raw_body: bytes | None = None,
     route: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Private: the request input document as a dict; use ``regoguard.build_input``."""

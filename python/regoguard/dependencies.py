@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from anyio import to_thread
 from fastapi import HTTPException, Request
 
 from regoguard._input import Identity, default_identity, failure_id
 from regoguard._logging import warnings
-from regoguard._regoguard import Authorizer, Decision, InputError, RequestSpec
+from regoguard._regoguard import Authorizer, Decision, InputError, PendingDecision, RequestSpec
 from regoguard.middleware import _client_detail, _is_async, explain_bad_input
 
 logger = logging.getLogger("regoguard")
@@ -41,6 +42,8 @@ class Authorize:
     contributes its matched (concrete) text. An ``identity``/``input`` that raises
     ``HTTPException`` propagates; any other exception is logged at WARNING (rate-limited) as
     ``identity failed`` (or ``input failed``) and answered 500.
+        offload_after_seconds: As in the middleware: misses of a policy measured slower than
+            this (default 0.001 s) are evaluated in a worker thread.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Authorize:
         input: Callable[[Request], Mapping[str, Any] | Awaitable[Mapping[str, Any]]] | None = None,
         include_headers: Iterable[str] = (),
         identity: Identity | None = None,
+        offload_after_seconds: float | None = 0.001,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
@@ -64,7 +68,9 @@ class Authorize:
         self.identity = identity or default_identity
         self._async_input = input is not None and _is_async(input)
         self._async_identity = _is_async(self.identity)
-        self._spec = RequestSpec(include_headers=list(include_headers))
+        self._spec = RequestSpec(
+            include_headers=list(include_headers), offload_after_seconds=offload_after_seconds
+        )
         if entrypoint is not None:
             # A misspelt entrypoint fails at startup, not on the first request.
             authorizer.prepare(entrypoint)
@@ -72,6 +78,7 @@ class Authorize:
     async def __call__(self, request: Request) -> Decision:
         scope = request.scope
         user: Any = None
+        decision: Decision | PendingDecision
         try:
             if self.input is not None:
                 what = "input"
@@ -107,6 +114,10 @@ class Authorize:
                     route=(route_template(scope), scope.get("path_params") or {}),
                     entrypoint=self.entrypoint,
                 )
+                if type(decision) is PendingDecision:  # a miss of a policy measured slow
+                    decision = await to_thread.run_sync(decision.evaluate)
+                if type(decision) is PendingDecision:  # a miss of a policy measured slow
+                    decision = await to_thread.run_sync(decision.evaluate)
         except InputError as exc:
             explain_bad_input(scope, exc, user)
             raise HTTPException(status_code=400, detail="Bad Request") from exc

@@ -6,17 +6,28 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from regoguard._input import Identity, default_identity, failure_id
+from anyio import to_thread
+
+from regoguard._input import (
+    NOT_JSON,
+    BodyError,
+    Identity,
+    default_identity,
+    failure_id,
+    parse_body,
+)
 from regoguard._logging import warnings
 from regoguard._regoguard import (
     Authorizer,
     ConfigError,
     Decision,
     InputError,
+    PendingDecision,
     RequestSpec,
 )
 
@@ -61,6 +72,16 @@ def _json_response(status: int, detail: str, headers: Mapping[str, str] | None =
     return respond
 
 
+def _check_offload(seconds: float | None) -> None:
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise ConfigError(f"offload_after_seconds must be a number >= 0 or None, got {seconds!r}")
+
+
 # Characters that make an exclude_paths entry a pattern (a regex, a glob, a route template)
 # rather than a path; such entries are rejected instead of silently matching nothing.
 _PATTERN_CHARS = frozenset("[](){}^$+?|\\")
@@ -102,7 +123,8 @@ class RegoGuardMiddleware:
         authorizer: The ``Authorizer`` deciding every request.
         input_builder: ``(scope, user, body) -> dict`` to build the input in Python instead of
             the built-in document (see ``regoguard.build_input``); every request then builds a
-            dict, which costs a few microseconds.
+            dict, which costs a few microseconds. ``body`` is the parsed JSON body, the raw
+            bytes of a body that is not JSON, or None without ``include_body``.
         identity: ``scope -> user`` (JSON-shaped, or None). Default: Starlette's
             ``AuthenticationMiddleware`` user (``regoguard.default_identity``).
         include_headers: Request headers the policy sees (case-insensitive names).
@@ -110,8 +132,10 @@ class RegoGuardMiddleware:
             ``*`` (``"/static/*"``). Anything that looks like a pattern (a regex such as
             fastapi-opa's ``skip_endpoints``, a glob, a route template) raises
             ``ConfigError`` rather than silently matching nothing.
-        include_body: Read the body (once, replayed to the app) into ``input.body``: parsed for
-            JSON content types, else ``{"text": ..., "size": n}``.
+        include_body: Read the body (once, replayed to the app): ``input.raw_body`` is
+            ``{"size": n, "text": ...}``, and ``input.body`` the JSON value when the body
+            parses as JSON, whatever its Content-Type (Starlette's ``request.json()`` parses
+            any body). A JSON Content-Type (the first header) with a malformed body is 400.
         max_body_bytes: The body limit with ``include_body`` (default 65536); past it, 413
             without reading the rest.
         on_deny: ``(scope, decision) -> ASGI app | None`` to answer denials yourself.
@@ -123,6 +147,12 @@ class RegoGuardMiddleware:
             ``regoguard.Shadow(target, sample_rate=..., max_queue=...)``. It is asked after the
             response is sent, off the request path, and never changes what is enforced; see
             ``regoguard.shadow``.
+        offload_after_seconds: An L1 miss is evaluated on the event-loop thread while the
+            moving average of this middleware's misses stays at or under this (default
+            0.001 s); above it, or before the first miss is measured, misses are evaluated in
+            a worker thread (``anyio.to_thread``) so a slow policy cannot stall other
+            requests. ``None`` keeps every miss on the loop. An L1 hit is always decided in
+            the call, with no await.
 
     ``identity`` and ``input_builder`` may be ``async def`` functions (awaited once per
     request; a sync ``identity`` keeps the request path free of awaits). An ``identity`` that
@@ -147,6 +177,7 @@ class RegoGuardMiddleware:
         on_error: OnError | None = None,
         fail_open: bool = False,
         shadow: Authorizer | OPAServer | Shadow | None = None,
+        offload_after_seconds: float | None = 0.001,
     ) -> None:
         if not isinstance(authorizer, Authorizer):
             raise TypeError(
@@ -162,6 +193,7 @@ class RegoGuardMiddleware:
             or max_body_bytes < 0
         ):
             raise ConfigError(f"max_body_bytes must be an int >= 0, got {max_body_bytes!r}")
+        _check_offload(offload_after_seconds)
         for name, hook in (
             ("input_builder", input_builder),
             ("identity", identity),
@@ -181,7 +213,10 @@ class RegoGuardMiddleware:
         self.on_error = on_error
         self.fail_open = bool(fail_open)
         self.failed_open = 0
-        self._spec = RequestSpec(include_headers=list(self.include_headers))
+        self.offload_after_seconds = offload_after_seconds
+        self._spec = RequestSpec(
+            include_headers=list(self.include_headers), offload_after_seconds=offload_after_seconds
+        )
         self._exact, self._prefixes = _exclusions(exclude_paths)
         self._check = authorizer._check_scope
         self._plain = input_builder is None and not self.include_body
@@ -208,12 +243,15 @@ class RegoGuardMiddleware:
             return
         doc: Any = None
         body: Any = _NO_BODY
+        raw = b""
         if self._fast:
             # The hot path: one Rust call decides from the raw scope (an L1 hit builds no dict).
             user: Any = _NO_USER
             try:
                 user = self.identity(scope)
                 decision = self._check(scope, self._spec, user)
+                if type(decision) is PendingDecision:  # a miss of a policy measured slow
+                    decision = await to_thread.run_sync(decision.evaluate)
             except BaseException as exc:  # noqa: BLE001 - sorted out below
                 if user is _NO_USER:
                     await self._identity_failed(scope, receive, send, exc)
@@ -233,17 +271,20 @@ class RegoGuardMiddleware:
                 if not isinstance(outcome, tuple):
                     await outcome(scope, receive, send)
                     return
-                body, receive = outcome
+                body, raw, receive = outcome
             if self.input_builder is not None:
                 try:
-                    doc = self.input_builder(scope, user, None if body is _NO_BODY else body)
+                    given = None if body is _NO_BODY else raw if body is NOT_JSON else body
+                    doc = self.input_builder(scope, user, given)
                     if not self._sync_builder:
                         doc = await doc
                 except BaseException as exc:  # noqa: BLE001 - sorted out in _identity_failed
                     await self._identity_failed(scope, receive, send, exc, "input_builder")
                     return
             try:
-                decision = self._decide_slowly(scope, user, body, doc)
+                decision = self._decide_slowly(scope, user, body, raw, doc)
+                if type(decision) is PendingDecision:
+                    decision = await to_thread.run_sync(decision.evaluate)
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
                 await self._raised(scope, receive, send, exc, user)
                 return
@@ -255,15 +296,17 @@ class RegoGuardMiddleware:
         if self._shadow is not None and random.random() < self._shadow.sample_rate:
             # After the response: the shadow never delays or changes what was enforced.
             self._shadow.offer(
-                scope, self._spec, user, body is not _NO_BODY, body, doc, decision
+                scope, self._spec, user, body is not _NO_BODY, body, doc, decision, raw
             )
 
-    def _decide_slowly(self, scope: Scope, user: Any, body: Any, doc: Any) -> Decision:
+    def _decide_slowly(
+        self, scope: Scope, user: Any, body: Any, raw: bytes, doc: Any
+    ) -> Decision | PendingDecision:
         if self.input_builder is not None:
             return self.authorizer.check(doc)
         if body is _NO_BODY:
             return self._check(scope, self._spec, user)
-        return self._check(scope, self._spec, user, include_body=True, body=body)
+        return self._check(scope, self._spec, user, include_body=True, body=body, raw_body=raw)
 
     async def _identity_failed(
         self, scope: Scope, receive: Receive, send: Send, exc: BaseException, what: str = "identity"
@@ -329,10 +372,14 @@ class RegoGuardMiddleware:
             responder = _json_response(500, f"authorization failed (error {error_id})")
         await responder(scope, receive, send)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Any, Receive] | ASGIApp:
-        """The parsed body and a ``receive`` that replays it, or the error response to send."""
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[Any, bytes, Receive] | ASGIApp:
+        """The parsed body (``NOT_JSON`` when it is not JSON), the raw bytes and a ``receive``
+        that replays them, or the error response to send. The *first* Content-Type header
+        counts, as in Starlette's and FastAPI's ``request.headers.get``."""
         limit = self.max_body_bytes
-        content_type = ""
+        content_type: str | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -340,8 +387,8 @@ class RegoGuardMiddleware:
                         return _json_response(413, "Request body too large")
                 except ValueError:
                     return _json_response(400, "Bad Request")
-            elif name == b"content-type":
-                content_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -357,17 +404,10 @@ class RegoGuardMiddleware:
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
-        parsed: Any
-        if content_type == "application/json" or content_type.endswith("+json"):
-            if not raw:
-                parsed = None
-            else:
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    return _json_response(400, "Malformed JSON body")
-        else:
-            parsed = {"text": raw.decode("utf-8", errors="replace"), "size": len(raw)}
+        try:
+            parsed = parse_body(raw, content_type)
+        except BodyError as exc:
+            return _json_response(400, str(exc))
         replayed = False
 
         async def replay() -> Message:
@@ -377,7 +417,7 @@ class RegoGuardMiddleware:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        return parsed, replay
+        return parsed, raw, replay
 
 
 def _is_async(fn: Any) -> bool:

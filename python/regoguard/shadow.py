@@ -211,12 +211,14 @@ class Shadow:
         body: Any,
         doc: Any,
         decision: Decision,
+        raw: bytes = b"",
     ) -> None:
         """Queues one decided request (called by the middleware after the response)."""
         try:
             if doc is None:
                 doc = build_request_input(
-                    dict(scope), spec, user, include_body=has_body, body=body if has_body else None
+                    dict(scope), spec, user, include_body=has_body,
+                    body=body if has_body else None, raw_body=raw if has_body else None,
                 )
             item = (doc, decision.allow, decision.result, decision.decision_id,
                     scope.get("method", "GET"), scope.get("path"))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
 use super::config::{PyCacheConfig, PyDecisionLogConfig};
@@ -260,22 +260,27 @@ impl PyAuthorizer {
 
     /// The middleware's and the dependency's fast path: the input document is written from the
     /// raw ASGI scope in Rust, and on an L1 hit no Python dict is built.
-    #[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, route = None, entrypoint = None))]
+    #[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, raw_body = None, route = None, entrypoint = None))]
     #[allow(clippy::too_many_arguments)]
     fn _check_scope(
-        &self,
+        slf: &Bound<'_, Self>,
         py: Python<'_>,
         scope: &Bound<'_, PyDict>,
         spec: &Bound<'_, PyRequestSpec>,
         user: &Bound<'_, PyAny>,
         include_body: bool,
         body: Option<&Bound<'_, PyAny>>,
+        raw_body: Option<&Bound<'_, PyBytes>>,
         route: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
         entrypoint: Option<&str>,
-    ) -> PyResult<PyDecision> {
+    ) -> PyResult<Py<PyAny>> {
         let none = py.None().into_bound(py);
-        let extras = RequestExtras::new(user, include_body, body, route.as_ref(), &none);
-        self.decide(py, entrypoint, InputForm::Request, |w| write_request(w, scope, &spec.get().headers, &extras))
+        let extras = RequestExtras::new(user, include_body, body, raw_body, route.as_ref(), &none);
+        let write = |w: &mut CanonicalWriter| write_request(w, scope, &spec.get().headers, &extras);
+        if spec.get().offloads() {
+            return Self::decide_or_defer(slf, spec, entrypoint, write);
+        }
+        Ok(Py::new(py, slf.get().decide(py, entrypoint, InputForm::Request, write)?)?.into_any())
     }
 
     /// `check`, awaitable: an L1 hit returns an already finished awaitable; a miss may ask the
@@ -334,8 +339,16 @@ impl PyAuthorizer {
                     });
                 });
                 if started {
-                    let pending =
-                        PyPendingDecision { authorizer: slf.clone().unbind(), compiled, index, key, bytes: owned, started_ns };
+                    let pending = PyPendingDecision {
+                        authorizer: slf.clone().unbind(),
+                        compiled,
+                        index,
+                        key,
+                        bytes: owned,
+                        started_ns,
+                        form: InputForm::Plain,
+                        spec: None,
+                    };
                     return helpers(py)?.call_method1("finish", (Bound::new(py, pending)?, future));
                 }
                 flush_warning(py, l2);
@@ -601,6 +614,52 @@ impl PyAuthorizer {
         Ok(PyDecision::new(decided))
     }
 
+    /// `decide` for a request whose spec offloads slow misses (`offload_after_seconds`): a hit
+    /// is decided here; a miss whose entrypoint has been slow comes back as a
+    /// `PendingDecision`, which the middleware evaluates on a worker thread.
+    fn decide_or_defer(
+        slf: &Bound<'_, Self>,
+        spec: &Bound<'_, PyRequestSpec>,
+        entrypoint: Option<&str>,
+        write: impl FnOnce(&mut CanonicalWriter) -> Result<()>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let a = &*this.inner;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let started_ns = clock::now_ns();
+        let s = spec.get();
+        let done = with_written(write, |bytes| {
+            let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Request, started_ns };
+            Ok(match a.lookup(&c) {
+                (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
+                (key, None, _) if s.defers_miss() => Err((key, bytes.to_vec())),
+                (key, None, _) => {
+                    let t = clock::now_ns();
+                    let decided = this.evaluate_miss(py, &c, &key)?;
+                    s.observe_miss(clock::now_ns().saturating_sub(t));
+                    Ok(decided)
+                }
+            })
+        })?;
+        match done {
+            Ok(decided) => Ok(Py::new(py, PyDecision::new(decided))?.into_any()),
+            Err((key, bytes)) => {
+                let pending = PyPendingDecision {
+                    authorizer: slf.clone().unbind(),
+                    compiled,
+                    index,
+                    key,
+                    bytes,
+                    started_ns,
+                    form: InputForm::Request,
+                    spec: Some(spec.clone().unbind()),
+                };
+                Ok(Py::new(py, pending)?.into_any())
+            }
+        }
+    }
+
     /// An L1 miss decided by the engine (or a concurrent caller), timed, and shared through the
     /// L2 when that pays.
     fn evaluate_miss(&self, py: Python<'_>, c: &Check<'_>, key: &Key) -> Result<Decided> {
@@ -689,21 +748,29 @@ pub struct PyPendingDecision {
     key: Key,
     bytes: Vec<u8>,
     started_ns: u64,
+    form: InputForm,
+    /// The request spec whose moving average this miss feeds (a deferred request miss).
+    spec: Option<Py<PyRequestSpec>>,
 }
 
 #[pymethods]
 impl PyPendingDecision {
-    /// Evaluates (the L2 missed), releasing the GIL.
+    /// Evaluates (the L2 missed, or a slow request miss on a worker thread), releasing the GIL.
     fn evaluate(&self, py: Python<'_>) -> PyResult<PyDecision> {
         let this = self.authorizer.get();
         let c = Check {
             compiled: &self.compiled,
             index: self.index,
             canonical: &self.bytes,
-            form: InputForm::Plain,
+            form: self.form,
             started_ns: self.started_ns,
         };
-        Ok(PyDecision::new(this.evaluate_miss(py, &c, &self.key)?))
+        let t = clock::now_ns();
+        let decided = this.evaluate_miss(py, &c, &self.key)?;
+        if let Some(spec) = &self.spec {
+            spec.get().observe_miss(clock::now_ns().saturating_sub(t));
+        }
+        Ok(PyDecision::new(decided))
     }
 }
 
@@ -711,7 +778,8 @@ impl PyPendingDecision {
 /// The input document the policy sees for `scope` (what `_check_scope` keys and evaluates),
 /// as a Python dict: for debugging policies and for `regoguard.build_input`.
 #[pyfunction]
-#[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, route = None))]
+#[pyo3(signature = (scope, spec, user, *, include_body = false, body = None, raw_body = None, route = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn build_request_input<'py>(
     py: Python<'py>,
     scope: &Bound<'py, PyDict>,
@@ -719,10 +787,11 @@ pub fn build_request_input<'py>(
     user: &Bound<'py, PyAny>,
     include_body: bool,
     body: Option<&Bound<'py, PyAny>>,
+    raw_body: Option<&Bound<'py, PyBytes>>,
     route: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let none = py.None().into_bound(py);
-    let extras = RequestExtras::new(user, include_body, body, route.as_ref(), &none);
+    let extras = RequestExtras::new(user, include_body, body, raw_body, route.as_ref(), &none);
     let mut value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
     crate::request::complete(&mut value);
     to_python(py, &value)

@@ -1,5 +1,8 @@
 //! The request input document, written from the raw ASGI scope (see `src/request.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -13,27 +16,76 @@ use crate::request::{write_query, HeaderCollector, HeaderFilter};
 #[pyclass(name = "RequestSpec", module = "regoguard._regoguard", frozen)]
 pub struct PyRequestSpec {
     pub headers: HeaderFilter,
+    /// Misses whose moving-average evaluation time is above this are handed back as a
+    /// `PendingDecision` for a worker thread; `None`: every miss is evaluated in the call.
+    offload_after_ns: Option<u64>,
+    /// Smoothed duration of this caller's misses (ns, 1/8 weight); 0 until the first one.
+    miss_ewma_ns: AtomicU64,
 }
 
 #[pymethods]
 impl PyRequestSpec {
     #[new]
-    #[pyo3(signature = (*, include_headers = Vec::new()))]
-    fn new(include_headers: Vec<String>) -> Self {
-        Self { headers: HeaderFilter::new(include_headers.iter().map(String::as_str)) }
+    #[pyo3(signature = (*, include_headers = Vec::new(), offload_after_seconds = None))]
+    fn new(include_headers: Vec<String>, offload_after_seconds: Option<f64>) -> PyResult<Self> {
+        let offload_after_ns = match offload_after_seconds {
+            Some(s) if !(s.is_finite() && s >= 0.0) => {
+                return Err(PyValueError::new_err(format!("offload_after_seconds must be >= 0, got {s}")))
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(s) => Some((s * 1e9) as u64),
+            None => None,
+        };
+        Ok(Self {
+            headers: HeaderFilter::new(include_headers.iter().map(String::as_str)),
+            offload_after_ns,
+            miss_ewma_ns: AtomicU64::new(0),
+        })
     }
 
     #[getter]
     fn include_headers(&self) -> Vec<&str> {
         self.headers.names().collect()
     }
+
+    #[getter]
+    fn offload_after_seconds(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)]
+        self.offload_after_ns.map(|ns| ns as f64 / 1e9)
+    }
+}
+
+impl PyRequestSpec {
+    /// Whether misses may be deferred at all (else `_check_scope` always decides).
+    pub fn offloads(&self) -> bool {
+        self.offload_after_ns.is_some()
+    }
+
+    /// Whether the next miss goes to a worker thread: its entrypoint's misses were slow, or
+    /// none was measured yet (a first miss of an unknown policy must not stall the loop).
+    pub fn defers_miss(&self) -> bool {
+        self.offload_after_ns.is_some_and(|limit| {
+            let ewma = self.miss_ewma_ns.load(Ordering::Relaxed);
+            ewma == 0 || ewma > limit
+        })
+    }
+
+    /// Folds one miss's evaluation time into the moving average.
+    pub fn observe_miss(&self, took_ns: u64) {
+        let old = self.miss_ewma_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { took_ns } else { old - old / 8 + took_ns / 8 };
+        self.miss_ewma_ns.store(new.max(1), Ordering::Relaxed);
+    }
 }
 
 /// What `write_request` needs besides the scope.
 pub struct RequestExtras<'a, 'py> {
     pub user: &'a Bound<'py, PyAny>,
-    /// `Some` when the body is part of the input (`include_body=True`).
+    /// `Some` when the body is part of the input (`include_body=True`); Python's `...` when
+    /// the body is not JSON (then only `raw_body` is written).
     pub body: Option<&'a Bound<'py, PyAny>>,
+    /// The raw body bytes (`input.raw_body`), with `include_body=True`.
+    pub raw_body: Option<&'a Bound<'py, PyBytes>>,
     /// The route template and path parameters (the `Authorize` dependency).
     pub route: Option<(&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>)>,
 }
@@ -44,10 +96,25 @@ impl<'a, 'py> RequestExtras<'a, 'py> {
         user: &'a Bound<'py, PyAny>,
         include_body: bool,
         body: Option<&'a Bound<'py, PyAny>>,
+        raw_body: Option<&'a Bound<'py, PyBytes>>,
         route: Option<&'a (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
         none: &'a Bound<'py, PyAny>,
     ) -> Self {
-        Self { user, body: include_body.then(|| body.unwrap_or(none)), route: route.map(|(t, p)| (t, p)) }
+        Self {
+            user,
+            body: include_body.then(|| body.unwrap_or(none)),
+            raw_body: raw_body.filter(|_| include_body),
+            route: route.map(|(t, p)| (t, p)),
+        }
+    }
+}
+
+/// A header value held by the scope, read without copying.
+struct RawValue<'py>(Bound<'py, PyBytes>);
+
+impl AsRef<[u8]> for RawValue<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
@@ -72,14 +139,14 @@ pub fn write_request(
 ) -> Result<()> {
     let py = scope.py();
     w.open_object();
-    if let Some(body) = extras.body {
+    if let Some(body) = extras.body.filter(|b| !b.is(py.Ellipsis())) {
         w.key("body");
         write_value(w, body, "input.body")?;
         w.comma();
     }
 
-    w.key("headers");
-    let mut headers = HeaderCollector::default();
+    // `header_values` then `headers` (see `HeaderCollector`).
+    let mut headers = HeaderCollector::new(spec);
     if !spec.is_empty() {
         if let Some(list) = scope_item(scope, intern!(py, "headers"))? {
             let iter = list.try_iter().map_err(|e| input_error(e.to_string()))?;
@@ -87,9 +154,7 @@ pub fn write_request(
                 let pair = pair.map_err(|e| input_error(e.to_string()))?;
                 let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
                     pair.extract().map_err(|_| prefix_path(input_error("must be (bytes, bytes) pairs".into()), "scope.headers"))?;
-                if spec.allows(name.as_bytes()) {
-                    headers.push(name.as_bytes(), value.as_bytes());
-                }
+                headers.push(name.as_bytes(), RawValue(value));
             }
         }
     }
@@ -133,6 +198,19 @@ pub fn write_request(
             write_query(w, q.as_bytes());
         }
         None => write_query(w, b""),
+    }
+
+    if let Some(raw) = extras.raw_body {
+        let raw = raw.as_bytes();
+        w.comma();
+        w.key("raw_body");
+        w.open_object();
+        w.key("size");
+        w.u64(raw.len() as u64);
+        w.comma();
+        w.key("text");
+        w.str(&String::from_utf8_lossy(raw));
+        w.close_object();
     }
 
     if let Some((template, _)) = extras.route {

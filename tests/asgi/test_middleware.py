@@ -53,7 +53,7 @@ ok if input.query.tag == ["a", "b"]
 
 ok if input.body.amount < 100
 
-ok if input.body.text == "hello"
+ok if input.raw_body.text == "hello"
 
 ok if {
 	input.websocket
@@ -329,8 +329,12 @@ async def ok_app(scope: Any, receive: Any, send: Any) -> None:
         (_scope("/\udcff"), 400),
         # Header values are latin-1: any byte decodes, the request is simply decided.
         (_scope("/tenant", headers=[(b"x-tenant", b"\xff\xfe")]), 403),
-        # Repeated allowed headers are joined with ", ".
-        (_scope("/tenant", headers=[(b"x-tenant", b"acme"), (b"x-tenant", b"evil")]), 403),
+        # A repeated header: the first value decides, as the app's request.headers.get() reads.
+        (_scope("/tenant", headers=[(b"x-tenant", b"acme"), (b"x-tenant", b"evil")]), 200),
+        (_scope("/tenant", headers=[(b"x-tenant", b"evil"), (b"x-tenant", b"acme")]), 403),
+        # A raw upper-case name (no ASGI server sends one) is invisible to Starlette's lookup,
+        # so the policy does not see it either.
+        (_scope("/tenant", headers=[(b"X-Tenant", b"acme")]), 403),
         (_scope("/tenant", headers=[(b"x-tenant", b"acme")]), 200),
         # A 200 kB query string is decided like any other.
         (_scope("/q", query_string=b"tag=a&" + b"x=1&" * 50_000 + b"tag=b"), 200),
@@ -386,11 +390,12 @@ def test_build_input_documents_what_the_policy_sees() -> None:
     scope = _scope(
         "/api/v1/projects/42",
         query_string=b"tag=a&tag=b&q=x+y",
-        headers=[(b"X-Tenant", b"acme"), (b"cookie", b"secret")],
+        headers=[(b"x-tenant", b"acme"), (b"cookie", b"secret"), (b"x-tenant", b"b")],
     )
     assert regoguard.build_input(
-        scope, include_headers=["x-tenant"], identity=lambda s: {"id": "u1"}
+        scope, include_headers=["X-Tenant"], identity=lambda s: {"id": "u1"}
     ) == {
+        "header_values": {"x-tenant": ["acme", "b"]},
         "headers": {"x-tenant": "acme"},
         "method": "GET",
         "path": "/api/v1/projects/42",
