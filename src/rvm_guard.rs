@@ -147,7 +147,42 @@ fn rvm_unsafe(code: &str) -> Option<String> {
             }
         }
     }
-    value_function_conflict(code).or_else(|| iterating_else_chain(code)).or_else(|| dotted_ref_head(code))
+    value_function_conflict(code)
+        .or_else(|| iterating_else_chain(code))
+        .or_else(|| dotted_ref_head(code))
+        .or_else(|| comprehension_assignment(code))
+}
+
+/// A comprehension whose body assigns (`[k | some k in c; y := f(k)]`): regorus 0.14.1's RVM
+/// keeps the element when the assigned value is undefined (a missing key, a failed builtin),
+/// where OPA drops it. Such a comprehension can grant (a list of allowed projects that grows),
+/// so the interpreter evaluates it. `|` only appears in comprehensions once strings and
+/// comments are blanked.
+fn comprehension_assignment(code: &str) -> Option<String> {
+    let bytes = code.as_bytes();
+    for (bar, _) in code.match_indices('|') {
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, &b) in bytes.iter().enumerate().skip(bar + 1) {
+            match b {
+                b'[' | b'{' | b'(' => depth += 1,
+                b']' | b'}' | b')' if depth == 0 => {
+                    close = Some(i);
+                    break;
+                }
+                b']' | b'}' | b')' => depth -= 1,
+                _ => {}
+            }
+        }
+        let body = &code[bar + 1..close.unwrap_or(code.len())];
+        if body.contains(":=") {
+            let line = code[..bar].lines().count().max(1);
+            return Some(format!(
+                "a comprehension assigns in its body (line {line}): the RVM keeps elements whose assigned value is undefined"
+            ));
+        }
+    }
+    None
 }
 
 /// A rule whose head is a dotted ref (`r.p.q := 0`): the RVM answers the leaf's value where
@@ -335,6 +370,9 @@ mod tests {
         assert!(Facts::of([unguarded]).rvm_unsafe.is_some());
         assert!(Facts::of(["package a.b\nimport data.x.y\nr[k] := 1 if some k in input.b"]).rvm_unsafe.is_none());
         assert!(Facts::of(["package a\nr.p.q := 0 if true"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["r := [k | some k in [1, 2]; y := input.nope[k]]"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["r := {k: v | some k in [1]; v := {\"a\": [x | x := 1]}}"]).rvm_unsafe.is_some());
+        assert!(Facts::of(["r := [k | some k in input.b; k > 1]\ns := {k | some k in [1]}"]).rvm_unsafe.is_none());
     }
 
     #[test]

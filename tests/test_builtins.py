@@ -601,7 +601,10 @@ def test_http_send_is_bounded_by_its_timeout(
     import time
 
     base, _ = server
-    a = authorizer(HTTP_POLICY, entrypoint="data.t.r", cache=None, allow_net=[base])
+    # The evaluation budget (default 100 ms) would stop it too; this is http.send's own timeout.
+    a = authorizer(
+        HTTP_POLICY, entrypoint="data.t.r", cache=None, allow_net=[base], eval_timeout_seconds=5
+    )
     started = time.monotonic()
     d = a.check({"url": f"{base}/slow", "opts": {"timeout": "200ms"}})
     assert (d.allow, d.reason) == (False, "undefined")

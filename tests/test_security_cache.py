@@ -43,6 +43,7 @@ allow if not admin_area
 #: What the middleware builds for ``GET /admin`` (no identity, no headers allowed), minus the
 #: derived ``path_segments``: the bytes of its key.
 ADMIN_DOC: dict[str, Any] = {
+    "header_values": {},
     "headers": {},
     "method": "GET",
     "path": "/admin",

@@ -313,8 +313,13 @@ class Shadow:
             else:
                 targets = [record["enforced"], record["shadow_result"]]
                 key = "result"
+            paths = [[key, *parts]]
+            if root == "input" and len(parts) == 2 and parts[0] == "headers":
+                # A request document repeats every header value in header_values.
+                paths.append([key, "header_values", parts[1]])
             for t in targets:
-                if _remove(t, [key, *parts]):
+                removed = [_remove(t, p) for p in paths]
+                if any(removed):
                     pointer = "/" + "/".join([root, *parts])
                     if pointer not in erased:
                         erased.append(pointer)

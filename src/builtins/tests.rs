@@ -16,7 +16,7 @@ pub(crate) fn eval_on(policy: &str, evaluator: Evaluator, input: &str) -> (crate
     let data = Value::new_object();
     let revision = Revision::of(&files, &data, false).expect("revision");
     let entry: Vec<Arc<str>> = vec![Arc::from("data.t.x")];
-    let compiled = match Compiled::build(7, &parsed, revision, data, &entry, evaluator) {
+    let compiled = match Compiled::build(7, &parsed, revision, data, &entry, evaluator, crate::budget::Budget::default()) {
         Ok(c) => Arc::new(c),
         Err(e) => return (Err(e), "none"),
     };
