@@ -3,7 +3,7 @@
 //! It is compact JSON with object keys sorted by their UTF-8 bytes, integers in decimal, floats in
 //! their shortest round-trip form (always with a `.` or an exponent, so `1` and `1.0` stay apart)
 //! and no whitespace. It depends on nothing but the value: not on dict order, Python's hash seed,
-//! the process or the machine (DESIGN.md section 3, rule 5). Because it is JSON, the same bytes
+//! the process or the machine (ARCHITECTURE.md, "Caching rules", rule 5). Because it is JSON, the same bytes
 //! are also what the engine decodes on a miss, so the key can never describe a different input
 //! from the one that was evaluated (rule 1).
 

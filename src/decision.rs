@@ -1,4 +1,4 @@
-//! What an entrypoint's value means: the decision-result contract of DESIGN.md section 2.
+//! What an entrypoint's value means: the decision-result contract (README, "The input and the result").
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -172,7 +172,7 @@ pub fn check_data_root(value: &Value, origin: &str) -> Result<()> {
     }
 }
 
-/// A fresh engine configured for OPA's semantics (DESIGN.md section 3b).
+/// A fresh engine configured for OPA's semantics (ARCHITECTURE.md, "Semantics are OPA's").
 fn new_engine(rego_v0: bool) -> Engine {
     let mut engine = Engine::new();
     engine.set_rego_v0(rego_v0);
@@ -581,7 +581,7 @@ impl Worker {
             // conflict error (tests/cases/opa_semantics.yaml). Undefined is rare for a decision
             // rule, so the interpreter confirms every undefined answer; both paths then agree.
             Ok(Value::Undefined) => self.interpret(&compiled, ep, input),
-            // It also keeps undefined values inside collections (ARCHITECTURE.md, known
+            // It also keeps undefined values inside collections (README, known
             // differences): the interpreter answers those too.
             Ok(v) if crate::rvm_guard::contains_undefined(&v) => self.interpret(&compiled, ep, input),
             Ok(v) => Ok(v),

@@ -1,6 +1,6 @@
 //! Cache keys: a keyed BLAKE3 digest of the canonical input bytes.
 //!
-//! DESIGN.md section 3, rule 1: a cached decision may only be returned for an equal input, so the
+//! ARCHITECTURE.md, "Caching rules", rule 1: a cached decision may only be returned for an equal input, so the
 //! key must be collision-proof. A 32-byte BLAKE3 digest is (no two inputs are known to share
 //! one), stable across processes and machines, and small. The digest is keyed with a per
 //! (revision, entrypoint, input form) secret-free key, so every key includes the revision

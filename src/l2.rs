@@ -1,6 +1,6 @@
 //! The L2: a Redis cache shared by every process that uses the same Redis and key prefix.
 //!
-//! DESIGN.md section 3, rule 6: Redis is an accelerator, never an authority. Every call is
+//! ARCHITECTURE.md, "Caching rules", rule 6: Redis is an accelerator, never an authority. Every call is
 //! bounded by [`RedisConfig::timeout`]; any error, timeout or entry that fails verification is
 //! a miss, counted in [`L2Counters`] and reported through a rate-limited warning
 //! ([`L2::take_warning`]). Nobody is allowed or denied because of Redis.

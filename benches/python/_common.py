@@ -66,7 +66,7 @@ def load_fixture(policy_dir: Path | None = None) -> Fixture:
 def make_input(
     method: str, path: str, user_id: str, roles: tuple[str, ...] | list[str]
 ) -> dict[str, Any]:
-    """The input document the middleware builds (DESIGN.md section 1, brief's shape)."""
+    """The input document the middleware builds (README, "The request input")."""
     return {
         "method": method,
         "path": path,
