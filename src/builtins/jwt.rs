@@ -872,4 +872,24 @@ mod tests {
         assert_eq!(verify(&t, &secret("k"), 1_000_000_000).unwrap_err(), Reason::NotYetValid(5_000_000_000));
         assert!(verify(&t, &secret("k"), 5_000_000_000).is_ok());
     }
+
+    /// A verified token bounds the decision by its `exp`; a not-yet-valid one by its `nbf`;
+    /// a `time` constraint reads no clock and reports nothing.
+    #[test]
+    fn decode_verify_reports_how_long_its_answer_holds() {
+        let run = |payload: &str, extra: Option<(&str, u64)>| {
+            let t = hs256(r#"{"alg":"HS256"}"#, payload, "k");
+            let mut c = vec![(Value::from("secret"), Value::from("k"))];
+            if let Some((k, v)) = extra {
+                c.push((Value::from(k), Value::from(v)));
+            }
+            let scope = eval_context::Scope::begin_at(1_000_000_000_000);
+            let out = decode_verify_builtin(&[Value::from(t), Value::from(c.into_iter().collect::<std::collections::BTreeMap<_, _>>())]);
+            (out.unwrap()[0].clone(), scope.finish().until_unix_ns)
+        };
+        assert_eq!(run(r#"{"exp":2000}"#, None), (Value::from(true), Some(2_000_000_000_000)));
+        assert_eq!(run(r#"{"nbf":3000}"#, None), (Value::from(false), Some(3_000_000_000_000)));
+        assert_eq!(run(r#"{"exp":500}"#, None), (Value::from(false), None));
+        assert_eq!(run(r#"{"exp":2000}"#, Some(("time", 1_500_000_000_000))), (Value::from(true), None));
+    }
 }
