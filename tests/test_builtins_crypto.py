@@ -32,7 +32,7 @@ from tests.test_builtins import opa_value as opa_value_of
 NOW = int(time.time())
 FUTURE = NOW + 3600
 PAST = NOW - 3600
-SECRET = "s3cret-key-material"
+SECRET = "s3cret-key-material-of-64-bytes-for-hs512-0123456789abcdef012345"
 
 
 def b64(data: bytes) -> str:
@@ -114,7 +114,7 @@ DV: list[tuple[str, dict[str, Any]]] = [
     ("HS384", {"t": tok(CLAIMS, alg="HS384"), "c": {"secret": SECRET, "aud": "api"}}),
     ("HS512", {"t": tok(CLAIMS, alg="HS512"), "c": {"secret": SECRET, "aud": "api"}}),
     ("bad signature", {"t": HS[:-3] + ("AAA" if not HS.endswith("AAA") else "BBB"), "c": {"secret": SECRET, "aud": "api"}}),
-    ("wrong secret", {"t": HS, "c": {"secret": "other", "aud": "api"}}),
+    ("wrong secret", {"t": HS, "c": {"secret": "other-other-other-other-other-other", "aud": "api"}}),
     ("alg none", {"t": raw({"alg": "none"}, CLAIMS), "c": {"secret": SECRET, "aud": "api"}}),
     ("alg none with a MAC", {"t": raw({"alg": "none"}, CLAIMS, b"x" * 32), "c": {"secret": SECRET}}),
     ("no alg", {"t": raw({"typ": "JWT"}, CLAIMS), "c": {"secret": SECRET}}),
@@ -167,7 +167,7 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     ("io.jwt.decode(input.t)", {"t": "a.b"}),
     ("io.jwt.decode(input.t)", {"t": _payload_not_json()}),
     ("io.jwt.verify_hs256(input.t, input.k)", {"t": HS, "k": SECRET}),
-    ("io.jwt.verify_hs256(input.t, input.k)", {"t": HS, "k": "nope"}),
+    ("io.jwt.verify_hs256(input.t, input.k)", {"t": HS, "k": "nope-nope-nope-nope-nope-nope-nope-nope"}),
     ("io.jwt.verify_hs512(input.t, input.k)", {"t": HS, "k": SECRET}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": pem_public(RSA)}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": RSA_CERT}),
