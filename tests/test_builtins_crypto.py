@@ -40,9 +40,11 @@ def b64(data: bytes) -> str:
 
 
 def pem_public(key: Any) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return str(
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def _jwk_alg(key: Any) -> str:
@@ -54,7 +56,9 @@ def _jwk_alg(key: Any) -> str:
 
 
 def jwk_private(key: Any, **extra: Any) -> dict[str, Any]:
-    d: dict[str, Any] = json.loads(pyjwt.algorithms.get_default_algorithms()[_jwk_alg(key)].to_jwk(key))
+    d: dict[str, Any] = json.loads(
+        pyjwt.algorithms.get_default_algorithms()[_jwk_alg(key)].to_jwk(key)
+    )
     d.update(extra)
     return d
 
@@ -113,21 +117,54 @@ DV: list[tuple[str, dict[str, Any]]] = [
     ("valid HS256", {"t": HS, "c": {"secret": SECRET, "aud": "api"}}),
     ("HS384", {"t": tok(CLAIMS, alg="HS384"), "c": {"secret": SECRET, "aud": "api"}}),
     ("HS512", {"t": tok(CLAIMS, alg="HS512"), "c": {"secret": SECRET, "aud": "api"}}),
-    ("bad signature", {"t": HS[:-3] + ("AAA" if not HS.endswith("AAA") else "BBB"), "c": {"secret": SECRET, "aud": "api"}}),
-    ("wrong secret", {"t": HS, "c": {"secret": "other-other-other-other-other-other", "aud": "api"}}),
+    (
+        "bad signature",
+        {
+            "t": HS[:-3] + ("AAA" if not HS.endswith("AAA") else "BBB"),
+            "c": {"secret": SECRET, "aud": "api"},
+        },
+    ),
+    (
+        "wrong secret",
+        {"t": HS, "c": {"secret": "other-other-other-other-other-other", "aud": "api"}},
+    ),
     ("alg none", {"t": raw({"alg": "none"}, CLAIMS), "c": {"secret": SECRET, "aud": "api"}}),
-    ("alg none with a MAC", {"t": raw({"alg": "none"}, CLAIMS, b"x" * 32), "c": {"secret": SECRET}}),
+    (
+        "alg none with a MAC",
+        {"t": raw({"alg": "none"}, CLAIMS, b"x" * 32), "c": {"secret": SECRET}},
+    ),
     ("no alg", {"t": raw({"typ": "JWT"}, CLAIMS), "c": {"secret": SECRET}}),
     ("expired", {"t": tok({**CLAIMS, "exp": PAST}), "c": {"secret": SECRET, "aud": "api"}}),
     ("not yet valid", {"t": tok({**CLAIMS, "nbf": FUTURE}), "c": {"secret": SECRET, "aud": "api"}}),
-    ("time constraint", {"t": tok({**CLAIMS, "exp": 2000, "nbf": 1000}), "c": {"secret": SECRET, "aud": "api", "time": 1500 * 10**9}}),
-    ("time after exp", {"t": tok({**CLAIMS, "exp": 2000}), "c": {"secret": SECRET, "aud": "api", "time": 2000 * 10**9}}),
-    ("exp not a number", {"t": tok({**CLAIMS, "exp": "soon"}), "c": {"secret": SECRET, "aud": "api"}}),
+    (
+        "time constraint",
+        {
+            "t": tok({**CLAIMS, "exp": 2000, "nbf": 1000}),
+            "c": {"secret": SECRET, "aud": "api", "time": 1500 * 10**9},
+        },
+    ),
+    (
+        "time after exp",
+        {
+            "t": tok({**CLAIMS, "exp": 2000}),
+            "c": {"secret": SECRET, "aud": "api", "time": 2000 * 10**9},
+        },
+    ),
+    (
+        "exp not a number",
+        {"t": tok({**CLAIMS, "exp": "soon"}), "c": {"secret": SECRET, "aud": "api"}},
+    ),
     ("issuer ok", {"t": HS, "c": {"secret": SECRET, "aud": "api", "iss": "https://idp.example"}}),
-    ("wrong issuer", {"t": HS, "c": {"secret": SECRET, "aud": "api", "iss": "https://evil.example"}}),
+    (
+        "wrong issuer",
+        {"t": HS, "c": {"secret": SECRET, "aud": "api", "iss": "https://evil.example"}},
+    ),
     ("wrong audience", {"t": HS, "c": {"secret": SECRET, "aud": "other"}}),
     ("aud without constraint", {"t": HS, "c": {"secret": SECRET}}),
-    ("aud list", {"t": tok({**CLAIMS, "aud": ["x", "api"]}), "c": {"secret": SECRET, "aud": "api"}}),
+    (
+        "aud list",
+        {"t": tok({**CLAIMS, "aud": ["x", "api"]}), "c": {"secret": SECRET, "aud": "api"}},
+    ),
     ("aud constraint, no claim", {"t": tok({"sub": "a"}), "c": {"secret": SECRET, "aud": "api"}}),
     ("alg constraint mismatch", {"t": HS, "c": {"secret": SECRET, "aud": "api", "alg": "HS512"}}),
     ("alg constraint ok", {"t": HS, "c": {"secret": SECRET, "aud": "api", "alg": "HS256"}}),
@@ -149,12 +186,24 @@ DV: list[tuple[str, dict[str, Any]]] = [
     ("PS512", {"t": tok(CLAIMS, RSA, "PS512"), "c": {"cert": pem_public(RSA), "aud": "api"}}),
     ("ES256", {"t": tok(CLAIMS, P256, "ES256"), "c": {"cert": pem_public(P256), "aud": "api"}}),
     ("ES384", {"t": tok(CLAIMS, P384, "ES384"), "c": {"cert": pem_public(P384), "aud": "api"}}),
-    ("ES256 JWK", {"t": tok(CLAIMS, P256, "ES256"), "c": {"cert": json.dumps(jwk_public(P256)), "aud": "api"}}),
+    (
+        "ES256 JWK",
+        {
+            "t": tok(CLAIMS, P256, "ES256"),
+            "c": {"cert": json.dumps(jwk_public(P256)), "aud": "api"},
+        },
+    ),
     ("EdDSA", {"t": tok(CLAIMS, ED, "EdDSA"), "c": {"cert": pem_public(ED), "aud": "api"}}),
     ("wrong key type: HS token, RSA cert", {"t": HS, "c": {"cert": pem_public(RSA), "aud": "api"}}),
     ("wrong key type: RS token, secret", {"t": RS, "c": {"secret": SECRET, "aud": "api"}}),
-    ("wrong key type: ES token, RSA cert", {"t": tok(CLAIMS, P256, "ES256"), "c": {"cert": pem_public(RSA), "aud": "api"}}),
-    ("alg confusion: HS256 signed with the RSA PEM", {"t": raw({"alg": "HS256"}, CLAIMS), "c": {"cert": pem_public(RSA), "aud": "api"}}),
+    (
+        "wrong key type: ES token, RSA cert",
+        {"t": tok(CLAIMS, P256, "ES256"), "c": {"cert": pem_public(RSA), "aud": "api"}},
+    ),
+    (
+        "alg confusion: HS256 signed with the RSA PEM",
+        {"t": raw({"alg": "HS256"}, CLAIMS), "c": {"cert": pem_public(RSA), "aud": "api"}},
+    ),
     ("garbage cert", {"t": RS, "c": {"cert": "not a key", "aud": "api"}}),
     ("oversized token", {"t": HS + "A" * 70000, "c": {"secret": SECRET}}),
     ("token not a string", {"t": 7, "c": {"secret": SECRET}}),
@@ -167,7 +216,10 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     ("io.jwt.decode(input.t)", {"t": "a.b"}),
     ("io.jwt.decode(input.t)", {"t": _payload_not_json()}),
     ("io.jwt.verify_hs256(input.t, input.k)", {"t": HS, "k": SECRET}),
-    ("io.jwt.verify_hs256(input.t, input.k)", {"t": HS, "k": "nope-nope-nope-nope-nope-nope-nope-nope"}),
+    (
+        "io.jwt.verify_hs256(input.t, input.k)",
+        {"t": HS, "k": "nope-nope-nope-nope-nope-nope-nope-nope"},
+    ),
     ("io.jwt.verify_hs512(input.t, input.k)", {"t": HS, "k": SECRET}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": pem_public(RSA)}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": RSA_CERT}),
@@ -175,25 +227,70 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": pem_public(RSA_OTHER)}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": pem_public(P256)}),
     ("io.jwt.verify_rs256(input.t, input.k)", {"t": RS, "k": "junk"}),
-    ("io.jwt.verify_rs384(input.t, input.k)", {"t": tok(CLAIMS, RSA, "RS384"), "k": pem_public(RSA)}),
-    ("io.jwt.verify_rs512(input.t, input.k)", {"t": tok(CLAIMS, RSA, "RS512"), "k": pem_public(RSA)}),
-    ("io.jwt.verify_ps256(input.t, input.k)", {"t": tok(CLAIMS, RSA, "PS256"), "k": pem_public(RSA)}),
-    ("io.jwt.verify_ps384(input.t, input.k)", {"t": tok(CLAIMS, RSA, "PS384"), "k": pem_public(RSA)}),
-    ("io.jwt.verify_ps512(input.t, input.k)", {"t": tok(CLAIMS, RSA, "PS512"), "k": pem_public(RSA)}),
-    ("io.jwt.verify_es256(input.t, input.k)", {"t": tok(CLAIMS, P256, "ES256"), "k": pem_public(P256)}),
-    ("io.jwt.verify_es384(input.t, input.k)", {"t": tok(CLAIMS, P384, "ES384"), "k": pem_public(P384)}),
-    ("io.jwt.verify_es384(input.t, input.k)", {"t": tok(CLAIMS, P256, "ES256"), "k": pem_public(P256)}),
+    (
+        "io.jwt.verify_rs384(input.t, input.k)",
+        {"t": tok(CLAIMS, RSA, "RS384"), "k": pem_public(RSA)},
+    ),
+    (
+        "io.jwt.verify_rs512(input.t, input.k)",
+        {"t": tok(CLAIMS, RSA, "RS512"), "k": pem_public(RSA)},
+    ),
+    (
+        "io.jwt.verify_ps256(input.t, input.k)",
+        {"t": tok(CLAIMS, RSA, "PS256"), "k": pem_public(RSA)},
+    ),
+    (
+        "io.jwt.verify_ps384(input.t, input.k)",
+        {"t": tok(CLAIMS, RSA, "PS384"), "k": pem_public(RSA)},
+    ),
+    (
+        "io.jwt.verify_ps512(input.t, input.k)",
+        {"t": tok(CLAIMS, RSA, "PS512"), "k": pem_public(RSA)},
+    ),
+    (
+        "io.jwt.verify_es256(input.t, input.k)",
+        {"t": tok(CLAIMS, P256, "ES256"), "k": pem_public(P256)},
+    ),
+    (
+        "io.jwt.verify_es384(input.t, input.k)",
+        {"t": tok(CLAIMS, P384, "ES384"), "k": pem_public(P384)},
+    ),
+    (
+        "io.jwt.verify_es384(input.t, input.k)",
+        {"t": tok(CLAIMS, P256, "ES256"), "k": pem_public(P256)},
+    ),
     ("io.jwt.verify_eddsa(input.t, input.k)", {"t": tok(CLAIMS, ED, "EdDSA"), "k": pem_public(ED)}),
-    ("io.jwt.verify_eddsa(input.t, input.k)", {"t": tok(CLAIMS, ED, "EdDSA"), "k": json.dumps(jwk_public(ED))}),
+    (
+        "io.jwt.verify_eddsa(input.t, input.k)",
+        {"t": tok(CLAIMS, ED, "EdDSA"), "k": json.dumps(jwk_public(ED))},
+    ),
     # Deterministic signatures compare exactly (HMAC, RSA PKCS#1 v1.5).
-    ('io.jwt.encode_sign({"alg": "HS256", "typ": "JWT"}, {"sub": "a", "n": 1, "h": "<&>"}, input.k)', {"k": {"kty": "oct", "k": b64(SECRET.encode())}}),
-    ('io.jwt.encode_sign_raw(`{"alg":"HS256"}`, `{"sub":"a"}`, input.k)', {"k": json.dumps({"kty": "oct", "k": b64(SECRET.encode())})}),
+    (
+        'io.jwt.encode_sign({"alg": "HS256", "typ": "JWT"}, {"sub": "a", "n": 1, "h": "<&>"}, input.k)',
+        {"k": {"kty": "oct", "k": b64(SECRET.encode())}},
+    ),
+    (
+        'io.jwt.encode_sign_raw(`{"alg":"HS256"}`, `{"sub":"a"}`, input.k)',
+        {"k": json.dumps({"kty": "oct", "k": b64(SECRET.encode())})},
+    ),
     ('io.jwt.encode_sign({"alg": "RS256"}, {"sub": "a"}, input.k)', {"k": jwk_private(RSA)}),
-    ('io.jwt.encode_sign({"alg": "none"}, {"sub": "a"}, input.k)', {"k": {"kty": "oct", "k": "a2V5"}}),
+    (
+        'io.jwt.encode_sign({"alg": "none"}, {"sub": "a"}, input.k)',
+        {"k": {"kty": "oct", "k": "a2V5"}},
+    ),
     # Randomized signatures: what one signs, the other's verifier accepts.
-    ('io.jwt.verify_es256(io.jwt.encode_sign({"alg": "ES256"}, {"sub": "a"}, input.k), input.p)', {"k": jwk_private(P256), "p": pem_public(P256)}),
-    ('io.jwt.verify_ps256(io.jwt.encode_sign({"alg": "PS256"}, {"sub": "a"}, input.k), input.p)', {"k": jwk_private(RSA), "p": pem_public(RSA)}),
-    ('io.jwt.verify_eddsa(io.jwt.encode_sign({"alg": "EdDSA"}, {"sub": "a"}, input.k), input.p)', {"k": jwk_private(ED), "p": pem_public(ED)}),
+    (
+        'io.jwt.verify_es256(io.jwt.encode_sign({"alg": "ES256"}, {"sub": "a"}, input.k), input.p)',
+        {"k": jwk_private(P256), "p": pem_public(P256)},
+    ),
+    (
+        'io.jwt.verify_ps256(io.jwt.encode_sign({"alg": "PS256"}, {"sub": "a"}, input.k), input.p)',
+        {"k": jwk_private(RSA), "p": pem_public(RSA)},
+    ),
+    (
+        'io.jwt.verify_eddsa(io.jwt.encode_sign({"alg": "EdDSA"}, {"sub": "a"}, input.k), input.p)',
+        {"k": jwk_private(ED), "p": pem_public(ED)},
+    ),
     ("crypto.md5(input.a)", {"a": "hello"}),
     ("crypto.sha1(input.a)", {"a": "hello"}),
     ("crypto.sha256(input.a)", {"a": ""}),
@@ -207,9 +304,10 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     ("crypto.hmac.equal(input.a, input.b)", {"a": "abc", "b": 1}),
 ]
 
-CASES = [pytest.param("io.jwt.decode_verify(input.t, input.c)", c, id=f"decode_verify: {n}") for n, c in DV] + [
-    pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(OTHER)
-]
+CASES = [
+    pytest.param("io.jwt.decode_verify(input.t, input.c)", c, id=f"decode_verify: {n}")
+    for n, c in DV
+] + [pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(OTHER)]
 
 
 @pytest.mark.parametrize(("expr", "inp"), CASES)
@@ -223,29 +321,50 @@ def test_matches_opa_on_both_evaluators_cached_and_not(
             authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator, cache=cache)
             for _ in range(2):
                 got = ours(authz, inp)
-                assert same(got, expected), f"{evaluator} cache={cache is not None}: gave {got!r}, OPA {expected!r}"
+                assert same(got, expected), (
+                    f"{evaluator} cache={cache is not None}: gave {got!r}, OPA {expected!r}"
+                )
 
 
 @pytest.mark.parametrize(
-    "name", [n for n, _ in DV if n not in {"valid HS256", "HS384", "HS512", "time constraint", "issuer ok", "aud list", "alg constraint ok"} and not n.startswith(("RS", "PS", "ES", "EdDSA"))]
+    "name",
+    [
+        n
+        for n, _ in DV
+        if n
+        not in {
+            "valid HS256",
+            "HS384",
+            "HS512",
+            "time constraint",
+            "issuer ok",
+            "aud list",
+            "alg constraint ok",
+        }
+        and not n.startswith(("RS", "PS", "ES", "EdDSA"))
+    ],
 )
-def test_an_invalid_token_never_grants(authorizer: Callable[..., regoguard.Authorizer], name: str) -> None:
+def test_an_invalid_token_never_grants(
+    authorizer: Callable[..., regoguard.Authorizer], name: str
+) -> None:
     """The shape of OPA's HTTP-API tutorial: allow only on a verified token. No invalid case
     may allow, on either evaluator; each is denied (false) or undefined, never an error 500."""
     inp = dict(DV)[name]
     policy = (
         "package t\n\ndefault allow := false\n\nallow if {\n"
-        "\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == \"alice\"\n}\n"
+        '\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == "alice"\n}\n'
     )
     for evaluator in EVALUATORS:
         authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
         assert authz.check(inp).result is False, f"{evaluator}: {name} granted"
 
 
-def test_valid_rs256_grants_on_both_evaluators(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_valid_rs256_grants_on_both_evaluators(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     policy = (
         "package t\n\ndefault allow := false\n\nallow if {\n"
-        "\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == \"alice\"\n}\n"
+        '\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == "alice"\n}\n'
     )
     for evaluator in EVALUATORS:
         authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)

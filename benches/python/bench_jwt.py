@@ -13,12 +13,13 @@ builtin costs.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import regoguard
@@ -46,7 +47,7 @@ allow if {
 """
 
 
-def authorizer(text: str, evaluator: str) -> regoguard.Authorizer:
+def authorizer(text: str, evaluator: Literal["rvm", "interpreter"]) -> regoguard.Authorizer:
     d = Path(tempfile.mkdtemp(prefix="bench-jwt-"))
     (d / "p.rego").write_text(text)
     return regoguard.Authorizer(d, entrypoint="data.bench.allow", evaluator=evaluator, cache=None)
@@ -70,9 +71,11 @@ def main() -> None:
 
     secret = "bench-secret-0123456789abcdef0123"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    pub = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     claims = {"sub": "alice", "aud": "api", "exp": int(time.time()) + 86400}
     hs = jwt.encode(claims, secret, algorithm="HS256")
     rs = jwt.encode(claims, key, algorithm="RS256")
@@ -84,16 +87,17 @@ def main() -> None:
         ("RS256", rs, {"cert": pub, "aud": "api"}),
     ):
         inp = {"token": token, "constraints": constraints}
-        for ev in ("rvm", "interpreter"):
+        evs: tuple[Literal["rvm"], Literal["interpreter"]] = ("rvm", "interpreter")
+        for ev in evs:
             a = authorizer(POLICY, ev)
             assert a.check(inp).result is True
-            variants[f"{alg} regoguard decode_verify ({ev})"] = lambda a=a, inp=inp: a.check(inp)
+            variants[f"{alg} regoguard decode_verify ({ev})"] = functools.partial(a.check, inp)
         b = authorizer(BARE, "rvm")
         assert b.check(inp).result is True
-        variants[f"{alg} regoguard policy only (rvm)"] = lambda b=b, inp=inp: b.check(inp)
+        variants[f"{alg} regoguard policy only (rvm)"] = functools.partial(b.check, inp)
         k: Any = secret if alg == "HS256" else pub_obj
-        variants[f"{alg} PyJWT jwt.decode"] = lambda t=token, k=k, alg=alg: jwt.decode(
-            t, k, algorithms=[alg], audience="api"
+        variants[f"{alg} PyJWT jwt.decode"] = functools.partial(
+            jwt.decode, token, k, algorithms=[alg], audience="api"
         )
 
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in variants}
