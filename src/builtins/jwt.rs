@@ -421,13 +421,13 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
     }
     #[allow(clippy::cast_precision_loss)]
     let now_s = constraints.time_ns.unwrap_or(now_ns as f64) / 1e9;
-    let mut exp_s = None;
+    let mut exp_claim = None;
     if let Some(exp) = payload.get("exp") {
         let exp = exp.as_f64().ok_or_else(|| malformed("exp value must be a number"))?;
         if now_s >= exp {
             return Err(Reason::Expired);
         }
-        exp_s = Some(exp);
+        exp_claim = Some(exp);
     }
     if let Some(nbf) = payload.get("nbf") {
         let nbf = nbf.as_f64().ok_or_else(|| malformed("nbf value must be a number"))?;
@@ -435,7 +435,7 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
             return Err(Reason::NotYetValid(secs_to_ns(nbf)));
         }
     }
-    Ok(Verified { header, payload, exp: exp_s })
+    Ok(Verified { header, payload, exp: exp_claim })
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -470,7 +470,8 @@ pub fn parse_keys(text: &str) -> Result<Vec<VerificationKey>, Reason> {
         let key = key_of_spki(&spki).ok_or_else(|| malformed("failed to parse public key"))?;
         return Ok(vec![VerificationKey { kid: None, alg: None, key }]);
     }
-    let doc: Json = serde_json::from_str(text).map_err(|e| malformed(format!("failed to parse a JWK key (set): {e}")))?;
+    let doc: Json =
+        serde_json::from_str(text).map_err(|e| malformed(format!("failed to parse a JWK key (set): {e}")))?;
     let jwks: Vec<&Json> = match doc.get("keys") {
         Some(Json::Array(keys)) => keys.iter().collect(),
         Some(_) => return Err(malformed("failed to parse a JWK key (set): keys must be an array")),
@@ -521,7 +522,7 @@ fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &b[..len], &b[len..]))
 }
 
-/// The SubjectPublicKeyInfo (whole TLV) of an X.509 certificate.
+/// The `SubjectPublicKeyInfo` (whole TLV) of an X.509 certificate.
 fn spki_of_certificate(der: &[u8]) -> Option<Vec<u8>> {
     let (0x30, cert, _) = der_tlv(der)? else { return None };
     let (0x30, tbs, _) = der_tlv(cert)? else { return None };
@@ -553,7 +554,7 @@ fn strip_zeros(b: &[u8]) -> Vec<u8> {
     b[i..].to_vec()
 }
 
-/// A key of a SubjectPublicKeyInfo.
+/// A key of a `SubjectPublicKeyInfo`.
 fn key_of_spki(spki: &[u8]) -> Option<Key> {
     let (0x30, body, _) = der_tlv(spki)? else { return None };
     let (0x30, alg_id, rest) = der_tlv(body)? else { return None };
@@ -614,6 +615,7 @@ fn key_of_jwk(jwk: &Json) -> Result<VerificationKey, Reason> {
 // ---------------------------------------------------------------------------------------
 // Signing (encode_sign, encode_sign_raw): the key is a JWK with its private part.
 
+#[allow(clippy::many_single_char_names)] // the JWK's own field names
 fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
     let rng = SystemRandom::new();
     let f = |k: &str| jwk_field(jwk, k).map_err(|e| anyhow!("{e}"));
@@ -628,7 +630,8 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
             Ok(ring::hmac::sign(&ring::hmac::Key::new(a, &f("k")?), signing_input).as_ref().to_vec())
         }
         (Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512, "RSA") => {
-            let (n, e, d, p, q, dp, dq, qi) = (f("n")?, f("e")?, f("d")?, f("p")?, f("q")?, f("dp")?, f("dq")?, f("qi")?);
+            let (n, e, d, p, q, dp, dq, qi) =
+                (f("n")?, f("e")?, f("d")?, f("p")?, f("q")?, f("dp")?, f("dq")?, f("qi")?);
             let pair = ring::rsa::KeyPair::from_components(&ring::rsa::KeyPairComponents {
                 public_key: ring::rsa::PublicKeyComponents { n: strip_zeros(&n), e: strip_zeros(&e) },
                 d: &d,
@@ -652,7 +655,11 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
             Ok(out)
         }
         (Alg::ES256 | Alg::ES384, "EC") => {
-            let a = if alg == Alg::ES256 { &sig::ECDSA_P256_SHA256_FIXED_SIGNING } else { &sig::ECDSA_P384_SHA384_FIXED_SIGNING };
+            let a = if alg == Alg::ES256 {
+                &sig::ECDSA_P256_SHA256_FIXED_SIGNING
+            } else {
+                &sig::ECDSA_P384_SHA384_FIXED_SIGNING
+            };
             let mut point = vec![4u8];
             point.extend(f("x")?);
             point.extend(f("y")?);
@@ -724,7 +731,8 @@ fn decode_builtin(args: &[Value]) -> Result<Value> {
     for _ in 0..=MAX_NESTING {
         let parts = split(&token).map_err(|e| anyhow!("{e}"))?;
         let payload = b64url_decode(parts.payload_b64).ok_or_else(|| anyhow!("JWT payload had invalid encoding"))?;
-        if header_str(&parts.header, "cty").map_err(|e| anyhow!("{e}"))?.is_some_and(|c| c.eq_ignore_ascii_case("JWT")) {
+        if header_str(&parts.header, "cty").map_err(|e| anyhow!("{e}"))?.is_some_and(|c| c.eq_ignore_ascii_case("JWT"))
+        {
             token = String::from_utf8(payload)?;
             continue;
         }
@@ -888,7 +896,10 @@ mod tests {
                 c.push((Value::from(k), Value::from(v)));
             }
             let scope = eval_context::Scope::begin_at(1_000_000_000_000);
-            let out = decode_verify_builtin(&[Value::from(t), Value::from(c.into_iter().collect::<std::collections::BTreeMap<_, _>>())]);
+            let out = decode_verify_builtin(&[
+                Value::from(t),
+                Value::from(c.into_iter().collect::<std::collections::BTreeMap<_, _>>()),
+            ]);
             (out.unwrap()[0].clone(), scope.finish().until_unix_ns)
         };
         assert_eq!(run(r#"{"exp":2000}"#, None), (Value::from(true), Some(2_000_000_000_000)));
