@@ -420,18 +420,18 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
         None => {}
     }
     #[allow(clippy::cast_precision_loss)]
-    let now_s = constraints.time_ns.unwrap_or(now_ns as f64) / 1e9;
+    let now_secs = constraints.time_ns.unwrap_or(now_ns as f64) / 1e9;
     let mut exp_claim = None;
     if let Some(exp) = payload.get("exp") {
         let exp = exp.as_f64().ok_or_else(|| malformed("exp value must be a number"))?;
-        if now_s >= exp {
+        if now_secs >= exp {
             return Err(Reason::Expired);
         }
         exp_claim = Some(exp);
     }
     if let Some(nbf) = payload.get("nbf") {
         let nbf = nbf.as_f64().ok_or_else(|| malformed("nbf value must be a number"))?;
-        if now_s < nbf {
+        if now_secs < nbf {
             return Err(Reason::NotYetValid(secs_to_ns(nbf)));
         }
     }
