@@ -27,7 +27,9 @@ use regorus::{Engine, Value};
 
 pub mod aws;
 pub mod check;
+pub mod crypto;
 pub mod http;
+pub mod jwt;
 pub mod metadata;
 pub mod misc;
 pub mod net;
@@ -51,7 +53,7 @@ pub struct Builtin {
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
     let families: &[&[Builtin]] =
-        &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS];
+        &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS, jwt::BUILTINS, crypto::BUILTINS];
     families.iter().flat_map(|f| f.iter())
 }
 
