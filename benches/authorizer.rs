@@ -40,15 +40,26 @@ fn benches(c: &mut Criterion) {
     big_json.push_str("]}");
     let large = canonical::to_bytes(&Value::from_json_str(&big_json).unwrap(), "input").unwrap();
     let seed = KeySeed::new(&[7; 32], "data.authz.allow");
-    c.bench_function("key/small (170 B)", |b| b.iter(|| seed.key(black_box(&small))));
-    c.bench_function(&format!("key/large ({} B)", large.len()), |b| b.iter(|| seed.key(black_box(&large))));
-    c.bench_function("canonical/decode small", |b| b.iter(|| canonical::decode(black_box(&small)).unwrap()));
+    c.bench_function("key/small (170 B)", |b| {
+        b.iter(|| seed.key(black_box(&small)));
+    });
+    c.bench_function(&format!("key/large ({} B)", large.len()), |b| {
+        b.iter(|| seed.key(black_box(&large)));
+    });
+    c.bench_function("canonical/decode small", |b| {
+        b.iter(|| canonical::decode(black_box(&small)).unwrap());
+    });
 
     let cached = realistic(Evaluator::Auto, true);
     cached.check_canonical(None, &small).unwrap();
-    c.bench_function("check/l1 hit", |b| b.iter(|| cached.check_canonical(None, black_box(&small)).unwrap()));
+    c.bench_function("check/l1 hit", |b| {
+        b.iter(|| cached.check_canonical(None, black_box(&small)).unwrap());
+    });
 
-    for (name, evaluator) in [("rvm", Evaluator::Rvm), ("interpreter", Evaluator::Interpreter)] {
+    for (name, evaluator) in [
+        ("rvm", Evaluator::Rvm),
+        ("interpreter", Evaluator::Interpreter),
+    ] {
         let a = realistic(evaluator, false);
         c.bench_function(&format!("check/evaluate {name} (no cache)"), |b| {
             b.iter(|| a.check_canonical(None, black_box(&small)).unwrap());

@@ -17,7 +17,11 @@ const N: u64 = 1_000_000;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -37,7 +41,9 @@ fn run(variant: &str) {
         "regoguard" => {
             let cache = DecisionCache::new(CacheConfig::new(N + N / 10, 600.0, None).unwrap());
             for i in 0..N {
-                cache.get_or_evaluate(&key(i), || Ok(allow.clone())).unwrap();
+                cache
+                    .get_or_evaluate(&key(i), || Ok(allow.clone()))
+                    .unwrap();
             }
             let n = cache.len() as u64;
             std::mem::forget(cache);
@@ -55,7 +61,13 @@ fn run(variant: &str) {
                 .time_to_live(Duration::from_secs(600))
                 .build();
             for i in 0..N {
-                cache.insert(key(i), Entry { _outcome: shared.clone(), _expires_ns: i });
+                cache.insert(
+                    key(i),
+                    Entry {
+                        _outcome: shared.clone(),
+                        _expires_ns: i,
+                    },
+                );
             }
             cache.run_pending_tasks();
             let n = cache.entry_count();
@@ -79,7 +91,10 @@ fn main() {
     println!("| cache | entries | bytes per entry (RSS growth / entries) |");
     println!("|---|---|---|");
     for variant in ["regoguard", "moka"] {
-        let out = Command::new(&args[0]).args(["--variant", variant]).output().unwrap();
+        let out = Command::new(&args[0])
+            .args(["--variant", variant])
+            .output()
+            .unwrap();
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
 }

@@ -14,8 +14,11 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-venv_with_wheel testing
+venv_with_wheel testing lint
 install_opa_oracle
+
+step "make check (rustfmt, clippy -D warnings, ruff, mypy --strict, stubtest)"
+make --no-print-directory check PY=.venv/bin/python
 
 step "cargo test"
 cargo test --quiet

@@ -108,7 +108,10 @@ impl Check<'_> {
     /// The evaluator of this check's entrypoint (no allocation: a static name).
     #[inline]
     fn evaluator(&self) -> &'static str {
-        self.compiled.entrypoints.get(self.index).map_or("interpreter", engine::Entrypoint::evaluator_name)
+        self.compiled
+            .entrypoints
+            .get(self.index)
+            .map_or("interpreter", engine::Entrypoint::evaluator_name)
     }
 }
 
@@ -156,7 +159,15 @@ impl Authorizer {
         };
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
         let revision = Revision::of(&files, &data, config.rego_v0)?;
-        let compiled = Compiled::build(id, &parsed, revision, data.clone(), &entrypoints, config.evaluator, config.budget)?;
+        let compiled = Compiled::build(
+            id,
+            &parsed,
+            revision,
+            data.clone(),
+            &entrypoints,
+            config.evaluator,
+            config.budget,
+        )?;
         let log = match &config.decision_log {
             Some(c) => Some(DecisionLog::new(c.clone(), env!("CARGO_PKG_VERSION"))?),
             None => None,
@@ -166,7 +177,12 @@ impl Authorizer {
             log,
             cache: config.cache.map(DecisionCache::new),
             current: ArcSwap::from_pointee(compiled),
-            writer: Mutex::new(Sources { files, parsed, data, entrypoints }),
+            writer: Mutex::new(Sources {
+                files,
+                parsed,
+                data,
+                entrypoints,
+            }),
             config,
             metrics: Metrics::default(),
         })
@@ -198,8 +214,14 @@ impl Authorizer {
     /// # Errors
     /// `Error::Evaluation` for a rule that does not exist, `Error::Config` for a malformed name,
     /// `Error::Policy` if it does not compile.
-    pub fn entrypoint(&self, compiled: Arc<Compiled>, name: Option<&str>) -> Result<(Arc<Compiled>, usize)> {
-        let Some(name) = name else { return Ok((compiled, 0)) };
+    pub fn entrypoint(
+        &self,
+        compiled: Arc<Compiled>,
+        name: Option<&str>,
+    ) -> Result<(Arc<Compiled>, usize)> {
+        let Some(name) = name else {
+            return Ok((compiled, 0));
+        };
         if let Some(i) = compiled.entrypoint_index(name) {
             return Ok((compiled, i));
         }
@@ -234,7 +256,10 @@ impl Authorizer {
             InputForm::Request => seeds.request.key(c.canonical),
         };
         let now = clock::now_ns();
-        let hit = self.cache.as_ref().and_then(|cache| cache.get_at(&key, now));
+        let hit = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get_at(&key, now));
         (key, hit, now)
     }
 
@@ -251,7 +276,10 @@ impl Authorizer {
         let evaluated = match &self.cache {
             Some(cache) => {
                 self.metrics.miss();
-                let run = || self.evaluate(c.compiled, c.index, c.canonical, c.form).inspect(|(_, t)| cap.set(*t));
+                let run = || {
+                    self.evaluate(c.compiled, c.index, c.canonical, c.form)
+                        .inspect(|(_, t)| cap.set(*t))
+                };
                 cache.get_or_evaluate_capped(key, run).map(|l| match l {
                     Lookup::Evaluated(o) => (o, Source::Engine),
                     Lookup::Hit(o) => {
@@ -262,10 +290,12 @@ impl Authorizer {
                     }
                 })
             }
-            None => self.evaluate(c.compiled, c.index, c.canonical, c.form).map(|(o, t)| {
-                cap.set(t);
-                (o, Source::Engine)
-            }),
+            None => self
+                .evaluate(c.compiled, c.index, c.canonical, c.form)
+                .map(|(o, t)| {
+                    cap.set(t);
+                    (o, Source::Engine)
+                }),
         };
         let id = DecisionId::next();
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
@@ -290,7 +320,9 @@ impl Authorizer {
                     self.metrics.budget_exceeded.fetch_add(1, Ordering::Relaxed);
                 }
                 // An error may quote the input: never a masked value (ARCHITECTURE.md, "Masking").
-                let e = self.masker().redact_error(e.in_decision(id), c.canonical, c.form);
+                let e = self
+                    .masker()
+                    .redact_error(e.in_decision(id), c.canonical, c.form);
                 if let Some(log) = &self.log {
                     self.log(log, c, id, Err(&e), None, elapsed);
                 }
@@ -308,20 +340,36 @@ impl Authorizer {
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
         }
-        Decided { id, outcome, source: Source::L1, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator(), ttl_cap: None }
+        Decided {
+            id,
+            outcome,
+            source: Source::L1,
+            revision: c.compiled.revision.display.clone(),
+            evaluator: c.evaluator(),
+            ttl_cap: None,
+        }
     }
 
     /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
     pub fn served_from_l2(&self, c: &Check<'_>, outcome: Arc<Outcome>) -> Decided {
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
         self.metrics.miss();
-        self.metrics.l2_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .l2_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics.decided(outcome.allow, Source::L2, elapsed);
         let id = DecisionId::next();
         if let Some(log) = &self.log {
             self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
         }
-        Decided { id, outcome, source: Source::L2, revision: c.compiled.revision.display.clone(), evaluator: c.evaluator(), ttl_cap: None }
+        Decided {
+            id,
+            outcome,
+            source: Source::L2,
+            revision: c.compiled.revision.display.clone(),
+            evaluator: c.evaluator(),
+            ttl_cap: None,
+        }
     }
 
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).
@@ -384,7 +432,12 @@ impl Authorizer {
         let value = compiled.evaluate(index, input);
         let validity = scope.finish();
         let outcome = intern(&ep.name, value?)?;
-        let cap = moment_cap(compiled.facts.reads_the_moment.is_some(), validity, &outcome, clock::unix_ns());
+        let cap = moment_cap(
+            compiled.facts.reads_the_moment.is_some(),
+            validity,
+            &outcome,
+            clock::unix_ns(),
+        );
         Ok((outcome, cap))
     }
 
@@ -396,7 +449,13 @@ impl Authorizer {
     pub fn check_canonical(&self, entrypoint: Option<&str>, canonical: &[u8]) -> Result<Decided> {
         let started_ns = clock::now_ns();
         let (compiled, index) = self.entrypoint(self.current(), entrypoint)?;
-        let c = Check { compiled: &compiled, index, canonical, form: InputForm::Plain, started_ns };
+        let c = Check {
+            compiled: &compiled,
+            index,
+            canonical,
+            form: InputForm::Plain,
+            started_ns,
+        };
         match self.lookup(&c) {
             (_, Some(outcome), now) => Ok(self.hit(&c, outcome, now)),
             (key, None, _) => self.decide_miss(&c, &key),
@@ -405,7 +464,10 @@ impl Authorizer {
 
     /// What the Prometheus exposition shows of this authorizer.
     pub fn sample(&self, label: Option<String>) -> crate::metrics::AuthorizerSample {
-        let (entries, max_entries) = self.cache.as_ref().map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
+        let (entries, max_entries) = self
+            .cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
         crate::metrics::AuthorizerSample {
             label,
             counters: self.metrics.snapshot(),
@@ -467,14 +529,28 @@ impl Authorizer {
     }
 
     /// Compiles a new revision and makes it current, unless nothing changed.
-    fn swap_in(&self, sources: &Sources, files: &[PolicyFile], parsed: &Engine, data: Value) -> Result<Arc<str>> {
+    fn swap_in(
+        &self,
+        sources: &Sources,
+        files: &[PolicyFile],
+        parsed: &Engine,
+        data: Value,
+    ) -> Result<Arc<str>> {
         let revision = Revision::of(files, &data, self.config.rego_v0)?;
         let current = self.current();
         if revision == current.revision {
             return Ok(revision.display);
         }
         let display = revision.display.clone();
-        let next = Compiled::build(self.id, parsed, revision, data, &sources.entrypoints, self.config.evaluator, self.config.budget)?;
+        let next = Compiled::build(
+            self.id,
+            parsed,
+            revision,
+            data,
+            &sources.entrypoints,
+            self.config.evaluator,
+            self.config.budget,
+        )?;
         self.current.store(Arc::new(next));
         // Old entries are unreachable already (their keys carry the old revision); this only
         // frees their memory.
@@ -544,8 +620,13 @@ pub fn moment_cap(
     now_unix_ns: u64,
 ) -> Option<std::time::Duration> {
     use std::time::Duration;
-    let mut cap = (reads_the_moment || validity.volatile)
-        .then(|| if outcome.cache_ttl.is_some() { Duration::MAX } else { Duration::ZERO });
+    let mut cap = (reads_the_moment || validity.volatile).then(|| {
+        if outcome.cache_ttl.is_some() {
+            Duration::MAX
+        } else {
+            Duration::ZERO
+        }
+    });
     if let Some(until) = validity.until_unix_ns {
         let left = Duration::from_nanos(until.saturating_sub(now_unix_ns));
         cap = Some(cap.map_or(left, |c| c.min(left)));
@@ -559,9 +640,12 @@ fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {
         return Ok(());
     };
     let shown = || format!("data.{}", path.join("."));
-    let obj = node
-        .as_object_mut()
-        .map_err(|_| Error::data(format!("{} cannot be set: its parent is not an object", shown())))?;
+    let obj = node.as_object_mut().map_err(|_| {
+        Error::data(format!(
+            "{} cannot be set: its parent is not an object",
+            shown()
+        ))
+    })?;
     let child = obj.get_or_insert_with(Value::from(first.as_str()), Value::new_object);
     set_path(child, rest, value)
 }
@@ -587,7 +671,8 @@ mod tests {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = std::env::temp_dir().join(format!("regoguard-test-{}-{n}", std::process::id()));
+                let path =
+                    std::env::temp_dir().join(format!("regoguard-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&path).unwrap();
                 Dir { path }
             }
@@ -606,7 +691,11 @@ allow if data.open[input.path]
 "#;
 
     fn authorizer(dir: &tempdir::Dir) -> Authorizer {
-        Authorizer::new(AuthorizerConfig::new(vec![dir.path.to_string_lossy().into_owned()])).unwrap()
+        Authorizer::new(AuthorizerConfig::new(vec![dir
+            .path
+            .to_string_lossy()
+            .into_owned()]))
+        .unwrap()
     }
 
     fn input(json: &str) -> Value {
@@ -634,10 +723,15 @@ allow if data.open[input.path]
         let i = input(r#"{"path":"/x","user":{"role":"user"}}"#);
         let r0 = a.current().revision.display.clone();
         assert!(!a.check_value(None, &i).unwrap().outcome.allow);
-        let r1 = a.set_data(&["open".into(), "/x".into()], Value::Bool(true)).unwrap();
+        let r1 = a
+            .set_data(&["open".into(), "/x".into()], Value::Bool(true))
+            .unwrap();
         assert_ne!(r0, r1);
         let d = a.check_value(None, &i).unwrap();
-        assert!(d.outcome.allow, "the cached deny of the old revision must be unreachable");
+        assert!(
+            d.outcome.allow,
+            "the cached deny of the old revision must be unreachable"
+        );
         assert_eq!(d.source, Source::Engine);
         assert_eq!(d.revision, r1);
     }
@@ -650,11 +744,21 @@ allow if data.open[input.path]
         std::fs::write(dir.path.join("authz.rego"), "package authz\nallow if {").unwrap();
         assert!(matches!(a.reload(), Err(Error::Policy(_))));
         assert_eq!(a.current().revision.display, r0);
-        assert!(a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#)).unwrap().outcome.allow);
+        assert!(
+            a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#))
+                .unwrap()
+                .outcome
+                .allow
+        );
         std::fs::write(dir.path.join("authz.rego"), POLICY.replace("admin", "root")).unwrap();
         let r1 = a.reload().unwrap();
         assert_ne!(r0, r1);
-        assert!(!a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#)).unwrap().outcome.allow);
+        assert!(
+            !a.check_value(None, &input(r#"{"user":{"role":"admin"}}"#))
+                .unwrap()
+                .outcome
+                .allow
+        );
     }
 
     #[test]
@@ -675,7 +779,10 @@ allow if data.open[input.path]
         let a = authorizer(&dir);
         let i = input("{}");
         // A string result is not a decision.
-        assert!(matches!(a.check_value(Some("data.authz.reason"), &i), Err(Error::Evaluation(_))));
+        assert!(matches!(
+            a.check_value(Some("data.authz.reason"), &i),
+            Err(Error::Evaluation(_))
+        ));
         assert!(a.current().entrypoint_index("data.authz.reason").is_some());
     }
 
@@ -684,19 +791,41 @@ allow if data.open[input.path]
         use crate::eval_context::Validity;
         use std::time::Duration;
         let plain = Outcome::from_value("e", Value::Bool(true)).unwrap();
-        let bounded = Outcome::from_value("e", input(r#"{"allow":true,"cache_ttl_seconds":5}"#)).unwrap();
+        let bounded =
+            Outcome::from_value("e", input(r#"{"allow":true,"cache_ttl_seconds":5}"#)).unwrap();
         // A revision that never reads the moment: no cap.
         assert_eq!(moment_cap(false, Validity::STABLE, &plain, 0), None);
         // It does: not cached unless the policy bounds it.
-        assert_eq!(moment_cap(true, Validity::STABLE, &plain, 0), Some(Duration::ZERO));
-        assert_eq!(moment_cap(true, Validity::STABLE, &bounded, 0), Some(Duration::MAX));
-        let volatile = Validity { volatile: true, until_unix_ns: None };
+        assert_eq!(
+            moment_cap(true, Validity::STABLE, &plain, 0),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            moment_cap(true, Validity::STABLE, &bounded, 0),
+            Some(Duration::MAX)
+        );
+        let volatile = Validity {
+            volatile: true,
+            until_unix_ns: None,
+        };
         assert_eq!(moment_cap(false, volatile, &plain, 0), Some(Duration::ZERO));
         // A token's exp caps the entry at what is left of it, and a past exp forbids it.
-        let exp = Validity { volatile: false, until_unix_ns: Some(3_000_000_000) };
-        assert_eq!(moment_cap(false, exp, &plain, 1_000_000_000), Some(Duration::from_secs(2)));
-        assert_eq!(moment_cap(true, exp, &bounded, 1_000_000_000), Some(Duration::from_secs(2)));
-        assert_eq!(moment_cap(false, exp, &plain, 4_000_000_000), Some(Duration::ZERO));
+        let exp = Validity {
+            volatile: false,
+            until_unix_ns: Some(3_000_000_000),
+        };
+        assert_eq!(
+            moment_cap(false, exp, &plain, 1_000_000_000),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            moment_cap(true, exp, &bounded, 1_000_000_000),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            moment_cap(false, exp, &plain, 4_000_000_000),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

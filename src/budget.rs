@@ -48,7 +48,10 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Self { timeout: Duration::from_millis(100), memory_bytes: 256 << 20 }
+        Self {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 256 << 20,
+        }
     }
 }
 
@@ -65,13 +68,21 @@ impl Budget {
             )));
         }
         if memory_bytes < (1 << 20) {
-            return Err(Error::config(format!("eval_memory_bytes must be at least 1 MiB (1048576), got {memory_bytes}")));
+            return Err(Error::config(format!(
+                "eval_memory_bytes must be at least 1 MiB (1048576), got {memory_bytes}"
+            )));
         }
-        Ok(Self { timeout: Duration::from_secs_f64(timeout_seconds), memory_bytes })
+        Ok(Self {
+            timeout: Duration::from_secs_f64(timeout_seconds),
+            memory_bytes,
+        })
     }
 
     fn timer(&self) -> ExecutionTimerConfig {
-        ExecutionTimerConfig { limit: self.timeout, check_interval: NonZeroU32::new(CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN) }
+        ExecutionTimerConfig {
+            limit: self.timeout,
+            check_interval: NonZeroU32::new(CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+        }
     }
 
     /// Puts the time budget on an engine (its clones inherit it) and raises the process-wide
@@ -84,7 +95,9 @@ impl Budget {
     /// Puts both budgets on a VM (checked per execution).
     pub fn apply_to_vm(&self, vm: &mut RegoVM) {
         vm.set_execution_timer_config(Some(self.timer()));
-        vm.set_memory_budget_config(NonZeroU64::new(self.memory_bytes).map(|limit| MemoryBudgetConfig { limit }));
+        vm.set_memory_budget_config(
+            NonZeroU64::new(self.memory_bytes).map(|limit| MemoryBudgetConfig { limit }),
+        );
     }
 
     /// Most values `numbers.range` may build under this budget.
@@ -116,8 +129,15 @@ pub fn classify(entrypoint: &str, text: &str) -> Option<Error> {
     } else {
         return None;
     };
-    let line = text.lines().find(|l| l.to_ascii_lowercase().contains("exceeded")).unwrap_or(text).trim();
-    Some(Error::evaluation(entrypoint, format!("{EXCEEDED} ({what}): {line}")))
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("exceeded"))
+        .unwrap_or(text)
+        .trim();
+    Some(Error::evaluation(
+        entrypoint,
+        format!("{EXCEEDED} ({what}): {line}"),
+    ))
 }
 
 /// Whether `e` is a budget failure.
@@ -136,11 +156,27 @@ pub const GUARDED: &[&str] = &["numbers.range", "numbers.range_step", "units.par
 pub fn install(engine: &mut Engine, budget: Budget) -> Result<()> {
     let max = budget.max_range_len();
     let reg = |e: &mut Engine, name: &str, n: u8, f: Box<dyn regorus::Extension>| {
-        e.add_extension(name.to_owned(), n, f).map_err(|e| Error::config(format!("{name}: {e:#}")))
+        e.add_extension(name.to_owned(), n, f)
+            .map_err(|e| Error::config(format!("{name}: {e:#}")))
     };
-    reg(engine, "numbers.range", 2, Box::new(move |a: Vec<Value>| range(&a[0], &a[1], None, max)))?;
-    reg(engine, "numbers.range_step", 3, Box::new(move |a: Vec<Value>| range(&a[0], &a[1], Some(&a[2]), max)))?;
-    reg(engine, "units.parse_bytes", 1, Box::new(|a: Vec<Value>| parse_bytes(&a[0])))?;
+    reg(
+        engine,
+        "numbers.range",
+        2,
+        Box::new(move |a: Vec<Value>| range(&a[0], &a[1], None, max)),
+    )?;
+    reg(
+        engine,
+        "numbers.range_step",
+        3,
+        Box::new(move |a: Vec<Value>| range(&a[0], &a[1], Some(&a[2]), max)),
+    )?;
+    reg(
+        engine,
+        "units.parse_bytes",
+        1,
+        Box::new(|a: Vec<Value>| parse_bytes(&a[0])),
+    )?;
     Ok(())
 }
 
@@ -154,7 +190,9 @@ fn int(v: &Value) -> Option<i64> {
 /// OPA's `numbers.range`/`range_step`, refusing more than `max` values before reserving them.
 /// Non-integer operands are undefined (OPA's non-strict mode), as in regorus.
 fn range(from: &Value, to: &Value, step: Option<&Value>, max: u64) -> anyhow::Result<Value> {
-    let (Some(a), Some(b)) = (int(from), int(to)) else { return Ok(Value::Undefined) };
+    let (Some(a), Some(b)) = (int(from), int(to)) else {
+        return Ok(Value::Undefined);
+    };
     let step = match step {
         None => 1,
         Some(s) => match int(s) {
@@ -190,17 +228,24 @@ thread_local! {
 
 /// `units.parse_bytes` with numbers of absurd magnitude refused; others go to regorus's own.
 fn parse_bytes(s: &Value) -> anyhow::Result<Value> {
-    let Value::String(text) = s else { return Ok(Value::Undefined) };
+    let Value::String(text) = s else {
+        return Ok(Value::Undefined);
+    };
     if exponent_too_large(text) || text.len() > 4096 {
         // No input in the message (inputs may be masked fields).
         anyhow::bail!("units.parse_bytes: its number exceeded memory limit of one evaluation (exponent > {MAX_EXPONENT})");
     }
     PLAIN.with(|cell| {
-        let mut slot = cell.try_borrow_mut().map_err(|_| anyhow::anyhow!("units.parse_bytes re-entered"))?;
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| anyhow::anyhow!("units.parse_bytes re-entered"))?;
         if slot.is_none() {
             let mut e = Engine::new();
             e.set_strict_builtin_errors(false);
-            e.add_policy("parse_bytes.rego".into(), "package g\nr := units.parse_bytes(input)\n".into())?;
+            e.add_policy(
+                "parse_bytes.rego".into(),
+                "package g\nr := units.parse_bytes(input)\n".into(),
+            )?;
             *slot = Some(e);
         }
         let engine = slot.as_mut().ok_or_else(|| anyhow::anyhow!("no engine"))?;
@@ -210,8 +255,14 @@ fn parse_bytes(s: &Value) -> anyhow::Result<Value> {
 }
 
 fn exponent_too_large(text: &str) -> bool {
-    let Some(pos) = text.find(['e', 'E']) else { return false };
-    let digits: String = text[pos + 1..].trim_start_matches(['+', '-']).chars().take_while(char::is_ascii_digit).collect();
+    let Some(pos) = text.find(['e', 'E']) else {
+        return false;
+    };
+    let digits: String = text[pos + 1..]
+        .trim_start_matches(['+', '-'])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.len() > 6 || digits.parse::<i64>().is_ok_and(|e| e > MAX_EXPONENT)
 }
 
@@ -224,10 +275,22 @@ mod tests {
         let n = |v: i64| Value::from(v);
         let r = range(&n(0), &n(3), None, 100).unwrap();
         assert_eq!(r, Value::from_json_str("[0,1,2,3]").unwrap());
-        assert_eq!(range(&n(3), &n(0), None, 100).unwrap(), Value::from_json_str("[3,2,1,0]").unwrap());
-        assert_eq!(range(&n(0), &n(10), Some(&n(4)), 100).unwrap(), Value::from_json_str("[0,4,8]").unwrap());
-        assert_eq!(range(&n(0), &n(1), Some(&n(0)), 100).unwrap(), Value::Undefined);
-        assert_eq!(range(&Value::from(0.5), &n(1), None, 100).unwrap(), Value::Undefined);
+        assert_eq!(
+            range(&n(3), &n(0), None, 100).unwrap(),
+            Value::from_json_str("[3,2,1,0]").unwrap()
+        );
+        assert_eq!(
+            range(&n(0), &n(10), Some(&n(4)), 100).unwrap(),
+            Value::from_json_str("[0,4,8]").unwrap()
+        );
+        assert_eq!(
+            range(&n(0), &n(1), Some(&n(0)), 100).unwrap(),
+            Value::Undefined
+        );
+        assert_eq!(
+            range(&Value::from(0.5), &n(1), None, 100).unwrap(),
+            Value::Undefined
+        );
         let e = range(&n(0), &n(300_000_000), None, 1_000).unwrap_err();
         assert!(e.downcast_ref::<LimitError>().is_some());
     }
@@ -237,13 +300,20 @@ mod tests {
         assert!(exponent_too_large("10e10000000EiB"));
         assert!(!exponent_too_large("1.5e3KiB"));
         assert!(!exponent_too_large("10GiB"));
-        assert_eq!(parse_bytes(&Value::from("1KiB")).unwrap(), Value::from(1024_u64));
+        assert_eq!(
+            parse_bytes(&Value::from("1KiB")).unwrap(),
+            Value::from(1024_u64)
+        );
         assert!(parse_bytes(&Value::from("10e10000000EiB")).is_err());
     }
 
     #[test]
     fn limit_errors_are_classified() {
-        let e = classify("data.a.b", "x.rego:1:1: error: execution exceeded time limit (elapsed=1ns, limit=1ns)").unwrap();
+        let e = classify(
+            "data.a.b",
+            "x.rego:1:1: error: execution exceeded time limit (elapsed=1ns, limit=1ns)",
+        )
+        .unwrap();
         assert!(is_exceeded(&e));
         assert!(classify("data.a.b", "conflict").is_none());
     }

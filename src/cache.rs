@@ -62,13 +62,21 @@ impl CacheConfig {
             None => ttl,
             Some(s) => seconds("deny_ttl_seconds", s)?,
         };
-        Ok(Self { max_entries, ttl, deny_ttl })
+        Ok(Self {
+            max_entries,
+            ttl,
+            deny_ttl,
+        })
     }
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_entries: 100_000, ttl: Duration::from_secs(60), deny_ttl: Duration::from_secs(60) }
+        Self {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(60),
+            deny_ttl: Duration::from_secs(60),
+        }
     }
 }
 
@@ -80,7 +88,9 @@ pub fn seconds(name: &str, s: f64) -> Result<Duration> {
     if s.is_finite() && s >= 0.0 {
         Duration::try_from_secs_f64(s).map_err(|e| Error::config(format!("{name}: {e}")))
     } else {
-        Err(Error::config(format!("{name} must be a finite number >= 0, got {s}")))
+        Err(Error::config(format!(
+            "{name} must be a finite number >= 0, got {s}"
+        )))
     }
 }
 
@@ -140,7 +150,10 @@ impl<V: Tagged + Clone + Send + Sync + 'static> TtlCache<V> {
     /// An empty cache holding about `max_entries` values (allocated as they come).
     pub fn new(max_entries: u64) -> Self {
         let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX);
-        Self { inner: Cache::new(capacity), epoch: AtomicU64::new(0) }
+        Self {
+            inner: Cache::new(capacity),
+            epoch: AtomicU64::new(0),
+        }
     }
 
     /// The cached value for `key`, if present and not expired. Never blocks on a computation.
@@ -192,7 +205,13 @@ impl<V: Tagged + Clone + Send + Sync + 'static> TtlCache<V> {
                     let (value, ttl) = compute()?;
                     if !ttl.is_zero() && self.is_current(ticket) {
                         let expires_ns = deadline(ttl);
-                        if guard.insert(Entry { value: value.clone(), expires_ns }).is_ok() {
+                        if guard
+                            .insert(Entry {
+                                value: value.clone(),
+                                expires_ns,
+                            })
+                            .is_ok()
+                        {
                             self.undo_if_invalidated(key, ticket, expires_ns);
                         }
                     }
@@ -252,7 +271,12 @@ impl<V: Tagged + Clone + Send + Sync + 'static> TtlCache<V> {
             return;
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.inner.retain(|_, e| !e.value.tags().iter().any(|t| tags.iter().any(|x| **t == **x)));
+        self.inner.retain(|_, e| {
+            !e.value
+                .tags()
+                .iter()
+                .any(|t| tags.iter().any(|x| **t == **x))
+        });
     }
 
     /// Drops every entry.
@@ -284,7 +308,10 @@ pub struct DecisionCache {
 
 impl DecisionCache {
     pub fn new(config: CacheConfig) -> Self {
-        Self { inner: TtlCache::new(config.max_entries), config }
+        Self {
+            inner: TtlCache::new(config.max_entries),
+            config,
+        }
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -313,7 +340,11 @@ impl DecisionCache {
     ///
     /// # Concurrency
     /// May block while another thread evaluates the same key: call it without the GIL.
-    pub fn get_or_evaluate(&self, key: &Key, evaluate: impl FnOnce() -> Result<Arc<Outcome>>) -> Result<Lookup> {
+    pub fn get_or_evaluate(
+        &self,
+        key: &Key,
+        evaluate: impl FnOnce() -> Result<Arc<Outcome>>,
+    ) -> Result<Lookup> {
         self.get_or_evaluate_capped(key, || evaluate().map(|o| (o, None)))
     }
 
@@ -338,7 +369,11 @@ impl DecisionCache {
     /// How long `outcome` may be served: the allow or deny TTL, shortened (never lengthened) by
     /// the policy's `cache_ttl_seconds`.
     pub fn ttl_for(&self, outcome: &Outcome) -> Duration {
-        let base = if outcome.allow { self.config.ttl } else { self.config.deny_ttl };
+        let base = if outcome.allow {
+            self.config.ttl
+        } else {
+            self.config.deny_ttl
+        };
         outcome.cache_ttl.map_or(base, |t| t.min(base))
     }
 
@@ -355,7 +390,13 @@ impl DecisionCache {
     /// Stores an outcome found elsewhere (the L2) for at most `remaining`, and never longer
     /// than [`DecisionCache::ttl_for`]; not when an invalidation happened since `ticket`.
     /// Returns whether it was stored.
-    pub fn promote(&self, key: Key, outcome: Arc<Outcome>, remaining: Duration, ticket: Ticket) -> bool {
+    pub fn promote(
+        &self,
+        key: Key,
+        outcome: Arc<Outcome>,
+        remaining: Duration,
+        ticket: Ticket,
+    ) -> bool {
         let ttl = self.ttl_for(&outcome).min(remaining);
         self.inner.insert(key, outcome, ttl, ticket)
     }
@@ -398,15 +439,23 @@ mod tests {
     fn hit_after_evaluate() {
         let c = DecisionCache::new(CacheConfig::default());
         assert!(c.get(&key(1)).is_none());
-        assert!(matches!(c.get_or_evaluate(&key(1), || Ok(outcome(true))).unwrap(), Lookup::Evaluated(_)));
+        assert!(matches!(
+            c.get_or_evaluate(&key(1), || Ok(outcome(true))).unwrap(),
+            Lookup::Evaluated(_)
+        ));
         assert!(c.get(&key(1)).unwrap().allow);
-        assert!(matches!(c.get_or_evaluate(&key(1), || unreachable!()).unwrap(), Lookup::Hit(_)));
+        assert!(matches!(
+            c.get_or_evaluate(&key(1), || unreachable!()).unwrap(),
+            Lookup::Hit(_)
+        ));
     }
 
     #[test]
     fn errors_are_not_cached() {
         let c = DecisionCache::new(CacheConfig::default());
-        assert!(c.get_or_evaluate(&key(1), || Err(Error::evaluation("e", "boom"))).is_err());
+        assert!(c
+            .get_or_evaluate(&key(1), || Err(Error::evaluation("e", "boom")))
+            .is_err());
         assert!(c.get(&key(1)).is_none());
         assert!(c.is_empty());
     }
@@ -421,7 +470,10 @@ mod tests {
         assert!(c.get(&key(2)).is_none(), "deny_ttl 0 never caches denials");
         std::thread::sleep(Duration::from_millis(80));
         assert!(c.get(&key(1)).is_none(), "expired");
-        assert!(matches!(c.get_or_evaluate(&key(1), || Ok(outcome(true))).unwrap(), Lookup::Evaluated(_)));
+        assert!(matches!(
+            c.get_or_evaluate(&key(1), || Ok(outcome(true))).unwrap(),
+            Lookup::Evaluated(_)
+        ));
     }
 
     #[test]
@@ -487,7 +539,10 @@ mod tests {
         assert!(CacheConfig::new(1, -1.0, None).is_err());
         assert!(CacheConfig::new(1, f64::NAN, None).is_err());
         assert!(CacheConfig::new(1, 1.0, Some(f64::INFINITY)).is_err());
-        assert_eq!(CacheConfig::new(1, 2.0, None).unwrap().deny_ttl, Duration::from_secs(2));
+        assert_eq!(
+            CacheConfig::new(1, 2.0, None).unwrap().deny_ttl,
+            Duration::from_secs(2)
+        );
     }
 
     /// A value of the generic cache with its own tags, as the Python result cache stores.
@@ -504,7 +559,10 @@ mod tests {
     }
 
     fn val(n: u32, tags: &[&str]) -> Val {
-        Val { n, tags: tags.iter().map(|t| Arc::from(*t)).collect() }
+        Val {
+            n,
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+        }
     }
 
     const LONG: Duration = Duration::from_secs(60);
@@ -514,7 +572,8 @@ mod tests {
         let c: TtlCache<Val> = TtlCache::new(10);
         let r: Result<_, ()> = c.get_or_insert_with(&key(1), || Ok((val(1, &[]), LONG)));
         assert!(matches!(r, Ok(Lookup::Evaluated(Val { n: 1, .. }))));
-        let r: Result<_, ()> = c.get_or_insert_with(&key(2), || Ok((val(2, &[]), Duration::from_millis(30))));
+        let r: Result<_, ()> =
+            c.get_or_insert_with(&key(2), || Ok((val(2, &[]), Duration::from_millis(30))));
         assert!(r.is_ok());
         assert!(c.insert(key(3), val(3, &[]), Duration::from_millis(30), c.ticket()));
         assert_eq!(c.get(&key(2)).map(|v| v.n), Some(2));
@@ -532,8 +591,12 @@ mod tests {
     #[test]
     fn generic_zero_ttl_and_errors_are_not_stored() {
         let c: TtlCache<Val> = TtlCache::new(10);
-        let r: Result<_, &str> = c.get_or_insert_with(&key(1), || Ok((val(1, &[]), Duration::ZERO)));
-        assert!(matches!(r, Ok(Lookup::Evaluated(_))), "returned to its caller");
+        let r: Result<_, &str> =
+            c.get_or_insert_with(&key(1), || Ok((val(1, &[]), Duration::ZERO)));
+        assert!(
+            matches!(r, Ok(Lookup::Evaluated(_))),
+            "returned to its caller"
+        );
         assert!(c.get(&key(1)).is_none());
         assert!(!c.insert(key(1), val(1, &[]), Duration::ZERO, c.ticket()));
         let r: Result<Lookup<Val>, &str> = c.get_or_insert_with(&key(2), || Err("boom"));
@@ -574,7 +637,10 @@ mod tests {
             c.remove(&key(9));
             Ok((val(2, &[]), LONG))
         });
-        assert!(matches!(r, Ok(Lookup::Evaluated(Val { n: 2, .. }))), "still returned");
+        assert!(
+            matches!(r, Ok(Lookup::Evaluated(Val { n: 2, .. }))),
+            "still returned"
+        );
         assert!(c.get(&key(2)).is_none(), "but not kept");
     }
 
@@ -601,7 +667,10 @@ mod tests {
             Ok::<_, &str>((val(2, &[]), LONG))
         });
         assert_eq!(first.join().unwrap(), Err("boom"));
-        assert!(matches!(second, Ok(Lookup::Evaluated(Val { n: 2, .. }))), "retried, not handed the error");
+        assert!(
+            matches!(second, Ok(Lookup::Evaluated(Val { n: 2, .. }))),
+            "retried, not handed the error"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -27,7 +27,9 @@ pub struct CanonicalWriter {
 impl CanonicalWriter {
     /// An empty writer with room for a typical request input.
     pub fn new() -> Self {
-        Self { buf: Vec::with_capacity(512) }
+        Self {
+            buf: Vec::with_capacity(512),
+        }
     }
 
     /// Forgets what was written, keeping the allocation.
@@ -54,17 +56,20 @@ impl CanonicalWriter {
 
     #[inline]
     pub fn bool(&mut self, b: bool) {
-        self.buf.extend_from_slice(if b { b"true" } else { b"false" });
+        self.buf
+            .extend_from_slice(if b { b"true" } else { b"false" });
     }
 
     #[inline]
     pub fn i64(&mut self, n: i64) {
-        self.buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     #[inline]
     pub fn u64(&mut self, n: u64) {
-        self.buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// An integer too large for 64 bits, as its decimal digits (optionally with a leading `-`).
@@ -88,9 +93,12 @@ impl CanonicalWriter {
     #[inline]
     pub fn f64(&mut self, x: f64) -> Result<()> {
         if !x.is_finite() {
-            return Err(input_error(format!("{x} has no JSON form (NaN and infinities are rejected)")));
+            return Err(input_error(format!(
+                "{x} has no JSON form (NaN and infinities are rejected)"
+            )));
         }
-        self.buf.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
+        self.buf
+            .extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
         Ok(())
     }
 
@@ -200,7 +208,8 @@ impl CanonicalWriter {
                     if i > 0 {
                         self.comma();
                     }
-                    self.value_at(item, depth + 1).map_err(|e| prefix_index(e, i))?;
+                    self.value_at(item, depth + 1)
+                        .map_err(|e| prefix_index(e, i))?;
                 }
                 self.close_array();
             }
@@ -213,7 +222,8 @@ impl CanonicalWriter {
                     if i > 0 {
                         self.comma();
                     }
-                    self.value_at(item, depth + 1).map_err(|e| prefix_index(e, i))?;
+                    self.value_at(item, depth + 1)
+                        .map_err(|e| prefix_index(e, i))?;
                 }
                 self.close_array();
             }
@@ -229,7 +239,8 @@ impl CanonicalWriter {
                         self.comma();
                     }
                     self.key(k);
-                    self.value_at(item, depth + 1).map_err(|e| prefix_key(e, k))?;
+                    self.value_at(item, depth + 1)
+                        .map_err(|e| prefix_key(e, k))?;
                 }
                 self.close_object();
             }
@@ -254,7 +265,9 @@ pub fn sort_entries<T>(entries: &mut [(&str, T)]) {
 #[inline]
 pub fn check_depth(depth: usize) -> Result<()> {
     if depth >= MAX_DEPTH {
-        return Err(input_error(format!("nested deeper than {MAX_DEPTH} levels (or cyclic)")));
+        return Err(input_error(format!(
+            "nested deeper than {MAX_DEPTH} levels (or cyclic)"
+        )));
     }
     Ok(())
 }
@@ -387,7 +400,9 @@ impl Parser<'_> {
         let mut out = Vec::new();
         let mut start = self.i;
         loop {
-            let Some(c) = self.peek() else { return Err(self.fail("unterminated string")) };
+            let Some(c) = self.peek() else {
+                return Err(self.fail("unterminated string"));
+            };
             match c {
                 b'"' => {
                     out.extend_from_slice(&self.b[start..self.i]);
@@ -405,9 +420,13 @@ impl Parser<'_> {
                         Some(b'r') => out.push(b'\r'),
                         Some(b't') => out.push(b'\t'),
                         Some(b'u') => {
-                            let hex = self.b.get(self.i..self.i + 4).ok_or_else(|| self.fail("escape"))?;
+                            let hex = self
+                                .b
+                                .get(self.i..self.i + 4)
+                                .ok_or_else(|| self.fail("escape"))?;
                             let hex = std::str::from_utf8(hex).map_err(|_| self.fail("escape"))?;
-                            let code = u32::from_str_radix(hex, 16).map_err(|_| self.fail("escape"))?;
+                            let code =
+                                u32::from_str_radix(hex, 16).map_err(|_| self.fail("escape"))?;
                             let ch = char::from_u32(code).ok_or_else(|| self.fail("escape"))?;
                             let mut buf = [0u8; 4];
                             out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
@@ -436,7 +455,10 @@ pub fn to_bytes(v: &Value, root: &str) -> Result<Vec<u8>> {
 
 #[cold]
 pub fn input_error(message: String) -> Error {
-    Error::Input { path: String::new(), message }
+    Error::Input {
+        path: String::new(),
+        message,
+    }
 }
 
 /// Adds an object key in front of the path of an input error.
@@ -452,7 +474,10 @@ pub fn prefix_key(e: Error, key: &str) -> Error {
             } else {
                 format!("[{}]", serde_json::Value::String(key.to_owned()))
             };
-            Error::Input { path: seg + &path, message }
+            Error::Input {
+                path: seg + &path,
+                message,
+            }
         }
         other => other,
     }
@@ -462,7 +487,10 @@ pub fn prefix_key(e: Error, key: &str) -> Error {
 #[cold]
 pub fn prefix_index(e: Error, index: usize) -> Error {
     match e {
-        Error::Input { path, message } => Error::Input { path: format!("[{index}]{path}"), message },
+        Error::Input { path, message } => Error::Input {
+            path: format!("[{index}]{path}"),
+            message,
+        },
         other => other,
     }
 }
@@ -471,7 +499,10 @@ pub fn prefix_index(e: Error, index: usize) -> Error {
 #[cold]
 pub fn prefix_path(e: Error, root: &str) -> Error {
     match e {
-        Error::Input { path, message } => Error::Input { path: format!("{root}{path}"), message },
+        Error::Input { path, message } => Error::Input {
+            path: format!("{root}{path}"),
+            message,
+        },
         other => other,
     }
 }
@@ -487,8 +518,14 @@ mod tests {
 
     #[test]
     fn key_order_does_not_matter() {
-        assert_eq!(canon(r#"{"b":1,"a":{"y":2,"x":[1,2]}}"#), r#"{"a":{"x":[1,2],"y":2},"b":1}"#);
-        assert_eq!(canon(r#"{"a":{"x":[1,2],"y":2},"b":1}"#), r#"{"a":{"x":[1,2],"y":2},"b":1}"#);
+        assert_eq!(
+            canon(r#"{"b":1,"a":{"y":2,"x":[1,2]}}"#),
+            r#"{"a":{"x":[1,2],"y":2},"b":1}"#
+        );
+        assert_eq!(
+            canon(r#"{"a":{"x":[1,2],"y":2},"b":1}"#),
+            r#"{"a":{"x":[1,2],"y":2},"b":1}"#
+        );
     }
 
     #[test]
@@ -521,7 +558,10 @@ mod tests {
         let mut w = CanonicalWriter::new();
         w.str("a\"b\\c\n\u{1}é");
         assert_eq!(w.as_bytes(), "\"a\\\"b\\\\c\\n\\u0001é\"".as_bytes());
-        assert_eq!(decode(w.as_bytes()).unwrap(), Value::from("a\"b\\c\n\u{1}é"));
+        assert_eq!(
+            decode(w.as_bytes()).unwrap(),
+            Value::from("a\"b\\c\n\u{1}é")
+        );
     }
 
     #[test]
@@ -533,16 +573,25 @@ mod tests {
             "0",
         ] {
             // Debug, not ==: "1e300" may become a float or an exact big integer, which are unequal.
-            let (ours, theirs) = (decode(text.as_bytes()).unwrap(), Value::from_json_str(text).unwrap());
+            let (ours, theirs) = (
+                decode(text.as_bytes()).unwrap(),
+                Value::from_json_str(text).unwrap(),
+            );
             assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{text}");
-            assert_eq!(to_bytes(&ours, "input").unwrap(), to_bytes(&theirs, "input").unwrap());
+            assert_eq!(
+                to_bytes(&ours, "input").unwrap(),
+                to_bytes(&theirs, "input").unwrap()
+            );
         }
         // Past 64 bits regorus's reader rounds to a float; we keep the integer exact, as OPA does.
         assert_eq!(
             decode(b"12345678901234567890123").unwrap(),
             Value::from_numeric_string("12345678901234567890123").unwrap()
         );
-        assert_ne!(decode(b"12345678901234567890123").unwrap(), decode(b"12345678901234567890124").unwrap());
+        assert_ne!(
+            decode(b"12345678901234567890123").unwrap(),
+            decode(b"12345678901234567890124").unwrap()
+        );
         for bad in ["", "[1,]", "{\"a\"}", "tru", "[1] ", "\"abc"] {
             assert!(decode(bad.as_bytes()).is_err(), "{bad}");
         }
@@ -586,7 +635,10 @@ mod tests {
 
     #[test]
     fn path_segments_quote_odd_keys() {
-        let e = prefix_path(prefix_key(prefix_index(input_error("x".into()), 2), "a b"), "input");
+        let e = prefix_path(
+            prefix_key(prefix_index(input_error("x".into()), 2), "a b"),
+            "input",
+        );
         assert_eq!(e.to_string(), "input[\"a b\"][2]: x");
     }
 }

@@ -18,7 +18,9 @@ pub fn now_ns() -> u64 {
 /// Wall-clock nanoseconds since the Unix epoch (0 for a clock set before 1970; a u64 lasts
 /// until 2554).
 pub fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// RFC 3339 in UTC with nanoseconds, as OPA writes decision-log timestamps:
@@ -29,7 +31,12 @@ pub fn rfc3339(unix_ns: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
@@ -55,9 +62,15 @@ mod tests {
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         // 2000-02-29T12:34:56.000000789Z (a leap day)
-        assert_eq!(rfc3339(951_827_696_000_000_789), "2000-02-29T12:34:56.000000789Z");
+        assert_eq!(
+            rfc3339(951_827_696_000_000_789),
+            "2000-02-29T12:34:56.000000789Z"
+        );
         // 2026-11-21T11:10:01.5Z
-        assert_eq!(rfc3339(1_795_259_401_500_000_000), "2026-11-21T11:10:01.500000000Z");
+        assert_eq!(
+            rfc3339(1_795_259_401_500_000_000),
+            "2026-11-21T11:10:01.500000000Z"
+        );
     }
 
     #[test]

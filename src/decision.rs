@@ -135,11 +135,27 @@ impl Outcome {
                 }
                 match get("status") {
                     None | Some(Value::Null) => {}
-                    Some(Value::Number(n)) => match n.as_u64().and_then(|s| u16::try_from(s).ok()) {
-                        Some(s) if (100..=599).contains(&s) => out.status = Some(s),
-                        _ => return Err(bad(entrypoint, "status", "an HTTP status from 100 to 599", &Value::Number(n.clone()))),
-                    },
-                    Some(other) => return Err(bad(entrypoint, "status", "an HTTP status from 100 to 599", other)),
+                    Some(Value::Number(n)) => {
+                        match n.as_u64().and_then(|s| u16::try_from(s).ok()) {
+                            Some(s) if (100..=599).contains(&s) => out.status = Some(s),
+                            _ => {
+                                return Err(bad(
+                                    entrypoint,
+                                    "status",
+                                    "an HTTP status from 100 to 599",
+                                    &Value::Number(n.clone()),
+                                ))
+                            }
+                        }
+                    }
+                    Some(other) => {
+                        return Err(bad(
+                            entrypoint,
+                            "status",
+                            "an HTTP status from 100 to 599",
+                            other,
+                        ))
+                    }
                 }
                 match get("headers") {
                     None | Some(Value::Null) => {}
@@ -147,23 +163,44 @@ impl Outcome {
                         let mut headers = Vec::with_capacity(h.len());
                         for (k, v) in h.iter_sorted() {
                             match (k, v) {
-                                (Value::String(k), Value::String(v)) => headers.push((k.clone(), v.clone())),
-                                _ => return Err(bad(entrypoint, "headers", "an object of strings", &Value::Object(h.clone()))),
+                                (Value::String(k), Value::String(v)) => {
+                                    headers.push((k.clone(), v.clone()));
+                                }
+                                _ => {
+                                    return Err(bad(
+                                        entrypoint,
+                                        "headers",
+                                        "an object of strings",
+                                        &Value::Object(h.clone()),
+                                    ))
+                                }
                             }
                         }
                         out.headers = Some(headers);
                     }
-                    Some(other) => return Err(bad(entrypoint, "headers", "an object of strings", other)),
+                    Some(other) => {
+                        return Err(bad(entrypoint, "headers", "an object of strings", other))
+                    }
                 }
                 match get("cache_ttl_seconds") {
                     None | Some(Value::Null) => {}
                     Some(Value::Number(n)) => match n.as_f64() {
                         Some(s) if s.is_finite() && s >= 0.0 => {
-                            out.cache_ttl = Some(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+                            out.cache_ttl =
+                                Some(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
                         }
-                        _ => return Err(bad(entrypoint, "cache_ttl_seconds", "a number >= 0", &Value::Number(n.clone()))),
+                        _ => {
+                            return Err(bad(
+                                entrypoint,
+                                "cache_ttl_seconds",
+                                "a number >= 0",
+                                &Value::Number(n.clone()),
+                            ))
+                        }
                     },
-                    Some(other) => return Err(bad(entrypoint, "cache_ttl_seconds", "a number >= 0", other)),
+                    Some(other) => {
+                        return Err(bad(entrypoint, "cache_ttl_seconds", "a number >= 0", other))
+                    }
                 }
                 match get("tags") {
                     None | Some(Value::Null) => {}
@@ -172,7 +209,14 @@ impl Outcome {
                         for t in a.iter() {
                             match t {
                                 Value::String(s) => tags.push(s.clone()),
-                                _ => return Err(bad(entrypoint, "tags", "a list of strings", &Value::Array(a.clone()))),
+                                _ => {
+                                    return Err(bad(
+                                        entrypoint,
+                                        "tags",
+                                        "a list of strings",
+                                        &Value::Array(a.clone()),
+                                    ))
+                                }
                             }
                         }
                         out.tags = tags.into_boxed_slice();
@@ -197,7 +241,13 @@ impl Outcome {
 
 #[cold]
 fn bad(entrypoint: &str, field: &str, expected: &str, got: &Value) -> Error {
-    Error::evaluation(entrypoint, format!("`{field}` in the result must be {expected}, got {}", type_name(got)))
+    Error::evaluation(
+        entrypoint,
+        format!(
+            "`{field}` in the result must be {expected}, got {}",
+            type_name(got)
+        ),
+    )
 }
 
 /// The Rego type name of a value, as OPA prints it in type errors.

@@ -73,21 +73,38 @@ impl DecisionLogConfig {
     /// # Errors
     /// `Error::Config` for a rate outside 0..=1, a queue outside 1..=`MAX_QUEUE`, a mask that
     /// is not a JSON pointer under `/input` or `/result`, or an empty label name.
-    pub fn new(sample_rate: f64, mask: Vec<String>, max_queue: usize, labels: Vec<(String, String)>) -> Result<Self> {
+    pub fn new(
+        sample_rate: f64,
+        mask: Vec<String>,
+        max_queue: usize,
+        labels: Vec<(String, String)>,
+    ) -> Result<Self> {
         if !(0.0..=1.0).contains(&sample_rate) {
-            return Err(Error::config(format!("sample_rate must be between 0 and 1, got {sample_rate}")));
+            return Err(Error::config(format!(
+                "sample_rate must be between 0 and 1, got {sample_rate}"
+            )));
         }
         if !(1..=MAX_QUEUE).contains(&max_queue) {
-            return Err(Error::config(format!("max_queue must be between 1 and {MAX_QUEUE}, got {max_queue}")));
+            return Err(Error::config(format!(
+                "max_queue must be between 1 and {MAX_QUEUE}, got {max_queue}"
+            )));
         }
         for m in &mask {
             pointer(m)?;
         }
         if labels.iter().any(|(k, _)| k.is_empty()) {
-            return Err(Error::config("decision_log labels must have non-empty names".to_owned()));
+            return Err(Error::config(
+                "decision_log labels must have non-empty names".to_owned(),
+            ));
         }
         let mask_names = DEFAULT_MASK_NAMES.iter().map(|s| (*s).to_owned()).collect();
-        Ok(Self { sample_rate, mask, max_queue, labels, mask_names })
+        Ok(Self {
+            sample_rate,
+            mask,
+            max_queue,
+            labels,
+            mask_names,
+        })
     }
 
     /// The same settings masking the field names matching `patterns` instead of the default.
@@ -150,8 +167,14 @@ impl Masker {
     /// # Errors
     /// `Error::Config` for a pointer that is not under `/input` or `/result`.
     pub fn new(pointers: &[String], names: &[String]) -> Result<Self> {
-        let pointers = pointers.iter().map(|m| Ok((m.clone(), pointer(m)?))).collect::<Result<_>>()?;
-        Ok(Self { pointers, names: names.to_vec() })
+        let pointers = pointers
+            .iter()
+            .map(|m| Ok((m.clone(), pointer(m)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            pointers,
+            names: names.to_vec(),
+        })
     }
 
     /// The default masks (for authorizers without a decision log).
@@ -160,7 +183,10 @@ impl Masker {
         DEFAULT.get_or_init(|| {
             let pointers: Vec<String> = DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect();
             let names: Vec<String> = DEFAULT_MASK_NAMES.iter().map(|s| (*s).to_owned()).collect();
-            Masker::new(&pointers, &names).unwrap_or(Masker { pointers: Vec::new(), names })
+            Masker::new(&pointers, &names).unwrap_or(Masker {
+                pointers: Vec::new(),
+                names,
+            })
         })
     }
 
@@ -199,7 +225,8 @@ impl Masker {
     fn remove_names(&self, node: &mut Json, at: &mut String, erased: &mut Vec<String>) {
         match node {
             Json::Object(map) => {
-                let doomed: Vec<String> = map.keys().filter(|k| self.masks_name(k)).cloned().collect();
+                let doomed: Vec<String> =
+                    map.keys().filter(|k| self.masks_name(k)).cloned().collect();
                 for k in doomed {
                     map.remove(&k);
                     erased.push(format!("{at}/{}", escape(&k)));
@@ -271,7 +298,9 @@ impl Masker {
     /// `message` with every masked value of the input (canonical bytes of `form`) replaced by
     /// [`REDACTED`], raw and as a JSON string body (how policy errors quote strings).
     pub fn redact(&self, message: &str, input: &[u8], form: InputForm) -> String {
-        let Ok(mut doc) = serde_json::from_slice::<Json>(input) else { return message.to_owned() };
+        let Ok(mut doc) = serde_json::from_slice::<Json>(input) else {
+            return message.to_owned();
+        };
         if form == InputForm::Request {
             complete_request(&mut doc);
         }
@@ -329,7 +358,10 @@ fn pointer(p: &str) -> Result<Vec<String>> {
         ))
     };
     let rest = p.strip_prefix('/').ok_or_else(bad)?;
-    let segments: Vec<String> = rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let segments: Vec<String> = rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
     match segments.first().map(String::as_str) {
         Some("input" | "result") => Ok(segments),
         _ => Err(bad()),
@@ -397,8 +429,13 @@ impl DecisionLog {
     /// `Error::Config` for a mask that is not a pointer under `/input` or `/result`.
     pub fn new(config: DecisionLogConfig, version: &str) -> Result<Arc<Self>> {
         let (sender, receiver) = channel();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-        let threshold = (config.sample_rate < 1.0).then_some((config.sample_rate * u64::MAX as f64) as u64);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let threshold =
+            (config.sample_rate < 1.0).then_some((config.sample_rate * u64::MAX as f64) as u64);
         let masks = config.masker()?;
         let mut labels = Map::new();
         labels.insert("id".into(), Json::from(instance_id()));
@@ -435,7 +472,9 @@ impl DecisionLog {
         // Claim a place first: concurrent offers past the bound each give theirs back.
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.config.max_queue {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            metrics.decision_logs_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .decision_logs_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         // The receiver lives as long as `self`, so the send cannot fail.
@@ -443,7 +482,9 @@ impl DecisionLog {
             metrics.decision_logs.fetch_add(1, Ordering::Relaxed);
         } else {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            metrics.decision_logs_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .decision_logs_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -460,10 +501,14 @@ impl DecisionLog {
     /// Up to `max` queued records, rendered as JSON lines when `render` (else discarded).
     /// Returns how many were taken and whether the queue was then seen empty.
     pub fn drain(&self, max: usize, render: bool, out: &mut Vec<String>) -> (usize, bool) {
-        let Some(receiver) = self.receiver.try_lock() else { return (0, false) };
+        let Some(receiver) = self.receiver.try_lock() else {
+            return (0, false);
+        };
         let mut n = 0;
         while n < max {
-            let Ok(record) = receiver.try_recv() else { return (n, true) };
+            let Ok(record) = receiver.try_recv() else {
+                return (n, true);
+            };
             self.queued.fetch_sub(1, Ordering::Relaxed);
             n += 1;
             if render {
@@ -486,7 +531,10 @@ impl DecisionLog {
         match &r.outcome {
             Ok(o) => {
                 if !matches!(o.result, regorus::Value::Undefined) {
-                    doc.insert("result".into(), serde_json::to_value(&o.result).unwrap_or(Json::Null));
+                    doc.insert(
+                        "result".into(),
+                        serde_json::to_value(&o.result).unwrap_or(Json::Null),
+                    );
                 }
             }
             Err(message) => {
@@ -501,14 +549,22 @@ impl DecisionLog {
                 *m = self.masks.redact(m, &r.input, r.form);
             }
         }
-        let erased: Vec<Json> = self.masks.apply(&mut doc).into_iter().map(Json::from).collect();
+        let erased: Vec<Json> = self
+            .masks
+            .apply(&mut doc)
+            .into_iter()
+            .map(Json::from)
+            .collect();
         doc.insert("decision_id".into(), Json::from(r.id.to_string()));
         doc.insert("path".into(), Json::from(opa_path(&r.entrypoint)));
         doc.insert("revision".into(), Json::from(&*r.revision));
         doc.insert("timestamp".into(), Json::from(clock::rfc3339(r.unix_ns)));
         doc.insert("labels".into(), self.labels.clone());
         let mut metrics = Map::new();
-        metrics.insert("timer_regoguard_decision_ns".into(), Json::from(r.duration_ns));
+        metrics.insert(
+            "timer_regoguard_decision_ns".into(),
+            Json::from(r.duration_ns),
+        );
         doc.insert("metrics".into(), Json::Object(metrics));
         if let Some(s) = r.source {
             doc.insert("source".into(), Json::from(s.as_str()));
@@ -524,23 +580,34 @@ impl DecisionLog {
 /// the document the policy saw.
 fn complete_request(input: &mut Json) {
     let Json::Object(fields) = input else { return };
-    let Some(Json::String(path)) = fields.get("path") else { return };
-    let segments = crate::request::path_segments(path).map(Json::from).collect();
+    let Some(Json::String(path)) = fields.get("path") else {
+        return;
+    };
+    let segments = crate::request::path_segments(path)
+        .map(Json::from)
+        .collect();
     fields.insert("path_segments".into(), Json::Array(segments));
 }
 
 /// `data.authz.allow` in OPA's decision-log form: `authz/allow`.
 fn opa_path(entrypoint: &str) -> String {
-    entrypoint.strip_prefix("data.").unwrap_or(entrypoint).replace('.', "/")
+    entrypoint
+        .strip_prefix("data.")
+        .unwrap_or(entrypoint)
+        .replace('.', "/")
 }
 
 /// Removes the value at `segments` (object keys, or array indices); returns whether it was there.
 fn remove(doc: &mut Map<String, Json>, segments: &[String]) -> bool {
-    let Some((first, rest)) = segments.split_first() else { return false };
+    let Some((first, rest)) = segments.split_first() else {
+        return false;
+    };
     if rest.is_empty() {
         return doc.remove(first).is_some();
     }
-    let Some(mut node) = doc.get_mut(first) else { return false };
+    let Some(mut node) = doc.get_mut(first) else {
+        return false;
+    };
     for (i, seg) in rest.iter().enumerate() {
         let last = i + 1 == rest.len();
         match node {
@@ -548,11 +615,15 @@ fn remove(doc: &mut Map<String, Json>, segments: &[String]) -> bool {
                 if last {
                     return map.remove(seg).is_some();
                 }
-                let Some(next) = map.get_mut(seg) else { return false };
+                let Some(next) = map.get_mut(seg) else {
+                    return false;
+                };
                 node = next;
             }
             Json::Array(items) => {
-                let Ok(idx) = seg.parse::<usize>() else { return false };
+                let Ok(idx) = seg.parse::<usize>() else {
+                    return false;
+                };
                 if idx >= items.len() {
                     return false;
                 }
@@ -560,7 +631,9 @@ fn remove(doc: &mut Map<String, Json>, segments: &[String]) -> bool {
                     items.remove(idx);
                     return true;
                 }
-                let Some(next) = items.get_mut(idx) else { return false };
+                let Some(next) = items.get_mut(idx) else {
+                    return false;
+                };
                 node = next;
             }
             _ => return false,
@@ -600,7 +673,8 @@ pub fn drain_all(max: usize, render: bool) -> (usize, Vec<String>) {
         }
     }
     if !finished.is_empty() {
-        LOGS.lock().retain(|l| !finished.iter().any(|f| Arc::ptr_eq(f, l)));
+        LOGS.lock()
+            .retain(|l| !finished.iter().any(|f| Arc::ptr_eq(f, l)));
     }
     (taken, lines)
 }
@@ -633,7 +707,13 @@ mod tests {
         assert!(DecisionLogConfig::new(1.0, vec![], 0, vec![]).is_err());
         assert!(DecisionLogConfig::new(1.0, vec!["input/x".into()], 1, vec![]).is_err());
         assert!(DecisionLogConfig::new(1.0, vec!["/data/x".into()], 1, vec![]).is_err());
-        assert!(DecisionLogConfig::new(1.0, vec!["/result".into(), "/input/a~1b".into()], 1, vec![]).is_ok());
+        assert!(DecisionLogConfig::new(
+            1.0,
+            vec!["/result".into(), "/input/a~1b".into()],
+            1,
+            vec![]
+        )
+        .is_ok());
     }
 
     #[test]
@@ -646,7 +726,10 @@ mod tests {
         ));
         let v: Json = serde_json::from_str(&line).unwrap();
         assert_eq!(v["input"]["headers"], serde_json::json!({"x-tenant": "t"}));
-        assert_eq!(v["erased"], serde_json::json!(["/input/headers/authorization", "/input/headers/cookie"]));
+        assert_eq!(
+            v["erased"],
+            serde_json::json!(["/input/headers/authorization", "/input/headers/cookie"])
+        );
         assert!(!line.contains("Bearer"));
         assert_eq!(v["result"], Json::Bool(true));
         assert_eq!(v["path"], "authz/allow");
@@ -659,7 +742,13 @@ mod tests {
 
     #[test]
     fn masks_reach_into_arrays_and_errors_are_logged() {
-        let cfg = DecisionLogConfig::new(1.0, vec!["/input/items/0".into(), "/input/nope/x".into()], 4, vec![]).unwrap();
+        let cfg = DecisionLogConfig::new(
+            1.0,
+            vec!["/input/items/0".into(), "/input/nope/x".into()],
+            4,
+            vec![],
+        )
+        .unwrap();
         let log = DecisionLog::new(cfg, "v").unwrap();
         let line = log.render(&record(r#"{"items":[1,2]}"#, Err("boom".into())));
         let v: Json = serde_json::from_str(&line).unwrap();
@@ -684,8 +773,14 @@ mod tests {
         assert_eq!(v["input"]["headers"], serde_json::json!({"x-tenant": "t"}));
         assert_eq!(v["input"]["user"]["name"], "bob");
         let erased = v["erased"].as_array().unwrap();
-        assert!(erased.contains(&Json::from("/input/user/creds/0/client_SECRET")), "{erased:?}");
-        assert!(erased.contains(&Json::from("/input/headers/x-api-key")), "{erased:?}");
+        assert!(
+            erased.contains(&Json::from("/input/user/creds/0/client_SECRET")),
+            "{erased:?}"
+        );
+        assert!(
+            erased.contains(&Json::from("/input/headers/x-api-key")),
+            "{erased:?}"
+        );
     }
 
     #[test]
@@ -695,7 +790,9 @@ mod tests {
         assert!(!glob("*token*", "tokn"));
         assert!(glob("a*b", "axxb"));
         assert!(!glob("a*b", "axxbc"));
-        assert!(DecisionLogConfig::default().with_mask_names(vec!["**".into()]).is_err());
+        assert!(DecisionLogConfig::default()
+            .with_mask_names(vec!["**".into()])
+            .is_err());
     }
 
     #[test]
@@ -710,8 +807,14 @@ mod tests {
         let msg = r#"policy.rego:3:5: cannot use "Bearer s"x" and abc123 as numbers (abc stays)"#;
         let e = m.redact_error(Error::evaluation("data.a.b", msg), &input, InputForm::Plain);
         let text = e.to_string();
-        assert!(!text.contains("Bearer") && !text.contains("abc123"), "{text}");
-        assert!(text.contains("abc stays") && text.contains("policy.rego:3:5"), "{text}");
+        assert!(
+            !text.contains("Bearer") && !text.contains("abc123"),
+            "{text}"
+        );
+        assert!(
+            text.contains("abc stays") && text.contains("policy.rego:3:5"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -731,10 +834,12 @@ mod tests {
 
     #[test]
     fn sampling_rate_is_roughly_honoured() {
-        let half = DecisionLog::new(DecisionLogConfig::new(0.5, vec![], 1, vec![]).unwrap(), "v").unwrap();
+        let half =
+            DecisionLog::new(DecisionLogConfig::new(0.5, vec![], 1, vec![]).unwrap(), "v").unwrap();
         let n = (0..10_000).filter(|_| half.sampled()).count();
         assert!((4_500..5_500).contains(&n), "{n}");
-        let none = DecisionLog::new(DecisionLogConfig::new(0.0, vec![], 1, vec![]).unwrap(), "v").unwrap();
+        let none =
+            DecisionLog::new(DecisionLogConfig::new(0.0, vec![], 1, vec![]).unwrap(), "v").unwrap();
         assert!(!(0..1000).any(|_| none.sampled()));
     }
 }

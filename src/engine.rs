@@ -66,7 +66,9 @@ pub struct PolicyFile {
 /// all; `Error::Policy` for a file that cannot be read as UTF-8 text.
 pub fn read_policies(paths: &[String]) -> Result<Vec<PolicyFile>> {
     if paths.is_empty() {
-        return Err(Error::config("policies is empty: give at least one .rego file or folder"));
+        return Err(Error::config(
+            "policies is empty: give at least one .rego file or folder",
+        ));
     }
     let mut files = Vec::new();
     let mut issues = Vec::new();
@@ -99,7 +101,8 @@ pub fn read_policies(paths: &[String]) -> Result<Vec<PolicyFile>> {
 }
 
 fn walk(dir: &Path, display: &str, out: &mut Vec<(String, std::path::PathBuf)>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::config(format!("cannot list {display}: {e}")))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::config(format!("cannot list {display}: {e}")))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::config(format!("cannot list {display}: {e}")))?;
         let path = entry.path();
@@ -117,9 +120,17 @@ fn walk(dir: &Path, display: &str, out: &mut Vec<(String, std::path::PathBuf)>) 
     Ok(())
 }
 
-fn read_one(path: &Path, display: String, files: &mut Vec<PolicyFile>, issues: &mut Vec<PolicyIssue>) {
+fn read_one(
+    path: &Path,
+    display: String,
+    files: &mut Vec<PolicyFile>,
+    issues: &mut Vec<PolicyIssue>,
+) {
     match std::fs::read(path).map(String::from_utf8) {
-        Ok(Ok(text)) => files.push(PolicyFile { path: display, text }),
+        Ok(Ok(text)) => files.push(PolicyFile {
+            path: display,
+            text,
+        }),
         Ok(Err(_)) => issues.push(file_issue(display, "the file is not UTF-8 text".into())),
         Err(e) => issues.push(file_issue(display, e.to_string())),
     }
@@ -127,7 +138,14 @@ fn read_one(path: &Path, display: String, files: &mut Vec<PolicyFile>, issues: &
 
 #[cold]
 fn file_issue(file: String, message: String) -> PolicyIssue {
-    PolicyIssue { file, line: 0, column: 0, code: "rego_parse_error", message, snippet: String::new() }
+    PolicyIssue {
+        file,
+        line: 0,
+        column: 0,
+        code: "rego_parse_error",
+        message,
+        snippet: String::new(),
+    }
 }
 
 /// Reads a `.json`, `.yaml` or `.yml` base document.
@@ -139,7 +157,9 @@ pub fn read_data_file(path: &str) -> Result<Value> {
     let p = Path::new(path);
     let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
     if !matches!(ext, "json" | "yaml" | "yml") {
-        return Err(Error::config(format!("data file {path} must end in .json, .yaml or .yml")));
+        return Err(Error::config(format!(
+            "data file {path} must end in .json, .yaml or .yml"
+        )));
     }
     if !p.is_file() {
         return Err(Error::config(format!("data file {path} does not exist")));
@@ -147,9 +167,10 @@ pub fn read_data_file(path: &str) -> Result<Value> {
     let text = std::fs::read_to_string(p).map_err(|e| Error::data(format!("{path}: {e}")))?;
     let value = if ext == "json" {
         // serde_json reports line and column; regorus's own JSON reader does not.
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::data(format!("{path}:{}:{}: {e}", e.line(), e.column())))?;
-        Value::from_json_str(&json.to_string()).map_err(|e| Error::data(format!("{path}: {e:#}")))?
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::data(format!("{path}:{}:{}: {e}", e.line(), e.column())))?;
+        Value::from_json_str(&json.to_string())
+            .map_err(|e| Error::data(format!("{path}: {e:#}")))?
     } else {
         Value::from_yaml_str(&text).map_err(|e| Error::data(format!("{path}: {e:#}")))?
     };
@@ -195,7 +216,8 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     let mut issues = Vec::new();
     for f in files {
         // rego.metadata.rule()/chain() calls become their values (src/builtins/metadata.rs).
-        let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0).unwrap_or_else(|| f.text.clone());
+        let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0)
+            .unwrap_or_else(|| f.text.clone());
         // A failed add_policy leaves the engine as it was, so the next file still parses.
         if let Err(e) = engine.add_policy(f.path.clone(), text) {
             let mut issue = issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error");
@@ -232,7 +254,10 @@ impl Revision {
     /// # Errors
     /// `Error::Data` if the data has no canonical form.
     pub fn of(files: &[PolicyFile], data: &Value, rego_v0: bool) -> Result<Self> {
-        let mut texts: Vec<[u8; 32]> = files.iter().map(|f| *blake3::hash(f.text.as_bytes()).as_bytes()).collect();
+        let mut texts: Vec<[u8; 32]> = files
+            .iter()
+            .map(|f| *blake3::hash(f.text.as_bytes()).as_bytes())
+            .collect();
         texts.sort_unstable();
         let mut h = blake3::Hasher::new();
         h.update(b"regoguard/revision/v1\0");
@@ -241,11 +266,15 @@ impl Revision {
         for t in &texts {
             h.update(t);
         }
-        let data_bytes = canonical::to_bytes(data, "data").map_err(|e| Error::data(e.to_string()))?;
+        let data_bytes =
+            canonical::to_bytes(data, "data").map_err(|e| Error::data(e.to_string()))?;
         h.update(&data_bytes);
         let digest = *h.finalize().as_bytes();
         let display: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self { digest, display: Arc::from(display) })
+        Ok(Self {
+            digest,
+            display: Arc::from(display),
+        })
     }
 }
 
@@ -307,9 +336,15 @@ impl Compiled {
     ) -> Result<Self> {
         let mut engine = policies.clone();
         engine.clear_data();
-        engine.add_data(data.clone()).map_err(|e| Error::data(format!("{e:#}")))?;
+        engine
+            .add_data(data.clone())
+            .map_err(|e| Error::data(format!("{e:#}")))?;
         let facts = crate::rvm_guard::Facts::of(
-            policies.get_policies().map_err(|e| Error::config(format!("{e:#}")))?.iter().map(|s| s.get_contents().as_str()),
+            policies
+                .get_policies()
+                .map_err(|e| Error::config(format!("{e:#}")))?
+                .iter()
+                .map(|s| s.get_contents().as_str()),
         );
         crate::budget::install(&mut engine, budget)?;
         budget.apply_to_engine(&mut engine);
@@ -363,11 +398,19 @@ impl Compiled {
                 "entrypoint must be a full rule path such as data.authz.allow, got {name:?}"
             )));
         }
-        let (rule, policy) = match self.engine.compile_with_entrypoint(&regorus::Rc::from(name)) {
+        let (rule, policy) = match self
+            .engine
+            .compile_with_entrypoint(&regorus::Rc::from(name))
+        {
             Ok(policy) => (name.to_owned(), policy),
             Err(e) => {
-                let Some(rule) = crate::tooling::package_allow(&self.engine, name) else { return Err(compile_error(name, &e)) };
-                let policy = self.engine.compile_with_entrypoint(&regorus::Rc::from(rule.as_str())).map_err(|e| compile_error(&rule, &e))?;
+                let Some(rule) = crate::tooling::package_allow(&self.engine, name) else {
+                    return Err(compile_error(name, &e));
+                };
+                let policy = self
+                    .engine
+                    .compile_with_entrypoint(&regorus::Rc::from(rule.as_str()))
+                    .map_err(|e| compile_error(&rule, &e))?;
                 (rule, policy)
             }
         };
@@ -376,14 +419,22 @@ impl Compiled {
         let (program, fallback_reason) = if self.evaluator == Evaluator::Interpreter {
             (None, Some("evaluator='interpreter'".to_owned()))
         } else if let (Evaluator::Auto, Some(why)) = (self.evaluator, &self.facts.rvm_unsafe) {
-            (None, Some(format!("the RVM is known to differ from OPA here: {why}")))
+            (
+                None,
+                Some(format!("the RVM is known to differ from OPA here: {why}")),
+            )
         } else {
-            match Compiler::compile_from_policy_with_host_await(&policy, &[rule.as_str()], crate::builtins::host_await_table()) {
+            match Compiler::compile_from_policy_with_host_await(
+                &policy,
+                &[rule.as_str()],
+                crate::builtins::host_await_table(),
+            ) {
                 Ok(program) => {
                     // Surfaces rule/data conflicts at construction, not on the first request.
                     let mut vm = RegoVM::new();
                     vm.load_program(program.clone());
-                    vm.set_data(self.data.clone()).map_err(|e| Error::data(format!("{e:#}")))?;
+                    vm.set_data(self.data.clone())
+                        .map_err(|e| Error::data(format!("{e:#}")))?;
                     (Some(program), None)
                 }
                 // OPA rejects a call of an unknown function at compile time (rego_type_error); the
@@ -480,7 +531,8 @@ fn is_unknown_function(e: &CompilerError) -> bool {
 /// # Errors
 /// `Error::Policy` with one issue per repeated default.
 pub fn check_duplicate_defaults(files: &[PolicyFile]) -> Result<()> {
-    let mut seen: std::collections::HashMap<String, (String, usize)> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<String, (String, usize)> =
+        std::collections::HashMap::new();
     let mut issues = Vec::new();
     for f in files {
         let mut package = String::new();
@@ -490,7 +542,9 @@ pub fn check_duplicate_defaults(files: &[PolicyFile]) -> Result<()> {
                 package = rest.split_whitespace().next().unwrap_or("").to_owned();
                 continue;
             }
-            let Some(rest) = trimmed.strip_prefix("default ") else { continue };
+            let Some(rest) = trimmed.strip_prefix("default ") else {
+                continue;
+            };
             let name: String = rest
                 .trim_start()
                 .chars()
@@ -507,7 +561,9 @@ pub fn check_duplicate_defaults(files: &[PolicyFile]) -> Result<()> {
                     line: u32::try_from(n + 1).unwrap_or(u32::MAX),
                     column: u32::try_from(column).unwrap_or(u32::MAX),
                     code: "rego_type_error",
-                    message: format!("multiple default rules {rule} found (first at {first_file}:{first_line})"),
+                    message: format!(
+                        "multiple default rules {rule} found (first at {first_file}:{first_line})"
+                    ),
                     snippet: String::new(),
                 });
             } else {
@@ -528,7 +584,10 @@ fn compile_error(entrypoint: &str, e: &anyhow::Error) -> Error {
     // regorus reports an unknown rule path with this unlocated message; the test
     // `unknown_entrypoint_is_an_evaluation_error` pins it so an upgrade that changes it fails.
     if text.0.contains("not a valid rule path") {
-        return Error::evaluation(entrypoint, format!("no rule at {entrypoint} (unknown entrypoint)"));
+        return Error::evaluation(
+            entrypoint,
+            format!("no rule at {entrypoint} (unknown entrypoint)"),
+        );
     }
     let issue = issue_from_regorus(&text, "<policies>", "rego_compile_error");
     Error::Policy(vec![issue])
@@ -549,7 +608,12 @@ struct Worker {
 
 impl Worker {
     fn new(compiled: &Arc<Compiled>) -> Self {
-        Worker { owner: compiled.owner, compiled: Arc::downgrade(compiled), engine: None, vms: Vec::new() }
+        Worker {
+            owner: compiled.owner,
+            compiled: Arc::downgrade(compiled),
+            engine: None,
+            vms: Vec::new(),
+        }
     }
 
     fn run(&mut self, ep: &Entrypoint, index: usize, input: Value) -> Result<Value> {
@@ -569,7 +633,8 @@ impl Worker {
             crate::builtins::prepare_vm(&mut vm);
             vm.set_max_instructions(MAX_INSTRUCTIONS);
             compiled.budget.apply_to_vm(&mut vm);
-            vm.set_data(compiled.data.clone()).map_err(|e| eval_error(&ep.name, &e))?;
+            vm.set_data(compiled.data.clone())
+                .map_err(|e| eval_error(&ep.name, &e))?;
             *slot = Some(vm);
         }
         let Some(vm) = slot.as_mut() else {
@@ -583,7 +648,9 @@ impl Worker {
             Ok(Value::Undefined) => self.interpret(&compiled, ep, input),
             // It also keeps undefined values inside collections (README, known
             // differences): the interpreter answers those too.
-            Ok(v) if crate::rvm_guard::contains_undefined(&v) => self.interpret(&compiled, ep, input),
+            Ok(v) if crate::rvm_guard::contains_undefined(&v) => {
+                self.interpret(&compiled, ep, input)
+            }
             Ok(v) => Ok(v),
             Err(e) => Err(eval_error(&ep.name, &e)),
         }
@@ -596,7 +663,9 @@ impl Worker {
             e
         });
         engine.set_input(input);
-        engine.eval_rule(ep.rule.to_string()).map_err(|e| eval_error(&ep.name, &e))
+        engine
+            .eval_rule(ep.rule.to_string())
+            .map_err(|e| eval_error(&ep.name, &e))
     }
 }
 
@@ -609,7 +678,10 @@ fn eval_error(entrypoint: &str, e: &dyn std::fmt::Display) -> Error {
     }
     if text.0.contains("--> ") {
         let issue = issue_from_regorus(&text, "", "eval_error");
-        let mut message = format!("{}:{}:{}: {}", issue.file, issue.line, issue.column, issue.message);
+        let mut message = format!(
+            "{}:{}:{}: {}",
+            issue.file, issue.line, issue.column, issue.message
+        );
         if !issue.snippet.is_empty() {
             message.push('\n');
             message.push_str(&issue.snippet);

@@ -21,7 +21,11 @@ pub struct PolicyIssue {
 
 impl fmt::Display for PolicyIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.code, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.code, self.message
+        )?;
         if !self.snippet.is_empty() {
             write!(f, "\n{}", self.snippet)?;
         }
@@ -73,7 +77,11 @@ fn join_issues(issues: &[PolicyIssue]) -> String {
 impl Error {
     #[cold]
     pub fn evaluation(entrypoint: &str, message: impl Into<String>) -> Self {
-        Error::Evaluation(EvalFailure { entrypoint: entrypoint.to_owned(), message: message.into(), decision_id: None })
+        Error::Evaluation(EvalFailure {
+            entrypoint: entrypoint.to_owned(),
+            message: message.into(),
+            decision_id: None,
+        })
     }
 
     /// Names the decision an evaluation error belongs to (other errors are returned as they are).
@@ -165,7 +173,11 @@ mod tests {
     #[test]
     fn splits_regorus_location() {
         let text = "\n--> policies/authz.rego:3:7\n  |\n3 | allow if {\n  |       ^\nerror: unexpected token";
-        let issue = issue_from_regorus(&anyhow_like::ErrorText(text.into()), "x", "rego_parse_error");
+        let issue = issue_from_regorus(
+            &anyhow_like::ErrorText(text.into()),
+            "x",
+            "rego_parse_error",
+        );
         assert_eq!(issue.file, "policies/authz.rego");
         assert_eq!((issue.line, issue.column), (3, 7));
         assert_eq!(issue.message, "unexpected token");
@@ -178,7 +190,11 @@ mod tests {
 
     #[test]
     fn unlocated_message_is_kept_whole() {
-        let issue = issue_from_regorus(&anyhow_like::ErrorText("boom".into()), "a.rego", "rego_compile_error");
+        let issue = issue_from_regorus(
+            &anyhow_like::ErrorText("boom".into()),
+            "a.rego",
+            "rego_compile_error",
+        );
         assert_eq!(issue.to_string(), "a.rego:0:0: rego_compile_error: boom");
     }
 }

@@ -31,7 +31,10 @@ pub struct Validity {
 
 impl Validity {
     /// Nothing time-dependent was reported.
-    pub const STABLE: Validity = Validity { volatile: false, until_unix_ns: None };
+    pub const STABLE: Validity = Validity {
+        volatile: false,
+        until_unix_ns: None,
+    };
 
     /// Whether the outcome may be cached at all at `now_unix_ns` (ignoring the policy's own
     /// `cache_ttl_seconds`, which the caller applies).
@@ -66,7 +69,12 @@ impl Scope {
 
     /// Starts an evaluation whose clock reads `now_unix_ns` (tests, replays).
     pub fn begin_at(now_unix_ns: u64) -> Self {
-        let outer = CURRENT.with(|c| c.replace(Some(State { now_unix_ns, validity: Validity::STABLE })));
+        let outer = CURRENT.with(|c| {
+            c.replace(Some(State {
+                now_unix_ns,
+                validity: Validity::STABLE,
+            }))
+        });
         Scope { outer, done: false }
     }
 
@@ -88,7 +96,9 @@ impl Drop for Scope {
 
 /// The evaluation's clock (Unix nanoseconds): fixed for the whole evaluation.
 pub fn now_unix_ns() -> u64 {
-    CURRENT.with(Cell::get).map_or_else(clock::unix_ns, |s| s.now_unix_ns)
+    CURRENT
+        .with(Cell::get)
+        .map_or_else(clock::unix_ns, |s| s.now_unix_ns)
 }
 
 /// The outcome being computed holds no later than `unix_ns`.
@@ -122,7 +132,13 @@ mod tests {
         valid_until(3_000);
         valid_until(9_000);
         let v = scope.finish();
-        assert_eq!(v, Validity { volatile: false, until_unix_ns: Some(3_000) });
+        assert_eq!(
+            v,
+            Validity {
+                volatile: false,
+                until_unix_ns: Some(3_000)
+            }
+        );
         assert!(v.cacheable_at(2_999));
         assert!(!v.cacheable_at(3_000));
     }

@@ -88,8 +88,16 @@ mod tests {
         let r = [3u8; 32];
         let bytes = br#"{"headers":{},"method":"GET","path":"/admin","query":{},"user":null}"#;
         let s = FormSeeds::new(&r, "data.authz.allow");
-        assert_ne!(s.plain.key(bytes), s.request.key(bytes), "the same bytes, two evaluated documents");
-        assert_ne!(s.plain, KeySeed::new(&r, "data.authz.allow"), "no form shares the result caches' v1 seeds");
+        assert_ne!(
+            s.plain.key(bytes),
+            s.request.key(bytes),
+            "the same bytes, two evaluated documents"
+        );
+        assert_ne!(
+            s.plain,
+            KeySeed::new(&r, "data.authz.allow"),
+            "no form shares the result caches' v1 seeds"
+        );
         assert_eq!(s, FormSeeds::new(&r, "data.authz.allow"));
         assert_ne!(s.plain, FormSeeds::new(&r, "data.authz.deny").plain);
     }

@@ -72,7 +72,9 @@ impl DecisionPolicy {
             "auto" => Ok(Self::Auto),
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => Err(Error::config(format!("decisions must be 'auto', 'always' or 'never', got {other:?}"))),
+            other => Err(Error::config(format!(
+                "decisions must be 'auto', 'always' or 'never', got {other:?}"
+            ))),
         }
     }
 
@@ -133,17 +135,22 @@ impl RedisConfig {
         channel: Option<&str>,
         decisions: DecisionPolicy,
     ) -> Result<Self> {
-        redis::Client::open(url).map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(url)), url)))?;
+        redis::Client::open(url)
+            .map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(url)), url)))?;
         let ttl = seconds("ttl_seconds", ttl_seconds)?;
         if ttl.is_zero() {
             return Err(Error::config("ttl_seconds must be > 0"));
         }
         let timeout = seconds("timeout_seconds", timeout_seconds)?;
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
-            return Err(Error::config(format!("timeout_seconds must be > 0 and <= 60, got {timeout_seconds}")));
+            return Err(Error::config(format!(
+                "timeout_seconds must be > 0 and <= 60, got {timeout_seconds}"
+            )));
         }
         if key_prefix.is_empty() || key_prefix.chars().any(char::is_whitespace) {
-            return Err(Error::config(format!("key_prefix must be non-empty without whitespace, got {key_prefix:?}")));
+            return Err(Error::config(format!(
+                "key_prefix must be non-empty without whitespace, got {key_prefix:?}"
+            )));
         }
         if let Some(k) = &signing_key {
             if k.len() < MIN_SIGNING_KEY_BYTES {
@@ -158,7 +165,15 @@ impl RedisConfig {
             Some("") => return Err(Error::config("channel must be non-empty (or None)")),
             Some(c) => c.to_owned(),
         };
-        Ok(Self { url: url.to_owned(), ttl, timeout, key_prefix: key_prefix.to_owned(), signing_key, channel, decisions })
+        Ok(Self {
+            url: url.to_owned(),
+            ttl,
+            timeout,
+            key_prefix: key_prefix.to_owned(),
+            signing_key,
+            channel,
+            decisions,
+        })
     }
 }
 
@@ -168,7 +183,9 @@ pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
         let start = scheme_end + 3;
-        let end = out[start..].find(['/', '?', '#']).map_or(out.len(), |i| start + i);
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
         if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
             if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
                 out.replace_range(colon + 1..at, "***");
@@ -180,7 +197,11 @@ pub fn redact_url(url: &str) -> String {
         let redacted: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{k}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();
@@ -195,7 +216,9 @@ fn url_secrets(url: &str) -> Vec<String> {
     let mut raw = Vec::new();
     if let Some(scheme_end) = url.find("://") {
         let start = scheme_end + 3;
-        let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+        let end = url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| start + i);
         if let Some(at) = url[start..end].rfind('@').map(|i| start + i) {
             if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
                 raw.push(&url[colon + 1..at]);
@@ -211,7 +234,10 @@ fn url_secrets(url: &str) -> Vec<String> {
             }
         }
     }
-    let mut secrets: Vec<String> = raw.iter().flat_map(|r| [percent_decode(r), (*r).to_owned()]).collect();
+    let mut secrets: Vec<String> = raw
+        .iter()
+        .flat_map(|r| [percent_decode(r), (*r).to_owned()])
+        .collect();
     secrets.retain(|s| !s.is_empty());
     // Longest first, so a secret containing another is replaced whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -224,7 +250,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -271,7 +300,9 @@ pub fn handle() -> Option<Handle> {
         RuntimeState::Stopped => return None,
         _ => {}
     }
-    if let RuntimeState::Running(inherited, _) = std::mem::replace(&mut *state, RuntimeState::NotStarted) {
+    if let RuntimeState::Running(inherited, _) =
+        std::mem::replace(&mut *state, RuntimeState::NotStarted)
+    {
         // Dropping it would wait for threads that only exist in the parent.
         std::mem::forget(inherited);
         IN_FLIGHT.store(0, Ordering::SeqCst);
@@ -318,7 +349,11 @@ pub fn shutdown(timeout: Duration) {
         while IN_FLIGHT.load(Ordering::SeqCst) > 0 && started.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        rt.shutdown_timeout(timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100)));
+        rt.shutdown_timeout(
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(100)),
+        );
     }
 }
 
@@ -361,7 +396,9 @@ fn bump(c: &AtomicU64) {
 fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn ns(d: Duration) -> u64 {
@@ -458,7 +495,9 @@ pub struct L2 {
 
 impl std::fmt::Debug for L2 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L2").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("L2")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -484,8 +523,12 @@ impl L2 {
     /// # Errors
     /// `Error::Config` if the URL does not parse (already checked by [`RedisConfig::new`]).
     pub fn new(config: RedisConfig) -> Result<Arc<Self>> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(&config.url)), &config.url)))?;
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::config(scrub(
+                &format!("url {}: {e}", redact_url(&config.url)),
+                &config.url,
+            ))
+        })?;
         Ok(Arc::new(Self {
             config,
             client,
@@ -522,7 +565,11 @@ impl L2 {
         if last != 0 && now.saturating_sub(last) < ns(WARNING_INTERVAL) {
             return;
         }
-        if self.last_warning_ns.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if self
+            .last_warning_ns
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             // A Redis error may quote the connection string: never its password.
             *self.warning.lock() = Some(scrub(&message(), &self.config.url));
         }
@@ -542,7 +589,11 @@ impl L2 {
         }
         // Claim the probe: others keep skipping for another backoff period meanwhile.
         let next = now.saturating_add(self.backoff_ns.load(Ordering::Relaxed));
-        if self.down_until_ns.compare_exchange(down, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if self
+            .down_until_ns
+            .compare_exchange(down, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             true
         } else {
             bump(&self.counters.skipped);
@@ -566,8 +617,12 @@ impl L2 {
     fn failed(&self, what: &str, e: &CallError) {
         bump(&self.counters.errors);
         let backoff = self.backoff_ns.load(Ordering::Relaxed);
-        self.down_until_ns.store(now_ns().saturating_add(backoff), Ordering::Relaxed);
-        self.backoff_ns.store(backoff.saturating_mul(2).min(ns(MAX_BACKOFF)), Ordering::Relaxed);
+        self.down_until_ns
+            .store(now_ns().saturating_add(backoff), Ordering::Relaxed);
+        self.backoff_ns.store(
+            backoff.saturating_mul(2).min(ns(MAX_BACKOFF)),
+            Ordering::Relaxed,
+        );
         self.warn(|| {
             format!(
                 "regoguard L2: Redis {what} failed ({e}); serving from L1 and the engine, retrying in {} ms",
@@ -604,7 +659,11 @@ impl L2 {
     }
 
     /// Runs `f` on the runtime, bounded by the timeout.
-    async fn call<T, F>(conn: ConnectionManager, timeout: Duration, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, CallError>
+    async fn call<T, F>(
+        conn: ConnectionManager,
+        timeout: Duration,
+        f: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, CallError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -634,16 +693,27 @@ impl L2 {
 
     /// Reads and verifies `key` (an entry of `revision` in the epoch space `space`), waiting at
     /// most about the timeout. Call it without the GIL.
-    pub fn get_blocking(self: &Arc<Self>, key: &str, space: &str, revision: &str) -> (Option<Found>, Option<Observed>) {
+    pub fn get_blocking(
+        self: &Arc<Self>,
+        key: &str,
+        space: &str,
+        revision: &str,
+    ) -> (Option<Found>, Option<Observed>) {
         let (tx, rx) = mpsc::sync_channel(1);
-        let started = self.spawn_get(key.to_owned(), space, revision.to_owned(), move |found, observed| {
-            let _ = tx.send((found, observed));
-        });
+        let started = self.spawn_get(
+            key.to_owned(),
+            space,
+            revision.to_owned(),
+            move |found, observed| {
+                let _ = tx.send((found, observed));
+            },
+        );
         if !started {
             return (None, None);
         }
         // The task is bounded by the timeout already; the margin covers scheduling.
-        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20)).unwrap_or((None, None))
+        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20))
+            .unwrap_or((None, None))
     }
 
     /// Starts reading `key` on the runtime and calls `done` with what was found and the epochs
@@ -656,7 +726,9 @@ impl L2 {
         revision: String,
         done: impl FnOnce(Option<Found>, Option<Observed>) + Send + 'static,
     ) -> bool {
-        let Some((handle, conn)) = self.ready() else { return false };
+        let Some((handle, conn)) = self.ready() else {
+            return false;
+        };
         let this = self.clone();
         let epochs = self.epoch_keys(space, &key);
         let space = space.to_owned();
@@ -664,13 +736,14 @@ impl L2 {
         handle.spawn(async move {
             let _guard = guard;
             let read = this.get(conn, &key, &space, &epochs, &revision);
-            let (found, observed) = if let Ok(r) = tokio::time::timeout(this.config.timeout, read).await {
-                r
-            } else {
-                bump(&this.counters.misses);
-                this.failed("GET", &CallError::Timeout);
-                (None, None)
-            };
+            let (found, observed) =
+                if let Ok(r) = tokio::time::timeout(this.config.timeout, read).await {
+                    r
+                } else {
+                    bump(&this.counters.misses);
+                    this.failed("GET", &CallError::Timeout);
+                    (None, None)
+                };
             done(found, observed);
         });
         true
@@ -679,7 +752,11 @@ impl L2 {
     /// The epoch keys of `key` in `space`.
     pub fn epoch_keys(&self, space: &str, key: &str) -> EpochKeys {
         let p = &self.config.key_prefix;
-        EpochKeys { space: format!("{p}:e:{space}"), key: format!("{p}:e:k:{key}"), tag_generation: format!("{p}:e:{space}:g") }
+        EpochKeys {
+            space: format!("{p}:e:{space}"),
+            key: format!("{p}:e:k:{key}"),
+            tag_generation: format!("{p}:e:{space}:g"),
+        }
     }
 
     /// The epoch key of `tag` in `space`.
@@ -711,18 +788,26 @@ impl L2 {
         revision: &str,
     ) -> (Option<Found>, Option<Observed>) {
         let started = Instant::now();
-        let reply: Result<(Option<Vec<u8>>, i64, Option<String>, Option<String>, Option<String>), _> =
-            Self::call(conn.clone(), self.config.timeout, |mut c| async move {
-                redis::pipe()
-                    .get(key)
-                    .pttl(key)
-                    .get(&epochs.space)
-                    .get(&epochs.key)
-                    .get(&epochs.tag_generation)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await;
+        let reply: Result<
+            (
+                Option<Vec<u8>>,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ),
+            _,
+        > = Self::call(conn.clone(), self.config.timeout, |mut c| async move {
+            redis::pipe()
+                .get(key)
+                .pttl(key)
+                .get(&epochs.space)
+                .get(&epochs.key)
+                .get(&epochs.tag_generation)
+                .query_async(&mut c)
+                .await
+        })
+        .await;
         let (bytes, pttl, e_space, e_key, e_tags) = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -748,29 +833,46 @@ impl L2 {
         };
         let now = unix_ms();
         if entry.stamp.expires_ms <= now {
-            return (self.refused(key, "has expired (its sealed deadline passed)", true), Some(observed));
+            return (
+                self.refused(key, "has expired (its sealed deadline passed)", true),
+                Some(observed),
+            );
         }
         if entry.stamp.space_epoch < observed.space || entry.stamp.key_epoch < observed.key {
-            return (self.refused(key, "was sealed before an invalidation", true), Some(observed));
+            return (
+                self.refused(key, "was sealed before an invalidation", true),
+                Some(observed),
+            );
         }
         if !entry.stamp.tags.is_empty() {
-            let names: Vec<String> = entry.stamp.tags.iter().map(|(t, _)| self.tag_epoch_key(space, t)).collect();
+            let names: Vec<String> = entry
+                .stamp
+                .tags
+                .iter()
+                .map(|(t, _)| self.tag_epoch_key(space, t))
+                .collect();
             let names2 = names.clone();
-            let current: Result<Vec<Option<String>>, _> = Self::call(conn, self.config.timeout, |mut c| async move {
-                let mut pipe = redis::pipe();
-                for n in &names2 {
-                    pipe.get(n);
-                }
-                pipe.query_async(&mut c).await
-            })
-            .await;
+            let current: Result<Vec<Option<String>>, _> =
+                Self::call(conn, self.config.timeout, |mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for n in &names2 {
+                        pipe.get(n);
+                    }
+                    pipe.query_async(&mut c).await
+                })
+                .await;
             let Ok(current) = current else {
                 bump(&self.counters.misses);
                 return (None, Some(observed));
             };
-            for ((name, now_epoch), (_, sealed)) in names.iter().zip(&current).zip(&entry.stamp.tags) {
+            for ((name, now_epoch), (_, sealed)) in
+                names.iter().zip(&current).zip(&entry.stamp.tags)
+            {
                 if *sealed < self.at_least_seen(name, parse_epoch(now_epoch.as_ref())) {
-                    return (self.refused(key, "was sealed before an invalidation of its tag", true), Some(observed));
+                    return (
+                        self.refused(key, "was sealed before an invalidation of its tag", true),
+                        Some(observed),
+                    );
                 }
             }
         }
@@ -782,7 +884,13 @@ impl L2 {
         };
         let remaining = redis_left.min(Duration::from_millis(entry.stamp.expires_ms - now));
         bump(&self.counters.hits);
-        (Some(Found { payload: entry.payload.to_vec(), remaining }), Some(observed))
+        (
+            Some(Found {
+                payload: entry.payload.to_vec(),
+                remaining,
+            }),
+            Some(observed),
+        )
     }
 
     /// Counts and reports a refused entry; always `None` (a miss).
@@ -824,7 +932,9 @@ impl L2 {
         if ms == 0 {
             return;
         }
-        let Some((handle, conn)) = self.ready() else { return };
+        let Some((handle, conn)) = self.ready() else {
+            return;
+        };
         let this = self.clone();
         let epochs = self.epoch_keys(space, &key);
         let tag_epochs: Vec<String> = tags.iter().map(|t| self.tag_epoch_key(space, t)).collect();
@@ -836,14 +946,25 @@ impl L2 {
             let timeout = this.config.timeout;
             let work = async {
                 let mut pipe = redis::pipe();
-                pipe.get(&epochs.space).get(&epochs.key).get(&epochs.tag_generation);
+                pipe.get(&epochs.space)
+                    .get(&epochs.key)
+                    .get(&epochs.tag_generation);
                 for t in &tag_epochs {
                     pipe.get(t);
                 }
                 let current: Vec<Option<String>> =
-                    Self::call(conn.clone(), timeout, |mut c| async move { pipe.query_async(&mut c).await }).await?;
-                let at = |i: usize, name: &str| this.at_least_seen(name, parse_epoch(current.get(i).and_then(Option::as_ref)));
-                let now = Observed { space: at(0, &epochs.space), key: at(1, &epochs.key), tags: at(2, &epochs.tag_generation) };
+                    Self::call(conn.clone(), timeout, |mut c| async move {
+                        pipe.query_async(&mut c).await
+                    })
+                    .await?;
+                let at = |i: usize, name: &str| {
+                    this.at_least_seen(name, parse_epoch(current.get(i).and_then(Option::as_ref)))
+                };
+                let now = Observed {
+                    space: at(0, &epochs.space),
+                    key: at(1, &epochs.key),
+                    tags: at(2, &epochs.tag_generation),
+                };
                 if observed.is_some_and(|o| o != now) {
                     bump(&this.counters.stale_writes);
                     return Ok(false);
@@ -852,16 +973,32 @@ impl L2 {
                     expires_ms: unix_ms().saturating_add(ms),
                     space_epoch: now.space,
                     key_epoch: now.key,
-                    tags: tags.iter().zip(&tag_epochs).enumerate().map(|(i, (t, name))| (t.clone(), at(3 + i, name))).collect(),
+                    tags: tags
+                        .iter()
+                        .zip(&tag_epochs)
+                        .enumerate()
+                        .map(|(i, (t, name))| (t.clone(), at(3 + i, name)))
+                        .collect(),
                 };
                 let entry = this.seal(&key, &revision, &stamp, &payload);
                 let mut pipe = redis::pipe();
-                pipe.cmd("SET").arg(&key).arg(entry).arg("PX").arg(ms).ignore();
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(entry)
+                    .arg("PX")
+                    .arg(ms)
+                    .ignore();
                 for tag in &tags {
                     let set = format!("{tag_space}:{tag}");
-                    pipe.sadd(&set, &key).ignore().pexpire(&set, i64::try_from(tag_ms).unwrap_or(i64::MAX)).ignore();
+                    pipe.sadd(&set, &key)
+                        .ignore()
+                        .pexpire(&set, i64::try_from(tag_ms).unwrap_or(i64::MAX))
+                        .ignore();
                 }
-                Self::call(conn, timeout, |mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+                Self::call(conn, timeout, |mut c| async move {
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await?;
                 Ok::<bool, CallError>(true)
             };
             match tokio::time::timeout(timeout * 2, work).await {
@@ -881,7 +1018,13 @@ impl L2 {
     /// before is refused everywhere. Waits (without the GIL) at most about the timeout; returns
     /// whether Redis confirmed it. Raised epochs expire two TTLs later, when every entry sealed
     /// under an older one has expired too.
-    pub fn bump_blocking(self: &Arc<Self>, space: &str, all: bool, tags: &[String], keys: &[String]) -> bool {
+    pub fn bump_blocking(
+        self: &Arc<Self>,
+        space: &str,
+        all: bool,
+        tags: &[String],
+        keys: &[String],
+    ) -> bool {
         let mut names = Vec::new();
         if all {
             names.push(format!("{}:e:{space}", self.config.key_prefix));
@@ -902,24 +1045,30 @@ impl L2 {
             let seen = self.epochs_seen.lock().get(n).copied().unwrap_or(0);
             self.at_least_seen(n, seen.saturating_add(1).max(now));
         }
-        let Some((handle, conn)) = self.ready() else { return false };
+        let Some((handle, conn)) = self.ready() else {
+            return false;
+        };
         let this = self.clone();
-        let keep_ms = u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX / 4).saturating_mul(2).saturating_add(1000);
+        let keep_ms = u64::try_from(self.config.ttl.as_millis())
+            .unwrap_or(u64::MAX / 4)
+            .saturating_mul(2)
+            .saturating_add(1000);
         let (tx, rx) = mpsc::sync_channel(1);
         let guard = InFlight::new();
         handle.spawn(async move {
             let _guard = guard;
             let names2 = names.clone();
-            let result: Result<Vec<String>, _> = Self::call(conn, this.config.timeout, |mut c| async move {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(BUMP_SCRIPT).arg(names2.len());
-                for n in &names2 {
-                    cmd.arg(n);
-                }
-                cmd.arg(now).arg(keep_ms);
-                cmd.query_async(&mut c).await
-            })
-            .await;
+            let result: Result<Vec<String>, _> =
+                Self::call(conn, this.config.timeout, |mut c| async move {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(BUMP_SCRIPT).arg(names2.len());
+                    for n in &names2 {
+                        cmd.arg(n);
+                    }
+                    cmd.arg(now).arg(keep_ms);
+                    cmd.query_async(&mut c).await
+                })
+                .await;
             let ok = match result {
                 Ok(values) => {
                     this.succeeded();
@@ -935,14 +1084,23 @@ impl L2 {
             };
             let _ = tx.send(ok);
         });
-        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20)).unwrap_or(false)
+        rx.recv_timeout(self.config.timeout * 2 + Duration::from_millis(20))
+            .unwrap_or(false)
     }
 
     /// Deletes `keys`, the keys in the sets of `tags` (under `tag_space`) and, with a `pattern`,
     /// every key matching it; waits (without the GIL) at most a few timeouts. Returns whether
     /// Redis confirmed it.
-    pub fn delete_blocking(self: &Arc<Self>, keys: Vec<String>, tag_space: &str, tags: &[String], pattern: Option<String>) -> bool {
-        let Some((handle, conn)) = self.ready() else { return false };
+    pub fn delete_blocking(
+        self: &Arc<Self>,
+        keys: Vec<String>,
+        tag_space: &str,
+        tags: &[String],
+        pattern: Option<String>,
+    ) -> bool {
+        let Some((handle, conn)) = self.ready() else {
+            return false;
+        };
         let this = self.clone();
         let tag_sets: Vec<String> = tags.iter().map(|t| format!("{tag_space}:{t}")).collect();
         let (tx, rx) = mpsc::sync_channel(1);
@@ -960,7 +1118,10 @@ impl L2 {
                         pipe.smembers(s);
                     }
                     let members: Vec<Vec<String>> =
-                        Self::call(conn.clone(), timeout, |mut c| async move { pipe.query_async(&mut c).await }).await?;
+                        Self::call(conn.clone(), timeout, |mut c| async move {
+                            pipe.query_async(&mut c).await
+                        })
+                        .await?;
                     doomed.extend(members.into_iter().flatten());
                     doomed.extend(tag_sets);
                 }
@@ -968,10 +1129,18 @@ impl L2 {
                     let mut cursor: u64 = 0;
                     loop {
                         let pattern = pattern.clone();
-                        let (next, found): (u64, Vec<String>) = Self::call(conn.clone(), timeout, |mut c| async move {
-                            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut c).await
-                        })
-                        .await?;
+                        let (next, found): (u64, Vec<String>) =
+                            Self::call(conn.clone(), timeout, |mut c| async move {
+                                redis::cmd("SCAN")
+                                    .arg(cursor)
+                                    .arg("MATCH")
+                                    .arg(pattern)
+                                    .arg("COUNT")
+                                    .arg(1000)
+                                    .query_async(&mut c)
+                                    .await
+                            })
+                            .await?;
                         doomed.extend(found);
                         if next == 0 {
                             break;
@@ -1005,7 +1174,8 @@ impl L2 {
             };
             let _ = tx.send(ok);
         });
-        rx.recv_timeout(budget + Duration::from_millis(50)).unwrap_or(false)
+        rx.recv_timeout(budget + Duration::from_millis(50))
+            .unwrap_or(false)
     }
 
     /// The stored form of `payload` under `key`, sealed with `stamp`.
@@ -1044,7 +1214,12 @@ impl L2 {
 
     /// The payload and stamp of a stored entry, or why it is rejected. Expiry and epochs are
     /// checked by the caller (they need the clock and Redis).
-    pub fn verify<'a>(&self, key: &str, revision: &str, bytes: &'a [u8]) -> std::result::Result<Entry<'a>, &'static str> {
+    pub fn verify<'a>(
+        &self,
+        key: &str,
+        revision: &str,
+        bytes: &'a [u8],
+    ) -> std::result::Result<Entry<'a>, &'static str> {
         const BAD: &str = "cannot be decoded";
         let rest = bytes.strip_prefix(b"RG2").ok_or(BAD)?;
         let (&flag, rest) = rest.split_first().ok_or(BAD)?;
@@ -1059,7 +1234,8 @@ impl L2 {
                 m.update(key.as_bytes());
                 m.update(b"\0");
                 m.update(body);
-                m.verify_slice(tag).map_err(|_| "fails signature verification")?;
+                m.verify_slice(tag)
+                    .map_err(|_| "fails signature verification")?;
                 body
             }
             (0, None) => rest,
@@ -1075,7 +1251,9 @@ impl L2 {
         let mut tags = Vec::with_capacity(usize::from(n).min(64));
         for _ in 0..n {
             let len = r.u16().ok_or(BAD)?;
-            let t = std::str::from_utf8(r.take(usize::from(len)).ok_or(BAD)?).map_err(|_| BAD)?.to_owned();
+            let t = std::str::from_utf8(r.take(usize::from(len)).ok_or(BAD)?)
+                .map_err(|_| BAD)?
+                .to_owned();
             tags.push((t, r.u64().ok_or(BAD)?));
         }
         let len = r.take(1).ok_or(BAD)?[0];
@@ -1083,7 +1261,15 @@ impl L2 {
         if rev != &revision.as_bytes()[..revision.len().min(255)] {
             return Err("belongs to another revision");
         }
-        Ok(Entry { payload: r.0, stamp: Stamp { expires_ms, space_epoch, key_epoch, tags } })
+        Ok(Entry {
+            payload: r.0,
+            stamp: Stamp {
+                expires_ms,
+                space_epoch,
+                key_epoch,
+                tags,
+            },
+        })
     }
 
     /// The Redis key of a decision (`revision` is the policy revision) or result.
@@ -1124,17 +1310,23 @@ impl<'a> Reader<'a> {
     }
 
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     }
 
     fn u16(&mut self) -> Option<u16> {
-        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes)
+        self.take(2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
     }
 }
 
 fn mac(secret: &[u8], key: &str, body: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let Ok(mut m) = HmacSha256::new_from_slice(secret) else { return [0; 32] };
+    let Ok(mut m) = HmacSha256::new_from_slice(secret) else {
+        return [0; 32];
+    };
     m.update(b"regoguard/l2/v2\0");
     m.update(key.as_bytes());
     m.update(b"\0");
@@ -1199,25 +1391,63 @@ mod tests {
         assert!(!ok("redis://x", 1.0, 0.05, "a b", None));
         assert!(!ok("redis://x", 1.0, 0.05, "rg", Some(b"short".to_vec())));
         assert!(DecisionPolicy::parse("sometimes").is_err());
-        let c = RedisConfig::new("redis://x", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto).unwrap();
+        let c = RedisConfig::new(
+            "redis://x",
+            1.0,
+            0.05,
+            "rg",
+            None,
+            None,
+            DecisionPolicy::Auto,
+        )
+        .unwrap();
         assert_eq!(c.channel, "rg:events");
         assert!(!format!("{c:?}").contains("secret"));
     }
 
     #[test]
     fn urls_are_shown_without_their_password() {
-        assert_eq!(redact_url("redis://:hunter2@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact_url("redis://:hunter2@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
         assert_eq!(redact_url("redis://bob:p%40ss@h/0"), "redis://bob:***@h/0");
         assert_eq!(redact_url("rediss://bob:a:b@c@h:1"), "rediss://bob:***@h:1");
         assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(redact_url("redis://bob@h/0"), "redis://bob@h/0");
-        assert_eq!(redact_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret"), "redis+unix:///tmp/r.sock?db=1&pass=***");
-        assert_eq!(redact_url("unix:///tmp/r.sock?password=s3cret&db=2"), "unix:///tmp/r.sock?password=***&db=2");
+        assert_eq!(
+            redact_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret"),
+            "redis+unix:///tmp/r.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("unix:///tmp/r.sock?password=s3cret&db=2"),
+            "unix:///tmp/r.sock?password=***&db=2"
+        );
         let url = "redis://bob:p%40ss@h/0";
-        assert_eq!(scrub("AUTH p@ss failed for p%40ss", url), "AUTH *** failed for ***");
-        let c = RedisConfig::new("redis://:hunter2@localhost:6379/0", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto).unwrap();
+        assert_eq!(
+            scrub("AUTH p@ss failed for p%40ss", url),
+            "AUTH *** failed for ***"
+        );
+        let c = RedisConfig::new(
+            "redis://:hunter2@localhost:6379/0",
+            1.0,
+            0.05,
+            "rg",
+            None,
+            None,
+            DecisionPolicy::Auto,
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
-        let Err(e) = RedisConfig::new("redis://:hunter2@[bad", 1.0, 0.05, "rg", None, None, DecisionPolicy::Auto) else {
+        let Err(e) = RedisConfig::new(
+            "redis://:hunter2@[bad",
+            1.0,
+            0.05,
+            "rg",
+            None,
+            None,
+            DecisionPolicy::Auto,
+        ) else {
             panic!("a bad url must be refused")
         };
         assert!(!e.to_string().contains("hunter2"), "{e}");
@@ -1226,31 +1456,65 @@ mod tests {
     #[test]
     fn sealed_entries_verify_only_under_their_key_revision_and_secret() {
         let signed = l2(Some(b"0123456789abcdef-secret"));
-        let stamp = Stamp { expires_ms: 123, space_epoch: 4, key_epoch: 5, tags: vec![("t1".into(), 6), ("t2".into(), 7)] };
+        let stamp = Stamp {
+            expires_ms: 123,
+            space_epoch: 4,
+            key_epoch: 5,
+            tags: vec![("t1".into(), 6), ("t2".into(), 7)],
+        };
         let entry = signed.seal("rg:d:k1", "rev1", &stamp, b"true");
-        let ok = Entry { payload: &b"true"[..], stamp: stamp.clone() };
+        let ok = Entry {
+            payload: &b"true"[..],
+            stamp: stamp.clone(),
+        };
         assert_eq!(signed.verify("rg:d:k1", "rev1", &entry), Ok(ok));
-        assert!(signed.verify("rg:d:k2", "rev1", &entry).is_err(), "replayed under another key");
-        assert!(signed.verify("rg:d:k1", "rev2", &entry).is_err(), "another revision");
+        assert!(
+            signed.verify("rg:d:k2", "rev1", &entry).is_err(),
+            "replayed under another key"
+        );
+        assert!(
+            signed.verify("rg:d:k1", "rev2", &entry).is_err(),
+            "another revision"
+        );
         let mut forged = entry.clone();
         *forged.last_mut().unwrap() = b'x';
-        assert_eq!(signed.verify("rg:d:k1", "rev1", &forged), Err("fails signature verification"));
+        assert_eq!(
+            signed.verify("rg:d:k1", "rev1", &forged),
+            Err("fails signature verification")
+        );
         // Every stamp byte is under the MAC: a later expiry or a newer epoch cannot be forged.
         for i in 36..36 + 24 {
             let mut moved = entry.clone();
             moved[i] ^= 0x40;
-            assert_eq!(signed.verify("rg:d:k1", "rev1", &moved), Err("fails signature verification"), "byte {i}");
+            assert_eq!(
+                signed.verify("rg:d:k1", "rev1", &moved),
+                Err("fails signature verification"),
+                "byte {i}"
+            );
         }
         let other = l2(Some(b"another-secret-of-16+"));
         assert!(other.verify("rg:d:k1", "rev1", &entry).is_err());
         let unsigned = l2(None);
         let plain = unsigned.seal("rg:d:k1", "rev1", &Stamp::default(), b"true");
-        assert_eq!(unsigned.verify("rg:d:k1", "rev1", &plain).map(|e| e.payload), Ok(&b"true"[..]));
-        assert_eq!(signed.verify("rg:d:k1", "rev1", &plain).map(|e| e.payload), Err("is not signed"));
+        assert_eq!(
+            unsigned
+                .verify("rg:d:k1", "rev1", &plain)
+                .map(|e| e.payload),
+            Ok(&b"true"[..])
+        );
+        assert_eq!(
+            signed.verify("rg:d:k1", "rev1", &plain).map(|e| e.payload),
+            Err("is not signed")
+        );
         assert!(unsigned.verify("rg:d:k1", "rev1", &entry).is_err());
         assert!(unsigned.verify("rg:d:k1", "rev1", b"garbage").is_err());
         assert!(unsigned.verify("rg:d:k1", "rev1", b"").is_err());
-        assert!(unsigned.verify("rg:d:k1", "rev1", &plain[..plain.len() - 10]).is_err(), "truncated");
+        assert!(
+            unsigned
+                .verify("rg:d:k1", "rev1", &plain[..plain.len() - 10])
+                .is_err(),
+            "truncated"
+        );
         // A v1 entry (no expiry, no epochs) is never accepted.
         let mut v1 = plain.clone();
         v1[2] = b'1';

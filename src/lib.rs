@@ -1,7 +1,10 @@
 //! regoguard: embedded Rego authorization with a sound decision cache.
 //!
 //! The core is plain Rust (one module per concept); only [`bindings`] knows `PyO3`.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod authorizer;
 pub mod budget;
@@ -18,8 +21,8 @@ pub mod key;
 pub mod l2;
 pub mod metrics;
 pub mod request;
-pub mod tooling;
 pub mod rvm_guard;
+pub mod tooling;
 
 mod bindings;
 
@@ -36,7 +39,10 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _regoguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Cargo's "0.1.0-alpha.1" becomes Python's "0.1.0a1".
-    let version = env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc");
+    let version = env!("CARGO_PKG_VERSION")
+        .replace("-alpha.", "a")
+        .replace("-beta.", "b")
+        .replace("-rc.", "rc");
     m.add("__version__", version)?;
     bindings::init(m)
 }

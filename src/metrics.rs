@@ -60,7 +60,10 @@ impl Histogram {
     /// Records one duration.
     #[inline]
     pub fn observe(&self, ns: u64) {
-        let i = BUCKETS.iter().position(|&(bound, _)| ns <= bound).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|&(bound, _)| ns <= bound)
+            .unwrap_or(BUCKETS.len());
         if let Some(c) = self.counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -72,7 +75,10 @@ impl Histogram {
         for (out, c) in counts.iter_mut().zip(&self.counts) {
             *out = c.load(Ordering::Relaxed);
         }
-        HistogramSnapshot { counts, sum_ns: self.sum_ns.load(Ordering::Relaxed) }
+        HistogramSnapshot {
+            counts,
+            sum_ns: self.sum_ns.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -178,7 +184,10 @@ impl HistogramSnapshot {
         for (c, o) in counts.iter_mut().zip(other.counts) {
             *c += o;
         }
-        Self { counts, sum_ns: self.sum_ns + other.sum_ns }
+        Self {
+            counts,
+            sum_ns: self.sum_ns + other.sum_ns,
+        }
     }
 }
 
@@ -230,7 +239,11 @@ impl Metrics {
     #[inline]
     pub fn evaluated(&self, rvm: bool) {
         bump(&self.evaluations);
-        bump(if rvm { &self.rvm_evaluations } else { &self.interpreter_evaluations });
+        bump(if rvm {
+            &self.rvm_evaluations
+        } else {
+            &self.interpreter_evaluations
+        });
     }
 
     #[cold]
@@ -240,7 +253,11 @@ impl Metrics {
     }
 
     pub fn reloaded(&self, ok: bool) {
-        bump(if ok { &self.reloads } else { &self.reload_errors });
+        bump(if ok {
+            &self.reloads
+        } else {
+            &self.reload_errors
+        });
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -424,8 +441,16 @@ fn durations(t: &mut Text, auth: &[AuthorizerSample]) {
             let mut l = labels.clone();
             l.push(("le", "+Inf"));
             t.sample("regoguard_decision_duration_seconds_bucket", &l, h.count());
-            t.sample("regoguard_decision_duration_seconds_sum", &labels, seconds(h.sum_ns));
-            t.sample("regoguard_decision_duration_seconds_count", &labels, h.count());
+            t.sample(
+                "regoguard_decision_duration_seconds_sum",
+                &labels,
+                seconds(h.sum_ns),
+            );
+            t.sample(
+                "regoguard_decision_duration_seconds_count",
+                &labels,
+                h.count(),
+            );
         }
     }
 }
@@ -436,16 +461,27 @@ fn durations(t: &mut Text, auth: &[AuthorizerSample]) {
 /// fixed sets (`result`, `layer`, `source`, `evaluator`, `le`) or from configuration (the
 /// revision, an authorizer's entrypoint, a function's `module.qualname`), never from an input.
 pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> String {
-    let mut t = Text { out: String::with_capacity(4096) };
+    let mut t = Text {
+        out: String::with_capacity(4096),
+    };
     let auth = authorizers;
 
-    t.family("regoguard_decisions_total", "counter", "Decisions made, by result (error: the policy failed; a denial).");
+    t.family(
+        "regoguard_decisions_total",
+        "counter",
+        "Decisions made, by result (error: the policy failed; a denial).",
+    );
     for (result, get) in [
         ("allow", (|s: &Snapshot| s.allow) as fn(&Snapshot) -> u64),
         ("deny", |s| s.deny),
         ("error", |s| s.error),
     ] {
-        t.per_authorizer("regoguard_decisions_total", auth, &[("result", result)], |a| get(&a.counters));
+        t.per_authorizer(
+            "regoguard_decisions_total",
+            auth,
+            &[("result", result)],
+            |a| get(&a.counters),
+        );
     }
 
     t.family(
@@ -453,10 +489,24 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
         "counter",
         "Decisions (or @cached_authorization results) served from a cache layer.",
     );
-    t.per_authorizer("regoguard_cache_hits_total", auth, &[("layer", "l1")], |a| a.counters.l1_hits);
-    t.per_authorizer("regoguard_cache_hits_total", auth, &[("layer", "l2")], |a| a.counters.l2_hits);
+    t.per_authorizer(
+        "regoguard_cache_hits_total",
+        auth,
+        &[("layer", "l1")],
+        |a| a.counters.l1_hits,
+    );
+    t.per_authorizer(
+        "regoguard_cache_hits_total",
+        auth,
+        &[("layer", "l2")],
+        |a| a.counters.l2_hits,
+    );
     for c in caches {
-        t.sample("regoguard_cache_hits_total", &[("cache", &c.name), ("layer", "l1")], c.hits);
+        t.sample(
+            "regoguard_cache_hits_total",
+            &[("cache", &c.name), ("layer", "l1")],
+            c.hits,
+        );
     }
 
     t.family(
@@ -464,46 +514,94 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
         "counter",
         "Lookups that found nothing in the in-process cache (a wait for a concurrent evaluation of the same key included).",
     );
-    t.per_authorizer("regoguard_cache_misses_total", auth, &[], |a| a.counters.l1_misses);
+    t.per_authorizer("regoguard_cache_misses_total", auth, &[], |a| {
+        a.counters.l1_misses
+    });
     for c in caches {
-        t.sample("regoguard_cache_misses_total", &[("cache", &c.name)], c.misses);
+        t.sample(
+            "regoguard_cache_misses_total",
+            &[("cache", &c.name)],
+            c.misses,
+        );
     }
 
-    t.family("regoguard_cache_entries", "gauge", "Entries held by the in-process cache (expired ones until read or evicted).");
+    t.family(
+        "regoguard_cache_entries",
+        "gauge",
+        "Entries held by the in-process cache (expired ones until read or evicted).",
+    );
     t.per_authorizer("regoguard_cache_entries", auth, &[], |a| a.entries);
     for c in caches {
         t.sample("regoguard_cache_entries", &[("cache", &c.name)], c.entries);
     }
 
-    t.family("regoguard_cache_max_entries", "gauge", "Capacity of the in-process cache (0: caching disabled).");
+    t.family(
+        "regoguard_cache_max_entries",
+        "gauge",
+        "Capacity of the in-process cache (0: caching disabled).",
+    );
     t.per_authorizer("regoguard_cache_max_entries", auth, &[], |a| a.max_entries);
     for c in caches {
-        t.sample("regoguard_cache_max_entries", &[("cache", &c.name)], c.max_entries);
+        t.sample(
+            "regoguard_cache_max_entries",
+            &[("cache", &c.name)],
+            c.max_entries,
+        );
     }
 
-    t.family("regoguard_cache_hit_ratio", "gauge", "Hits / (hits + misses) of the in-process cache since start.");
-    t.per_authorizer("regoguard_cache_hit_ratio", auth, &[], |a| a.counters.hit_ratio());
+    t.family(
+        "regoguard_cache_hit_ratio",
+        "gauge",
+        "Hits / (hits + misses) of the in-process cache since start.",
+    );
+    t.per_authorizer("regoguard_cache_hit_ratio", auth, &[], |a| {
+        a.counters.hit_ratio()
+    });
     for c in caches {
         #[allow(clippy::cast_precision_loss)]
-        let ratio = if c.hits + c.misses == 0 { 0.0 } else { c.hits as f64 / (c.hits + c.misses) as f64 };
+        let ratio = if c.hits + c.misses == 0 {
+            0.0
+        } else {
+            c.hits as f64 / (c.hits + c.misses) as f64
+        };
         t.sample("regoguard_cache_hit_ratio", &[("cache", &c.name)], ratio);
     }
 
-    t.family("regoguard_evaluations_total", "counter", "Policy evaluations (what used to be calls to a PDP), by evaluator.");
-    t.per_authorizer("regoguard_evaluations_total", auth, &[("evaluator", "rvm")], |a| a.counters.rvm_evaluations);
-    t.per_authorizer("regoguard_evaluations_total", auth, &[("evaluator", "interpreter")], |a| {
-        a.counters.interpreter_evaluations
-    });
+    t.family(
+        "regoguard_evaluations_total",
+        "counter",
+        "Policy evaluations (what used to be calls to a PDP), by evaluator.",
+    );
+    t.per_authorizer(
+        "regoguard_evaluations_total",
+        auth,
+        &[("evaluator", "rvm")],
+        |a| a.counters.rvm_evaluations,
+    );
+    t.per_authorizer(
+        "regoguard_evaluations_total",
+        auth,
+        &[("evaluator", "interpreter")],
+        |a| a.counters.interpreter_evaluations,
+    );
 
-    t.family("regoguard_evaluation_errors_total", "counter", "Evaluations that failed (answered as error decisions, never cached).");
-    t.per_authorizer("regoguard_evaluation_errors_total", auth, &[], |a| a.counters.evaluation_errors);
+    t.family(
+        "regoguard_evaluation_errors_total",
+        "counter",
+        "Evaluations that failed (answered as error decisions, never cached).",
+    );
+    t.per_authorizer("regoguard_evaluation_errors_total", auth, &[], |a| {
+        a.counters.evaluation_errors
+    });
 
     t.family(
         "regoguard_eval_budget_exceeded_total",
         "counter",
         "Evaluations stopped by their time or memory budget (also counted as evaluation errors).",
     );
-    t.per_authorizer("regoguard_eval_budget_exceeded_total", auth, &[], |a| a.counters.budget_exceeded);
+    t.per_authorizer("regoguard_eval_budget_exceeded_total", auth, &[], |a| {
+        a.counters.budget_exceeded
+    });
 
     t.family(
         "regoguard_decision_duration_seconds",
@@ -512,26 +610,54 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
     );
     durations(&mut t, auth);
 
-    t.family("regoguard_l2_errors_total", "counter", "Redis (L2) errors and timeouts, each served as a miss.");
-    t.per_authorizer("regoguard_l2_errors_total", auth, &[], |a| a.counters.l2_errors);
+    t.family(
+        "regoguard_l2_errors_total",
+        "counter",
+        "Redis (L2) errors and timeouts, each served as a miss.",
+    );
+    t.per_authorizer("regoguard_l2_errors_total", auth, &[], |a| {
+        a.counters.l2_errors
+    });
 
-    t.family("regoguard_reloads_total", "counter", "Successful reload() calls.");
+    t.family(
+        "regoguard_reloads_total",
+        "counter",
+        "Successful reload() calls.",
+    );
     t.per_authorizer("regoguard_reloads_total", auth, &[], |a| a.counters.reloads);
 
-    t.family("regoguard_reload_errors_total", "counter", "Failed reload() calls (the previous revision kept serving).");
-    t.per_authorizer("regoguard_reload_errors_total", auth, &[], |a| a.counters.reload_errors);
+    t.family(
+        "regoguard_reload_errors_total",
+        "counter",
+        "Failed reload() calls (the previous revision kept serving).",
+    );
+    t.per_authorizer("regoguard_reload_errors_total", auth, &[], |a| {
+        a.counters.reload_errors
+    });
 
-    t.family("regoguard_decision_logs_total", "counter", "Decision-log records queued (after sampling).");
-    t.per_authorizer("regoguard_decision_logs_total", auth, &[], |a| a.counters.decision_logs);
+    t.family(
+        "regoguard_decision_logs_total",
+        "counter",
+        "Decision-log records queued (after sampling).",
+    );
+    t.per_authorizer("regoguard_decision_logs_total", auth, &[], |a| {
+        a.counters.decision_logs
+    });
 
     t.family(
         "regoguard_decision_logs_dropped_total",
         "counter",
         "Decision-log records dropped because the queue was full (a slow log handler).",
     );
-    t.per_authorizer("regoguard_decision_logs_dropped_total", auth, &[], |a| a.counters.decision_logs_dropped);
+    t.per_authorizer("regoguard_decision_logs_dropped_total", auth, &[], |a| {
+        a.counters.decision_logs_dropped
+    });
 
-    t.family("regoguard_policy_info", "gauge", "The policy and data revision in force (value 1).");
+    t.family(
+        "regoguard_policy_info",
+        "gauge",
+        "The policy and data revision in force (value 1).",
+    );
     for a in auth {
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2);
         if let Some(l) = &a.label {
@@ -572,7 +698,10 @@ mod tests {
         }
         for (ns, le) in BUCKETS {
             let v: f64 = le.parse().unwrap();
-            assert!((v * 1e9 - f64::from(u32::try_from(ns).unwrap())).abs() < 1e-3, "{le}");
+            assert!(
+                (v * 1e9 - f64::from(u32::try_from(ns).unwrap())).abs() < 1e-3,
+                "{le}"
+            );
         }
     }
 
@@ -593,21 +722,45 @@ mod tests {
 
     #[test]
     fn exposition_has_every_family_once_with_help_and_type() {
-        let caches = [CacheSample { name: "m.f\"x".into(), hits: 2, misses: 1, entries: 1, max_entries: 5 }];
+        let caches = [CacheSample {
+            name: "m.f\"x".into(),
+            hits: 2,
+            misses: 1,
+            entries: 1,
+            max_entries: 5,
+        }];
         let text = render(&[sample(None)], &caches);
         for line in text.lines() {
-            assert!(line.starts_with("# HELP regoguard_") || line.starts_with("# TYPE regoguard_") || line.starts_with("regoguard_"), "{line}");
+            assert!(
+                line.starts_with("# HELP regoguard_")
+                    || line.starts_with("# TYPE regoguard_")
+                    || line.starts_with("regoguard_"),
+                "{line}"
+            );
         }
-        assert_eq!(text.matches("# TYPE regoguard_decisions_total counter").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE regoguard_decisions_total counter")
+                .count(),
+            1
+        );
         assert!(text.contains("regoguard_decisions_total{result=\"allow\"} 1\n"));
         assert!(text.contains("regoguard_cache_hits_total{layer=\"l1\"} 1\n"));
         assert!(text.contains("regoguard_cache_hits_total{cache=\"m.f\\\"x\",layer=\"l1\"} 2\n"));
-        assert!(text.contains("regoguard_decision_duration_seconds_bucket{source=\"l1\",le=\"2.5e-07\"} 0\n"));
-        assert!(text.contains("regoguard_decision_duration_seconds_bucket{source=\"l1\",le=\"5e-07\"} 1\n"));
+        assert!(text.contains(
+            "regoguard_decision_duration_seconds_bucket{source=\"l1\",le=\"2.5e-07\"} 0\n"
+        ));
+        assert!(text.contains(
+            "regoguard_decision_duration_seconds_bucket{source=\"l1\",le=\"5e-07\"} 1\n"
+        ));
         assert!(text.contains("regoguard_decision_duration_seconds_count{source=\"engine\"} 1\n"));
         assert!(text.contains("regoguard_policy_info{revision=\"abc\"} 1\n"));
-        let two = render(&[sample(Some("data.a.allow")), sample(Some("data.b.allow"))], &[]);
-        assert!(two.contains("regoguard_decisions_total{authorizer=\"data.b.allow\",result=\"deny\"} 1\n"));
+        let two = render(
+            &[sample(Some("data.a.allow")), sample(Some("data.b.allow"))],
+            &[],
+        );
+        assert!(two.contains(
+            "regoguard_decisions_total{authorizer=\"data.b.allow\",result=\"deny\"} 1\n"
+        ));
         assert_eq!(two.matches("# TYPE regoguard_decisions_total").count(), 1);
     }
 }

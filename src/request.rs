@@ -30,7 +30,10 @@ impl HeaderFilter {
     /// A filter passing exactly `names`, looked up as Starlette's `request.headers` does: the
     /// lower-cased name against the raw (already lower-case, per ASGI) name.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<String> = names.into_iter().map(|n| n.trim().to_ascii_lowercase()).collect();
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect();
         names.sort();
         names.dedup();
         Self { names }
@@ -68,7 +71,10 @@ pub struct HeaderCollector<'f, V> {
 
 impl<'f, V: AsRef<[u8]>> HeaderCollector<'f, V> {
     pub fn new(filter: &'f HeaderFilter) -> Self {
-        Self { filter, seen: Vec::new() }
+        Self {
+            filter,
+            seen: Vec::new(),
+        }
     }
 
     /// Keeps `value` when `name` passes the filter.
@@ -95,7 +101,11 @@ impl<'f, V: AsRef<[u8]>> HeaderCollector<'f, V> {
         // The filter's names are sorted, so walking them gives canonical order; they are few
         // (configuration), so this is a scan of `seen` per name, with no allocation.
         for (i, name) in self.filter.names.iter().enumerate() {
-            let mut values = self.seen.iter().filter(|(j, _)| *j == i).map(|(_, v)| v.as_ref());
+            let mut values = self
+                .seen
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, v)| v.as_ref());
             let Some(head) = values.next() else { continue };
             if !first {
                 w.comma();
@@ -166,7 +176,10 @@ pub fn write_query(w: &mut CanonicalWriter, query: &[u8]) {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        params.entry(form_decode(k)).or_default().push(form_decode(v));
+        params
+            .entry(form_decode(k))
+            .or_default()
+            .push(form_decode(v));
     }
     w.open_object();
     for (i, (k, values)) in params.iter().enumerate() {
@@ -239,7 +252,10 @@ mod tests {
         for (path, segments) in [("/api//v1/x/", r#"["api","v1","x"]"#), ("/", "[]")] {
             let mut v = Value::from_json_str(&format!(r#"{{"path":"{path}"}}"#)).unwrap();
             complete(&mut v);
-            assert_eq!(v[&Value::from("path_segments")], Value::from_json_str(segments).unwrap());
+            assert_eq!(
+                v[&Value::from("path_segments")],
+                Value::from_json_str(segments).unwrap()
+            );
         }
     }
 
@@ -261,6 +277,9 @@ mod tests {
             r#""header_values":{"accept":["*/*"],"x-tenant":["a","bé"]},"headers":{"accept":"*/*","x-tenant":"a"}"#
         );
         let empty = HeaderCollector::<&[u8]>::new(&f);
-        assert_eq!(written(|w| empty.write(w)), r#""header_values":{},"headers":{}"#);
+        assert_eq!(
+            written(|w| empty.write(w)),
+            r#""header_values":{},"headers":{}"#
+        );
     }
 }

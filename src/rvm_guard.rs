@@ -111,7 +111,9 @@ fn calls<'a>(code: &'a str, name: &'a str) -> impl Iterator<Item = usize> + 'a {
 }
 
 fn nondeterministic_call(code: &str) -> Option<String> {
-    let ours = crate::builtins::all().filter(|b| b.nondeterministic).map(|b| b.name);
+    let ours = crate::builtins::all()
+        .filter(|b| b.nondeterministic)
+        .map(|b| b.name);
     let mut names: Vec<&str> = NONDETERMINISTIC.iter().copied().chain(ours).collect();
     names.sort_unstable();
     names.dedup();
@@ -123,7 +125,10 @@ fn nondeterministic_call(code: &str) -> Option<String> {
     // Every JWT verifier (io.jwt.verify_*, decode_verify) checks exp/nbf against the clock
     // only in decode_verify; the others are deterministic. rand.* are all random.
     code.match_indices("rand.").find_map(|(i, _)| {
-        let rest: String = code[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '.' || *c == '_').collect();
+        let rest: String = code[i..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '.' || *c == '_')
+            .collect();
         let called = calls(code, &rest).next().is_some();
         called.then_some(rest)
     })
@@ -132,13 +137,19 @@ fn nondeterministic_call(code: &str) -> Option<String> {
 fn rvm_unsafe(code: &str) -> Option<String> {
     for name in crate::budget::GUARDED {
         if calls(code, name).next().is_some() {
-            return Some(format!("calls {name}, whose allocation only the interpreter bounds (evaluation budget)"));
+            return Some(format!(
+                "calls {name}, whose allocation only the interpreter bounds (evaluation budget)"
+            ));
         }
     }
     for line in code.lines() {
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix("default ") {
-            let head: String = rest.trim_start().chars().take_while(|c| !c.is_whitespace() && *c != ':' && *c != '=').collect();
+            let head: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != ':' && *c != '=')
+                .collect();
             if head.contains('(') {
                 return Some(format!(
                     "a function has a default value ({}): the RVM loses it or cannot compile it",
@@ -189,10 +200,18 @@ fn comprehension_assignment(code: &str) -> Option<String> {
 /// OPA builds the object `{"p": {"q": 0}}`.
 fn dotted_ref_head(code: &str) -> Option<String> {
     statements(code).into_iter().find_map(|st| {
-        let head: String = st.chars().take_while(|c| !c.is_whitespace() && !matches!(c, ':' | '=' | '(' | '{')).collect();
+        let head: String = st
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | '=' | '(' | '{'))
+            .collect();
         let head = head.strip_prefix("default").unwrap_or(&head);
-        let dotted = head.contains('.') && !matches!(head, "package" | "import") && !st.starts_with("package ") && !st.starts_with("import ");
-        dotted.then(|| format!("rule {head} has a dotted ref head: the RVM answers the leaf, not the object"))
+        let dotted = head.contains('.')
+            && !matches!(head, "package" | "import")
+            && !st.starts_with("package ")
+            && !st.starts_with("import ");
+        dotted.then(|| {
+            format!("rule {head} has a dotted ref head: the RVM answers the leaf, not the object")
+        })
     })
 }
 
@@ -201,7 +220,9 @@ fn dotted_ref_head(code: &str) -> Option<String> {
 fn statements(code: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in code.lines() {
-        let continues = line.starts_with([' ', '\t', '}']) || line.trim_start().starts_with("else") || line.trim().is_empty();
+        let continues = line.starts_with([' ', '\t', '}'])
+            || line.trim_start().starts_with("else")
+            || line.trim().is_empty();
         match out.last_mut() {
             Some(last) if continues => {
                 last.push('\n');
@@ -246,7 +267,16 @@ fn iterating_else_chain(code: &str) -> Option<String> {
 
 /// Builtins that are defined whenever their arguments are (a value built with them is
 /// undefined only through its arguments).
-const TOTAL: &[&str] = &["sprintf", "concat", "lower", "upper", "count", "format_int", "json.marshal", "array.concat"];
+const TOTAL: &[&str] = &[
+    "sprintf",
+    "concat",
+    "lower",
+    "upper",
+    "count",
+    "format_int",
+    "json.marshal",
+    "array.concat",
+];
 
 /// Whether a branch value of a chain (after `:=`/`=`, up to its `if`) can be undefined while
 /// its body holds: it names something other than literals, [`TOTAL`] builtins, and refs its
@@ -254,19 +284,35 @@ const TOTAL: &[&str] = &["sprintf", "concat", "lower", "upper", "count", "format
 fn non_constant_values(st: &str) -> bool {
     let mut branches = Vec::new();
     let mut rest = st;
-    while let Some(i) = rest.match_indices("else").map(|(i, _)| i).find(|&i| has_word(&rest[i..i + 4], "else")) {
+    while let Some(i) = rest
+        .match_indices("else")
+        .map(|(i, _)| i)
+        .find(|&i| has_word(&rest[i..i + 4], "else"))
+    {
         branches.push(&rest[..i]);
         rest = &rest[i + 4..];
     }
     branches.push(rest);
     branches.into_iter().any(|branch| {
-        let Some(i) = branch.find(":=").or_else(|| branch.find(" = ")) else { return false };
+        let Some(i) = branch.find(":=").or_else(|| branch.find(" = ")) else {
+            return false;
+        };
         let after = &branch[i + 2..];
-        let end = [after.find(" if"), after.find('\n')].into_iter().flatten().min().unwrap_or(after.len());
+        let end = [after.find(" if"), after.find('\n')]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(after.len());
         let (value, body) = (&after[..end], &after[end..]);
         let guarded: Vec<&str> = body
             .lines()
-            .map(|l| l.trim().trim_start_matches("if").trim().trim_matches(['{', '}']).trim())
+            .map(|l| {
+                l.trim()
+                    .trim_start_matches("if")
+                    .trim()
+                    .trim_matches(['{', '}'])
+                    .trim()
+            })
             .collect();
         let mut word = String::new();
         let chars: Vec<char> = value.chars().chain(std::iter::once(' ')).collect();
@@ -276,11 +322,18 @@ fn non_constant_values(st: &str) -> bool {
                 continue;
             }
             let w = std::mem::take(&mut word);
-            if w.is_empty() || w.starts_with(|c: char| c.is_ascii_digit()) || matches!(w.as_str(), "true" | "false" | "null") {
+            if w.is_empty()
+                || w.starts_with(|c: char| c.is_ascii_digit())
+                || matches!(w.as_str(), "true" | "false" | "null")
+            {
                 continue;
             }
             let called = chars[n..].iter().find(|c| !c.is_whitespace()) == Some(&'(');
-            let safe = if called { TOTAL.contains(&w.as_str()) } else { guarded.contains(&w.as_str()) };
+            let safe = if called {
+                TOTAL.contains(&w.as_str())
+            } else {
+                guarded.contains(&w.as_str())
+            };
             if !safe {
                 return true;
             }
@@ -300,10 +353,16 @@ fn value_function_conflict(code: &str) -> Option<String> {
         }
         let Some(open) = line.find('(') else { continue };
         let name = &line[..open];
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        {
             continue;
         }
-        let Some(close) = line[open..].find(')') else { continue };
+        let Some(close) = line[open..].find(')') else {
+            continue;
+        };
         let after = line[open + close + 1..].trim_start();
         if !(after.starts_with(":=") || (after.starts_with('=') && !after.starts_with("=="))) {
             continue;
@@ -330,7 +389,9 @@ pub fn contains_undefined(v: &Value) -> bool {
         Value::Undefined => true,
         Value::Array(a) => a.iter().any(contains_undefined),
         Value::Set(s) => s.iter().any(contains_undefined),
-        Value::Object(o) => o.iter().any(|(k, v)| contains_undefined(k) || contains_undefined(v)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| contains_undefined(k) || contains_undefined(v)),
         _ => false,
     }
 }
@@ -341,21 +402,48 @@ mod tests {
 
     #[test]
     fn finds_the_moment_outside_comments_and_strings() {
-        assert_eq!(Facts::of(["allow if time.now_ns() < input.exp"]).reads_the_moment.as_deref(), Some("time.now_ns"));
-        assert_eq!(Facts::of(["# time.now_ns()\nx := \"time.now_ns()\""]).reads_the_moment, None);
-        assert_eq!(Facts::of(["x := rand.intn(\"a\", 3)"]).reads_the_moment.as_deref(), Some("rand.intn"));
+        assert_eq!(
+            Facts::of(["allow if time.now_ns() < input.exp"])
+                .reads_the_moment
+                .as_deref(),
+            Some("time.now_ns")
+        );
+        assert_eq!(
+            Facts::of(["# time.now_ns()\nx := \"time.now_ns()\""]).reads_the_moment,
+            None
+        );
+        assert_eq!(
+            Facts::of(["x := rand.intn(\"a\", 3)"])
+                .reads_the_moment
+                .as_deref(),
+            Some("rand.intn")
+        );
         assert_eq!(Facts::of(["x := mytime.now_ns(1)"]).reads_the_moment, None);
         assert_eq!(Facts::of(["allow if input.a == 1"]), Facts::default());
     }
 
     #[test]
     fn flags_the_constructs_the_rvm_gets_wrong() {
-        assert!(Facts::of(["default f(_) := 1000\nf(x) := x if x > 1"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["f(x) := 1 if true\nf(x) := 2 if true"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["f(x) := y if {\n\tsome y in [1, 2]\n}"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["r := numbers.range(0, input.n)"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["f(x) := x + 1\ndefault allow := false\nallow if f(1) == 2"]).rvm_unsafe.is_none());
-        assert!(Facts::of(["f(x) if x == 1\nf(x) if x == 2"]).rvm_unsafe.is_none());
+        assert!(Facts::of(["default f(_) := 1000\nf(x) := x if x > 1"])
+            .rvm_unsafe
+            .is_some());
+        assert!(Facts::of(["f(x) := 1 if true\nf(x) := 2 if true"])
+            .rvm_unsafe
+            .is_some());
+        assert!(Facts::of(["f(x) := y if {\n\tsome y in [1, 2]\n}"])
+            .rvm_unsafe
+            .is_some());
+        assert!(Facts::of(["r := numbers.range(0, input.n)"])
+            .rvm_unsafe
+            .is_some());
+        assert!(
+            Facts::of(["f(x) := x + 1\ndefault allow := false\nallow if f(1) == 2"])
+                .rvm_unsafe
+                .is_none()
+        );
+        assert!(Facts::of(["f(x) if x == 1\nf(x) if x == 2"])
+            .rvm_unsafe
+            .is_none());
         let chain = "default r := 0\nr := 2 if {\n\tsome x in input.b\n\tx == 0\n} else := 1\n";
         assert!(Facts::of([chain]).rvm_unsafe.is_some());
         let plain = "default r := 0\nr := 2 if {\n\tinput.x == 1\n} else := 1\nq if {\n\tsome x in input.b\n}\n";
@@ -368,11 +456,29 @@ mod tests {
         assert!(Facts::of([guarded]).rvm_unsafe.is_none());
         let unguarded = "r := {\"a\": 1} if {\n\tinput.x == 1\n} else := {\"r\": sprintf(\"%s\", [q])} if {\n\tp\n}\n";
         assert!(Facts::of([unguarded]).rvm_unsafe.is_some());
-        assert!(Facts::of(["package a.b\nimport data.x.y\nr[k] := 1 if some k in input.b"]).rvm_unsafe.is_none());
-        assert!(Facts::of(["package a\nr.p.q := 0 if true"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["r := [k | some k in [1, 2]; y := input.nope[k]]"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["r := {k: v | some k in [1]; v := {\"a\": [x | x := 1]}}"]).rvm_unsafe.is_some());
-        assert!(Facts::of(["r := [k | some k in input.b; k > 1]\ns := {k | some k in [1]}"]).rvm_unsafe.is_none());
+        assert!(
+            Facts::of(["package a.b\nimport data.x.y\nr[k] := 1 if some k in input.b"])
+                .rvm_unsafe
+                .is_none()
+        );
+        assert!(Facts::of(["package a\nr.p.q := 0 if true"])
+            .rvm_unsafe
+            .is_some());
+        assert!(
+            Facts::of(["r := [k | some k in [1, 2]; y := input.nope[k]]"])
+                .rvm_unsafe
+                .is_some()
+        );
+        assert!(
+            Facts::of(["r := {k: v | some k in [1]; v := {\"a\": [x | x := 1]}}"])
+                .rvm_unsafe
+                .is_some()
+        );
+        assert!(
+            Facts::of(["r := [k | some k in input.b; k > 1]\ns := {k | some k in [1]}"])
+                .rvm_unsafe
+                .is_none()
+        );
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Workspace {
         for d in data {
             engine::check_data_root(&d, "data")?;
             // Several documents merge at the root, as `opa eval -d a.json -d b.json` does.
-            engine.add_data(d).map_err(|e| Error::data(format!("{e:#}")))?;
+            engine
+                .add_data(d)
+                .map_err(|e| Error::data(format!("{e:#}")))?;
         }
         engine.set_gather_prints(true);
         Ok(Self { files, engine })
@@ -121,13 +123,24 @@ impl Workspace {
     /// Runs `cases` (in order), each on a fresh evaluation of the policies, and with
     /// `coverage` collects line coverage across all of them. `explain` locates the failing
     /// expression of each failed test (one more run of it, with coverage).
-    pub fn run_tests(&mut self, cases: &[TestCase], coverage: bool, explain: bool) -> (Vec<TestReport>, Option<Vec<FileCoverage>>) {
+    pub fn run_tests(
+        &mut self,
+        cases: &[TestCase],
+        coverage: bool,
+        explain: bool,
+    ) -> (Vec<TestReport>, Option<Vec<FileCoverage>>) {
         self.engine.set_enable_coverage(coverage);
         self.engine.clear_coverage_data();
         let mut reports = Vec::with_capacity(cases.len());
         for case in cases {
             if case.todo {
-                reports.push(TestReport { case: case.clone(), outcome: TestOutcome::Skip, duration_ns: 0, prints: Vec::new(), failed_at: None });
+                reports.push(TestReport {
+                    case: case.clone(),
+                    outcome: TestOutcome::Skip,
+                    duration_ns: 0,
+                    prints: Vec::new(),
+                    failed_at: None,
+                });
                 continue;
             }
             let _ = self.engine.take_prints();
@@ -138,11 +151,23 @@ impl Workspace {
             let outcome = match result {
                 Ok(Value::Bool(true)) => TestOutcome::Pass,
                 Ok(value) => TestOutcome::Fail { value },
-                Err(e) => TestOutcome::Error { message: located(&ErrorText::of(&e), &case.file) },
+                Err(e) => TestOutcome::Error {
+                    message: located(&ErrorText::of(&e), &case.file),
+                },
             };
-            reports.push(TestReport { case: case.clone(), outcome, duration_ns, prints, failed_at: None });
+            reports.push(TestReport {
+                case: case.clone(),
+                outcome,
+                duration_ns,
+                prints,
+                failed_at: None,
+            });
         }
-        let report = if coverage { Some(self.coverage()) } else { None };
+        let report = if coverage {
+            Some(self.coverage())
+        } else {
+            None
+        };
         if explain {
             for r in &mut reports {
                 if matches!(r.outcome, TestOutcome::Fail { .. }) {
@@ -155,16 +180,25 @@ impl Workspace {
     }
 
     fn coverage(&self) -> Vec<FileCoverage> {
-        let Ok(report) = self.engine.get_coverage_report() else { return Vec::new() };
+        let Ok(report) = self.engine.get_coverage_report() else {
+            return Vec::new();
+        };
         let mut by_file: BTreeMap<String, FileCoverage> = BTreeMap::new();
         for f in report.files {
-            let entry = by_file.entry(f.path.clone()).or_insert_with(|| FileCoverage {
-                file: f.path.clone(),
-                covered: Vec::new(),
-                not_covered: Vec::new(),
-            });
+            let entry = by_file
+                .entry(f.path.clone())
+                .or_insert_with(|| FileCoverage {
+                    file: f.path.clone(),
+                    covered: Vec::new(),
+                    not_covered: Vec::new(),
+                });
             entry.covered.extend(f.covered.iter().copied());
-            entry.not_covered.extend(f.not_covered.iter().copied().filter(|l| !f.covered.contains(l)));
+            entry.not_covered.extend(
+                f.not_covered
+                    .iter()
+                    .copied()
+                    .filter(|l| !f.covered.contains(l)),
+            );
         }
         // Files no test touched at all are reported with every rule line uncovered by regorus
         // already; keep the order of the files as loaded.
@@ -190,8 +224,21 @@ impl Workspace {
         let _ = self.engine.take_prints();
         let report = self.engine.get_coverage_report().ok()?;
         let file = report.files.iter().find(|f| f.path == case.file)?;
-        let line = file.covered.iter().copied().filter(|l| *l > case.line && *l <= case.end_line).max()?;
-        let text = self.files.iter().find(|f| f.path == case.file)?.text.lines().nth(line as usize - 1)?.trim().to_owned();
+        let line = file
+            .covered
+            .iter()
+            .copied()
+            .filter(|l| *l > case.line && *l <= case.end_line)
+            .max()?;
+        let text = self
+            .files
+            .iter()
+            .find(|f| f.path == case.file)?
+            .text
+            .lines()
+            .nth(line as usize - 1)?
+            .trim()
+            .to_owned();
         Some((line, text))
     }
 
@@ -210,7 +257,12 @@ impl Workspace {
         Ok(results
             .result
             .into_iter()
-            .map(|r| (r.expressions.into_iter().map(|e| e.value).collect(), r.bindings))
+            .map(|r| {
+                (
+                    r.expressions.into_iter().map(|e| e.value).collect(),
+                    r.bindings,
+                )
+            })
             .collect())
     }
 }
@@ -221,7 +273,10 @@ fn located(text: &ErrorText, file: &str) -> String {
         return text.0.trim().to_owned();
     }
     let issue = crate::error::issue_from_regorus(text, file, "eval_error");
-    let mut out = format!("{}:{}:{}: {}", issue.file, issue.line, issue.column, issue.message);
+    let mut out = format!(
+        "{}:{}:{}: {}",
+        issue.file, issue.line, issue.column, issue.message
+    );
     if !issue.snippet.is_empty() {
         out.push('\n');
         out.push_str(&issue.snippet);
@@ -240,7 +295,10 @@ fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
             package = rest.split_whitespace().next().unwrap_or("").to_owned();
             continue;
         }
-        let name: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         let todo = name.starts_with("todo_test_");
         if !(name.starts_with("test_") || todo) || package.is_empty() {
             continue;
@@ -261,7 +319,15 @@ fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
         if out[first..].iter().any(|c| c.name == full) {
             continue;
         }
-        out.push(TestCase { name: full, package: package.clone(), rule: name, file: f.path.clone(), line: line_no, end_line: line_no, todo });
+        out.push(TestCase {
+            name: full,
+            package: package.clone(),
+            rule: name,
+            file: f.path.clone(),
+            line: line_no,
+            end_line: line_no,
+            todo,
+        });
     }
     // Each test ends before the next top-level statement (a non-blank line at column 0 that is
     // not a closing brace).
@@ -269,7 +335,10 @@ fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
         let start = case.line as usize;
         let mut end = start;
         for (i, line) in lines.iter().enumerate().skip(start) {
-            let starts_statement = line.chars().next().is_some_and(|c| !c.is_whitespace() && c != '}' && c != ']' && c != ')');
+            let starts_statement = line
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && c != '}' && c != ']' && c != ')');
             if starts_statement && !line.starts_with('#') {
                 break;
             }
@@ -287,7 +356,10 @@ fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
 pub fn package_allow(engine: &Engine, name: &str) -> Option<String> {
     let packages = engine.get_packages().ok()?;
     let wanted = name.strip_prefix("data.")?;
-    if !packages.iter().any(|p| p.strip_prefix("data.").unwrap_or(p) == wanted) {
+    if !packages
+        .iter()
+        .any(|p| p.strip_prefix("data.").unwrap_or(p) == wanted)
+    {
         return None;
     }
     Some(format!("{name}.allow"))
@@ -314,11 +386,18 @@ mod tests {
     use super::*;
 
     fn file(text: &str) -> PolicyFile {
-        PolicyFile { path: "t.rego".into(), text: text.into() }
+        PolicyFile {
+            path: "t.rego".into(),
+            text: text.into(),
+        }
     }
 
     fn workspace(text: &str) -> Workspace {
-        let dir = std::env::temp_dir().join(format!("regoguard-tooling-{}-{}", std::process::id(), blake3::hash(text.as_bytes()).to_hex()));
+        let dir = std::env::temp_dir().join(format!(
+            "regoguard-tooling-{}-{}",
+            std::process::id(),
+            blake3::hash(text.as_bytes()).to_hex()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.rego");
         std::fs::write(&path, text).unwrap();
@@ -333,7 +412,14 @@ mod tests {
             &mut out,
         );
         let names: Vec<&str> = out.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["data.a.b.test_one", "data.a.b.todo_test_two", "data.a.b.test_three"]);
+        assert_eq!(
+            names,
+            [
+                "data.a.b.test_one",
+                "data.a.b.todo_test_two",
+                "data.a.b.test_three"
+            ]
+        );
         assert_eq!((out[0].line, out[0].end_line), (3, 5));
         assert!(out[1].todo);
     }
@@ -349,14 +435,26 @@ mod tests {
         assert_eq!(reports[0].outcome, TestOutcome::Pass);
         assert!(matches!(reports[1].outcome, TestOutcome::Fail { .. }));
         assert_eq!(reports[1].failed_at.as_ref().map(|f| f.0), Some(11));
-        assert!(matches!(reports[2].outcome, TestOutcome::Error { .. }), "{:?}", reports[2].outcome);
+        assert!(
+            matches!(reports[2].outcome, TestOutcome::Error { .. }),
+            "{:?}",
+            reports[2].outcome
+        );
         let cov = coverage.unwrap();
         assert_eq!(cov.len(), 1);
         assert!(cov[0].covered.contains(&3));
     }
 
-    fn authorizer_for(text: &str, entrypoint: &str, evaluator: crate::Evaluator) -> Result<crate::Authorizer> {
-        let ws_dir = std::env::temp_dir().join(format!("regoguard-pkg-{}-{}", std::process::id(), blake3::hash(format!("{text}{entrypoint}{evaluator:?}").as_bytes()).to_hex()));
+    fn authorizer_for(
+        text: &str,
+        entrypoint: &str,
+        evaluator: crate::Evaluator,
+    ) -> Result<crate::Authorizer> {
+        let ws_dir = std::env::temp_dir().join(format!(
+            "regoguard-pkg-{}-{}",
+            std::process::id(),
+            blake3::hash(format!("{text}{entrypoint}{evaluator:?}").as_bytes()).to_hex()
+        ));
         std::fs::create_dir_all(&ws_dir).unwrap();
         std::fs::write(ws_dir.join("p.rego"), text).unwrap();
         let mut cfg = crate::AuthorizerConfig::new(vec![ws_dir.to_string_lossy().into_owned()]);
@@ -376,22 +474,46 @@ mod tests {
             assert!(!a.check_value(None, &post).unwrap().outcome.allow);
         }
         // A package without `allow`, and a name that is neither, keep their original errors.
-        assert!(matches!(authorizer_for("package p\n\nx := 1\n", "data.p", crate::Evaluator::Auto), Err(Error::Evaluation(_))));
-        assert!(matches!(authorizer_for(policy, "data.nothing.here", crate::Evaluator::Auto), Err(Error::Evaluation(_))));
+        assert!(matches!(
+            authorizer_for("package p\n\nx := 1\n", "data.p", crate::Evaluator::Auto),
+            Err(Error::Evaluation(_))
+        ));
+        assert!(matches!(
+            authorizer_for(policy, "data.nothing.here", crate::Evaluator::Auto),
+            Err(Error::Evaluation(_))
+        ));
     }
 
     #[test]
     fn a_v0_policy_error_suggests_rego_v0() {
-        let err = authorizer_for("package authz\n\nallow {\n  true\n}\n", "data.authz.allow", crate::Evaluator::Auto).err().unwrap();
+        let err = authorizer_for(
+            "package authz\n\nallow {\n  true\n}\n",
+            "data.authz.allow",
+            crate::Evaluator::Auto,
+        )
+        .err()
+        .unwrap();
         let text = err.to_string();
         assert!(text.contains("rego_v0=True"), "{text}");
         // Not when the policy is parsed as v0 already (it then parses).
-        let mut issue = PolicyIssue { file: "f".into(), line: 1, column: 1, code: "rego_parse_error", message: "`if` keyword is required before rule body".into(), snippet: String::new() };
+        let mut issue = PolicyIssue {
+            file: "f".into(),
+            line: 1,
+            column: 1,
+            code: "rego_parse_error",
+            message: "`if` keyword is required before rule body".into(),
+            snippet: String::new(),
+        };
         hint_rego_v0(&mut issue, true);
         assert!(!issue.snippet.contains("rego_v0"));
         hint_rego_v0(&mut issue, false);
-        assert_eq!(issue.to_string().lines().next(), Some("f:1:1: rego_parse_error: `if` keyword is required before rule body"));
-        assert!(issue.to_string().ends_with("pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1"));
+        assert_eq!(
+            issue.to_string().lines().next(),
+            Some("f:1:1: rego_parse_error: `if` keyword is required before rule body")
+        );
+        assert!(issue
+            .to_string()
+            .ends_with("pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1"));
     }
 
     #[test]

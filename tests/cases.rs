@@ -74,7 +74,8 @@ struct TempPolicies(PathBuf);
 
 impl TempPolicies {
     fn write(name: &str, policies: &std::collections::BTreeMap<String, String>) -> Self {
-        let dir = std::env::temp_dir().join(format!("regoguard-cases-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("regoguard-cases-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for (file, text) in policies {
             let path = dir.join(file);
@@ -108,7 +109,8 @@ fn decision_cases() {
                 cfg.rego_v0 = cf.rego_v0;
                 cfg.evaluator = evaluator;
                 cfg.cache = cache;
-                cfg.data = DataSource::Inline(cf.data.as_ref().map_or_else(Value::new_object, json_value));
+                cfg.data =
+                    DataSource::Inline(cf.data.as_ref().map_or_else(Value::new_object, json_value));
                 let authz = Authorizer::new(cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
                 // Twice: the second round is served from the cache when there is one.
                 for round in 0..2 {
@@ -116,7 +118,9 @@ fn decision_cases() {
                         let differs = case.known_difference.is_some()
                             && match case.known_difference_on.as_deref() {
                                 None => true,
-                                Some("interpreter") => authz.current().entrypoints[0].evaluator_name() == "interpreter",
+                                Some("interpreter") => {
+                                    authz.current().entrypoints[0].evaluator_name() == "interpreter"
+                                }
                                 Some(other) => panic!("{name}: known_difference_on: {other}"),
                             };
                         if differs {
@@ -124,7 +128,11 @@ fn decision_cases() {
                             continue;
                         }
                         count += 1;
-                        let label = format!("{name} / {} [{evaluator:?}, cache={}, round {round}]", case.note, cache.is_some());
+                        let label = format!(
+                            "{name} / {} [{evaluator:?}, cache={}, round {round}]",
+                            case.note,
+                            cache.is_some()
+                        );
                         if let Err(msg) = check_case(&authz, case) {
                             failures.push(format!("{label}: {msg}"));
                         }
@@ -133,7 +141,12 @@ fn decision_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {count} case runs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} case runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(count > 1000, "only {count} case runs");
     println!("{count} case runs passed, {skipped} skipped as known differences from OPA");
 }
@@ -144,15 +157,23 @@ fn check_case(authz: &Authorizer, case: &Case) -> Result<(), String> {
     if case.error {
         return match decided {
             Err(Error::Evaluation(_)) => Ok(()),
-            Err(e) => Err(format!("expected an evaluation error, got another error: {e}")),
-            Ok(d) => Err(format!("expected an evaluation error, got allow={} result={}", d.outcome.allow, d.outcome.result)),
+            Err(e) => Err(format!(
+                "expected an evaluation error, got another error: {e}"
+            )),
+            Ok(d) => Err(format!(
+                "expected an evaluation error, got allow={} result={}",
+                d.outcome.allow, d.outcome.result
+            )),
         };
     }
     let d = decided.map_err(|e| format!("unexpected error: {e}"))?;
     let o = &d.outcome;
     if let Some(allow) = case.allow {
         if o.allow != allow {
-            return Err(format!("allow: expected {allow}, got {} (result {})", o.allow, o.result));
+            return Err(format!(
+                "allow: expected {allow}, got {} (result {})",
+                o.allow, o.result
+            ));
         }
     }
     if let Some(result) = &case.result {
@@ -171,9 +192,16 @@ fn check_case(authz: &Authorizer, case: &Case) -> Result<(), String> {
         }
     }
     if let Some(headers) = &case.headers {
-        let got: Vec<(String, String)> =
-            o.headers.iter().flatten().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let want: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let got: Vec<(String, String)> = o
+            .headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let want: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if got != want {
             return Err(format!("headers: expected {want:?}, got {got:?}"));
         }

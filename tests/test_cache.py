@@ -124,12 +124,15 @@ def test_sixteen_threads_missing_one_key_evaluate_once(
     authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:
     # A slow policy: the first evaluation is still running when the others arrive.
-    a = authorizer("""package authz
+    a = authorizer(
+        """package authz
 allow if {
     count([x | some x in numbers.range(1, 200000); x % 7 == 0]) > 0
     input.user == "admin"
 }
-""", eval_timeout_seconds=30)  # slow on purpose: past the default 0.1 s budget under contention
+""",
+        eval_timeout_seconds=30,
+    )  # slow on purpose: past the default 0.1 s budget under contention
     barrier = threading.Barrier(16)
     results: list[Any] = []
 

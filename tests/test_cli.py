@@ -137,13 +137,19 @@ def test_bad_arguments_exit_2_with_a_message(
 def test_python_dash_m_runs_the_cli() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "regoguard", "test", FAILING],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1, proc.stderr
     assert "FAIL: 2/4" in proc.stdout
     usage = subprocess.run(
         [sys.executable, "-m", "regoguard", "frobnicate"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
 
@@ -176,7 +182,9 @@ def test_eval_of_an_undefined_query_exits_1(capsys: pytest.CaptureFixture[str]) 
         (["eval", "-d", "nope/", "input"], "nope/: no such file or directory"),
     ],
 )
-def test_eval_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv, out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert message in err, err
@@ -202,8 +210,17 @@ def test_check_builds_a_request_input_as_the_middleware_does() -> None:
     assert report["input"]["method"] == "GET" and report["input"]["query"] == {"a": ["1"]}
     assert report["input"]["user"] is None
     code, report = run_json(
-        "check", "-d", SUITE, "--method", "POST", "--path", "/x", "--user", '{"role": "guest"}',
-        "--header", "X-Tenant: acme",
+        "check",
+        "-d",
+        SUITE,
+        "--method",
+        "POST",
+        "--path",
+        "/x",
+        "--user",
+        '{"role": "guest"}',
+        "--header",
+        "X-Tenant: acme",
     )
     assert code == 1
     assert report["allow"] is False and report["reason"] is None
@@ -212,15 +229,15 @@ def test_check_builds_a_request_input_as_the_middleware_does() -> None:
 
 
 def test_check_of_a_package_entrypoint_lists_its_rules() -> None:
-    code, report = run_json(
-        "check", "-d", SUITE, "-e", "data.authz", "-i", str(CLI / "admin.json")
-    )
+    code, report = run_json("check", "-d", SUITE, "-e", "data.authz", "-i", str(CLI / "admin.json"))
     assert code == 0 and report["package"] == "data.authz"
 
 
 def test_check_of_an_undefined_decision_says_undefined() -> None:
     policy = str(CLI / "failing" / "p.rego")
-    code, text = run("check", "-d", policy, "-e", "data.p.test_undefined", "-i", str(CLI / "admin.json"))
+    code, text = run(
+        "check", "-d", policy, "-e", "data.p.test_undefined", "-i", str(CLI / "admin.json")
+    )
     assert code == 1
     assert "DENIED" in text and "reason: undefined" in text
 
@@ -230,13 +247,21 @@ def test_check_of_an_undefined_decision_says_undefined() -> None:
     [
         (["check", "-d", SUITE], "give -i input.json, or --method and --path"),
         (["check", "-d", SUITE, "--method", "GET", "--path", "x"], "--path must start with '/'"),
-        (["check", "-d", SUITE, "--method", "GET", "--path", "/", "--user", "{"], "--user is not JSON"),
+        (
+            ["check", "-d", SUITE, "--method", "GET", "--path", "/", "--user", "{"],
+            "--user is not JSON",
+        ),
         (["check", "-d", SUITE, "--method", "GET", "--path", "/", "--header", "x"], "NAME:VALUE"),
-        (["check", "-d", SUITE, "-e", "data.authz.nope", "--method", "GET", "--path", "/"], "unknown entrypoint"),
+        (
+            ["check", "-d", SUITE, "-e", "data.authz.nope", "--method", "GET", "--path", "/"],
+            "unknown entrypoint",
+        ),
         (["check", "-d", SUITE, "-i", str(CLI / "broken.json")], "not JSON"),
     ],
 )
-def test_check_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv, out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert message in err, err

@@ -200,7 +200,10 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     }
     assert samples[("regoguard_cache_hits_total", (("layer", "l1"),))] >= 1
     # Which evaluator auto picks for the example is the RVM guard's call (README, Matching OPA).
-    evaluated = sum(samples[("regoguard_evaluations_total", (("evaluator", e),))] for e in ("rvm", "interpreter"))
+    evaluated = sum(
+        samples[("regoguard_evaluations_total", (("evaluator", e),))]
+        for e in ("rvm", "interpreter")
+    )
     assert evaluated >= 1
     billing = "basic_fastapi_app.create_app.<locals>.may_see_billing"
     assert samples[("regoguard_cache_misses_total", (("cache", billing),))] >= 1

@@ -16,7 +16,11 @@ ROOT = Path(__file__).parent.parent
 def test_reference_is_current() -> None:
     out = subprocess.run(
         [sys.executable, "scripts/reference.py", "--check"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
 

@@ -72,3 +72,44 @@ def test_every_entrypoint_of_a_clock_reading_revision_is_time_dependent(authoriz
     assert authz.check({"x": 1}, entrypoint="data.authz.other").allow
     assert authz.check({"x": 1}, entrypoint="data.authz.other").source == "engine"
     assert set(authz.stats()["time_dependent"]) == {"data.authz.allow", "data.authz.other"}
+
+
+JWT = """package authz
+
+default allow := false
+
+# The policy allows caching for a minute; the token's exp must still bound the entry.
+allow := {"allow": true, "cache_ttl_seconds": 60} if {
+	[valid, _, payload] := io.jwt.decode_verify(input.token, {"secret": "s3cret"})
+	valid
+	payload.sub == "alice"
+}
+"""
+
+
+def test_a_decision_that_verified_a_jwt_is_cached_no_longer_than_its_exp(authorizer: Any) -> None:
+    import jwt
+
+    authz = authorizer({"authz.rego": JWT})
+    exp = int(time.time()) + 2
+    token = jwt.encode({"sub": "alice", "exp": exp}, "s3cret", algorithm="HS256")
+    assert authz.check({"token": token}).allow
+    second = authz.check({"token": token})
+    assert second.allow and second.source == "l1"  # within exp and the policy's 60 s
+    while time.time() <= exp + 0.05:
+        time.sleep(0.05)
+    after = authz.check({"token": token})
+    assert not after.allow, "a decision made with the token was served past its exp"
+    assert after.source == "engine"
+
+
+def test_a_not_yet_valid_token_is_denied_until_its_nbf_then_decided_again(authorizer: Any) -> None:
+    import jwt
+
+    authz = authorizer({"authz.rego": JWT})
+    nbf = int(time.time()) + 2
+    token = jwt.encode({"sub": "alice", "nbf": nbf, "exp": nbf + 60}, "s3cret", algorithm="HS256")
+    assert not authz.check({"token": token}).allow
+    while time.time() <= nbf + 0.05:
+        time.sleep(0.05)
+    assert authz.check({"token": token}).allow, "the pre-nbf denial was served after nbf"

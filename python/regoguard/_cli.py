@@ -55,33 +55,62 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{test,eval,check}")
 
     t = sub.add_parser("test", help="run every test_* rule, like `opa test`")
-    t.add_argument("paths", nargs="+", metavar="PATH", help=".rego files or folders (and data files)")
-    t.add_argument("--data", action="append", default=[], metavar="F", help="a .json/.yaml base document")
-    t.add_argument("--run", "-r", metavar="REGEX", help="only tests whose name (data.pkg.test_x) matches")
+    t.add_argument(
+        "paths", nargs="+", metavar="PATH", help=".rego files or folders (and data files)"
+    )
+    t.add_argument(
+        "--data", action="append", default=[], metavar="F", help="a .json/.yaml base document"
+    )
+    t.add_argument(
+        "--run", "-r", metavar="REGEX", help="only tests whose name (data.pkg.test_x) matches"
+    )
     t.add_argument("--coverage", action="store_true", help="report per-file line coverage")
     t.add_argument("--format", choices=("pretty", "json"), default="pretty")
-    t.add_argument("-v", "--verbose", action="store_true", help="every test, failing expressions, prints")
+    t.add_argument(
+        "-v", "--verbose", action="store_true", help="every test, failing expressions, prints"
+    )
     t.add_argument("--rego-v0", action="store_true", help="parse the policies as Rego v0")
     t.set_defaults(run_command=_test)
 
     e = sub.add_parser("eval", help="print the JSON value of a query, like `opa eval`")
-    e.add_argument("-d", "--data", action="append", default=[], required=True, metavar="PATH",
-                   help=".rego files or folders, or .json/.yaml documents (repeatable)")
+    e.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        required=True,
+        metavar="PATH",
+        help=".rego files or folders, or .json/.yaml documents (repeatable)",
+    )
     e.add_argument("-i", "--input", metavar="FILE", help="the input document (JSON; - for stdin)")
     e.add_argument("--rego-v0", action="store_true")
     e.add_argument("query", metavar="QUERY")
     e.set_defaults(run_command=_eval)
 
     c = sub.add_parser("check", help="would this request be allowed, and why")
-    c.add_argument("-d", "--data", action="append", default=[], required=True, metavar="PATH",
-                   help=".rego files or folders, or .json/.yaml documents (repeatable)")
+    c.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        required=True,
+        metavar="PATH",
+        help=".rego files or folders, or .json/.yaml documents (repeatable)",
+    )
     c.add_argument("-e", "--entrypoint", default="data.authz.allow")
-    c.add_argument("-i", "--input", metavar="FILE", help="the whole input document (JSON; - for stdin)")
+    c.add_argument(
+        "-i", "--input", metavar="FILE", help="the whole input document (JSON; - for stdin)"
+    )
     c.add_argument("--method", help="build the input as the middleware does: the HTTP method")
     c.add_argument("--path", help="the request path, with ?query if any")
     c.add_argument("--user", metavar="JSON", help="the user (what identity= returns), as JSON")
-    c.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
-                   help="a header the policy sees (include_headers)")
+    c.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a header the policy sees (include_headers)",
+    )
     c.add_argument("--format", choices=("pretty", "json"), default="pretty")
     c.add_argument("--rego-v0", action="store_true")
     c.set_defaults(run_command=_check)
@@ -141,9 +170,13 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     if not cases:
         raise _Fail("no test_* rules found" + (f" matching {args.run!r}" if args.run else ""))
     results, coverage = ws.run_tests(
-        [c["name"] for c in cases], coverage=args.coverage, explain=args.verbose or args.format == "json"
+        [c["name"] for c in cases],
+        coverage=args.coverage,
+        explain=args.verbose or args.format == "json",
     )
-    counts = {k: sum(1 for r in results if r["outcome"] == k) for k in ("pass", "fail", "error", "skip")}
+    counts = {
+        k: sum(1 for r in results if r["outcome"] == k) for k in ("pass", "fail", "error", "skip")
+    }
     if args.format == "json":
         report: dict[str, Any] = {"tests": results, "summary": dict(counts, total=len(results))}
         if coverage is not None:
@@ -175,7 +208,10 @@ def _print_tests(
             got = "undefined" if r.get("undefined") else json.dumps(r.get("value"))
             where = r.get("failed_at")
             if where:
-                print(f"  {r['file']}:{where[0]}: {where[1]}  (the last expression evaluated)", file=out)
+                print(
+                    f"  {r['file']}:{where[0]}: {where[1]}  (the last expression evaluated)",
+                    file=out,
+                )
             print(f"  {r['file']}:{r['line']}: {r['rule']} was {got}", file=out)
         elif r["outcome"] == "error":
             print(f"  {r['error']}", file=out)

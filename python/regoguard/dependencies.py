@@ -97,8 +97,12 @@ class Authorize:
             warnings.warn(
                 what,
                 "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
-                what, error_id, scope.get("method", "GET"), scope.get("path"),
-                type(exc).__name__, exc,
+                what,
+                error_id,
+                scope.get("method", "GET"),
+                scope.get("path"),
+                type(exc).__name__,
+                exc,
             )
             raise HTTPException(
                 status_code=500, detail=f"authorization failed (error {error_id})"

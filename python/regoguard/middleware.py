@@ -319,7 +319,8 @@ class RegoGuardMiddleware:
             # The app's own way of refusing a credential (a bad or expired token).
             detail = getattr(exc, "detail", None)
             await _json_response(
-                status, str(detail) if detail is not None else "Unauthorized",
+                status,
+                str(detail) if detail is not None else "Unauthorized",
                 getattr(exc, "headers", None),
             )(scope, receive, send)
             return
@@ -327,7 +328,12 @@ class RegoGuardMiddleware:
         warnings.warn(
             what,
             "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
-            what, error_id, scope.get("method", "GET"), scope.get("path"), type(exc).__name__, exc,
+            what,
+            error_id,
+            scope.get("method", "GET"),
+            scope.get("path"),
+            type(exc).__name__,
+            exc,
         )
         responder = self.on_error(scope, exc) if self.on_error is not None else None
         if responder is None:
@@ -462,5 +468,8 @@ def explain_bad_input(scope: Scope, exc: BaseException, user: Any) -> None:
     warnings.warn(
         "bad_input",
         "regoguard: bad request, answering 400 %s %r: %s%s",
-        scope.get("method", "GET"), scope.get("path"), exc, hint,
+        scope.get("method", "GET"),
+        scope.get("path"),
+        exc,
+        hint,
     )

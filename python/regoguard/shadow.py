@@ -89,10 +89,14 @@ class OPAServer:
         self.url = url
         # What logs and repr show: never the userinfo of http://user:password@host/.
         parts = urllib.parse.urlsplit(url)
-        self._shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+        self._shown = urllib.parse.urlunsplit(
+            parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])
+        )
         self.timeout_seconds = float(timeout_seconds)
         self.headers = {"Content-Type": "application/json", **dict(headers or {})}
-        if parts.username is not None and not any(k.lower() == "authorization" for k in self.headers):
+        if parts.username is not None and not any(
+            k.lower() == "authorization" for k in self.headers
+        ):
             # urllib sends no userinfo itself: credentials in the URL become Basic auth.
             pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
             self.headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
@@ -103,7 +107,9 @@ class OPAServer:
     def decide(self, doc: Any) -> tuple[bool, Any]:
         """``(allow, result)`` for the input ``doc``; raises ``ShadowError``."""
         body = json.dumps({"input": doc}).encode()
-        request = urllib.request.Request(self._shown, data=body, headers=self.headers, method="POST")
+        request = urllib.request.Request(
+            self._shown, data=body, headers=self.headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 raw = response.read(1 << 20)
@@ -129,7 +135,9 @@ def _allow_of(result: Any, where: str) -> bool:
         return bool(result["allow"])
     if isinstance(result, dict) and "allow" not in result:
         return False  # a package document whose allow is undefined
-    raise ShadowError(f"{where}: the result is neither a boolean nor an object with a boolean allow")
+    raise ShadowError(
+        f"{where}: the result is neither a boolean nor an object with a boolean allow"
+    )
 
 
 class Shadow:
@@ -192,13 +200,17 @@ class Shadow:
         parsed = []
         for pointer in mask:
             if not isinstance(pointer, str) or not pointer.startswith(("/input", "/result")):
-                raise ConfigError(f"mask pointers must start with /input or /result, got {pointer!r}")
+                raise ConfigError(
+                    f"mask pointers must start with /input or /result, got {pointer!r}"
+                )
             parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
             parsed.append((parts[0], parts[1:]))
         self._mask = tuple(parsed)
 
     def __repr__(self) -> str:
-        return f"Shadow({self.target!r}, sample_rate={self.sample_rate}, max_queue={self.max_queue})"
+        return (
+            f"Shadow({self.target!r}, sample_rate={self.sample_rate}, max_queue={self.max_queue})"
+        )
 
     # -- the request side: cheap, never blocking, never raising ---------------------------
 
@@ -217,14 +229,26 @@ class Shadow:
         try:
             if doc is None:
                 doc = build_request_input(
-                    dict(scope), spec, user, include_body=has_body,
-                    body=body if has_body else None, raw_body=raw if has_body else None,
+                    dict(scope),
+                    spec,
+                    user,
+                    include_body=has_body,
+                    body=body if has_body else None,
+                    raw_body=raw if has_body else None,
                 )
-            item = (doc, decision.allow, decision.result, decision.decision_id,
-                    scope.get("method", "GET"), scope.get("path"))
+            item = (
+                doc,
+                decision.allow,
+                decision.result,
+                decision.decision_id,
+                scope.get("method", "GET"),
+                scope.get("path"),
+            )
         except Exception as exc:  # noqa: BLE001 - the shadow never fails a request
             self._count("error")
-            _errors.warn("error", "regoguard: shadow %s could not queue a request: %s", self.name, exc)
+            _errors.warn(
+                "error", "regoguard: shadow %s could not queue a request: %s", self.name, exc
+            )
             return
         self.submit(item)
 
@@ -284,8 +308,11 @@ class Shadow:
         except Exception as exc:  # noqa: BLE001 - counted; the enforced side is unaffected
             self._count("error")
             _errors.warn(
-                f"error:{self.name}", "regoguard: shadow %s failed: %s: %s",
-                self.name, type(exc).__name__, exc,
+                f"error:{self.name}",
+                "regoguard: shadow %s failed: %s: %s",
+                self.name,
+                type(exc).__name__,
+                exc,
             )
             return
         if shadow_allow == allow:
@@ -301,7 +328,9 @@ class Shadow:
             "shadow_result": {"allow": shadow_allow, "result": shadow_result},
             "input": doc,
         }
-        logger.warning("regoguard: shadow disagrees: %s", json.dumps(self._masked(record), default=str))
+        logger.warning(
+            "regoguard: shadow disagrees: %s", json.dumps(self._masked(record), default=str)
+        )
 
     def _masked(self, record: dict[str, Any]) -> dict[str, Any]:
         mask = self._mask if self._mask is not None else _parse_default()

@@ -18,12 +18,12 @@ use crate::cache::CacheConfig;
 use crate::canonical::{self, CanonicalWriter};
 use crate::clock;
 use crate::decision::{DecisionId, Outcome, Source};
-use crate::metrics::{self, HistogramSnapshot};
 use crate::engine::{Compiled, Evaluator};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
 use crate::l2::{DecisionPolicy, Found, L2};
+use crate::metrics::{self, HistogramSnapshot};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
 pub enum CacheArg {
@@ -56,12 +56,18 @@ fn path_string(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
         .import("os")?
         .call_method1("fspath", (obj,))
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str or os.PathLike")))?;
-    Ok(fspath.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("{what} must be a str path")))?.to_str()?.to_owned())
+    Ok(fspath
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str path")))?
+        .to_str()?
+        .to_owned())
 }
 
 fn policy_paths(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        obj.try_iter()?.map(|p| path_string(&p?, "each policy path")).collect()
+        obj.try_iter()?
+            .map(|p| path_string(&p?, "each policy path"))
+            .collect()
     } else {
         Ok(vec![path_string(obj, "policies")?])
     }
@@ -79,7 +85,13 @@ pub struct PyDecision {
 
 impl PyDecision {
     fn new(d: Decided) -> Self {
-        Self { outcome: d.outcome, source: d.source, revision: d.revision, id: d.id, evaluator: d.evaluator }
+        Self {
+            outcome: d.outcome,
+            source: d.source,
+            revision: d.revision,
+            id: d.id,
+            evaluator: d.evaluator,
+        }
     }
 }
 
@@ -107,7 +119,9 @@ impl PyDecision {
 
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(headers) = &self.outcome.headers else { return Ok(None) };
+        let Some(headers) = &self.outcome.headers else {
+            return Ok(None);
+        };
         let d = PyDict::new(py);
         for (k, v) in headers {
             d.set_item(&**k, &**v)?;
@@ -143,11 +157,17 @@ impl PyDecision {
 
     /// Refuses truth testing: `if authz.check(x):` would always pass. Read `.allow`.
     fn __bool__(&self) -> PyResult<bool> {
-        Err(PyTypeError::new_err("a Decision has no truth value; test decision.allow"))
+        Err(PyTypeError::new_err(
+            "a Decision has no truth value; test decision.allow",
+        ))
     }
 
     fn __repr__(&self) -> String {
-        let reason = self.outcome.reason.as_deref().map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
+        let reason = self
+            .outcome
+            .reason
+            .as_deref()
+            .map_or_else(|| "None".to_owned(), |r| format!("{r:?}"));
         format!(
             "Decision(allow={}, reason={reason}, source='{}', revision='{}')",
             if self.outcome.allow { "True" } else { "False" },
@@ -197,10 +217,13 @@ impl PyAuthorizer {
         eval_timeout_seconds: f64,
         eval_memory_bytes: u64,
     ) -> PyResult<Self> {
-        let net = crate::builtins::http::NetConfig::new(allow_net.as_deref().unwrap_or_default()).map_err(Error::config)?;
+        let net = crate::builtins::http::NetConfig::new(allow_net.as_deref().unwrap_or_default())
+            .map_err(Error::config)?;
         let l2 = match redis {
             Some(r) if !r.is_none() => {
-                let config = r.cast::<PyRedisConfig>().map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                let config = r
+                    .cast::<PyRedisConfig>()
+                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
                 if config.get().config().signing_key.is_none() {
                     // Redis never decides alone: a shared decision must carry our signature.
                     return Err(Error::config(
@@ -239,23 +262,42 @@ impl PyAuthorizer {
         crate::builtins::http::configure(inner.current().owner(), net);
         if inner.decision_log().is_some() {
             // The drain thread is Python's (see regoguard/_decision_log.py for why).
-            py.import("regoguard._decision_log")?.call_method0("_ensure_drain")?;
+            py.import("regoguard._decision_log")?
+                .call_method0("_ensure_drain")?;
         }
         let (publisher, listener) = match &l2 {
             Some(l2) => {
-                let listener: Arc<dyn Listener> = Arc::new(AuthorizerListener { authorizer: Arc::downgrade(&inner) });
-                (Some(l2.listen("a", Arc::downgrade(&listener))), Some(listener))
+                let listener: Arc<dyn Listener> = Arc::new(AuthorizerListener {
+                    authorizer: Arc::downgrade(&inner),
+                });
+                (
+                    Some(l2.listen("a", Arc::downgrade(&listener))),
+                    Some(listener),
+                )
             }
             None => (None, None),
         };
-        Ok(Self { inner, l2, publisher, _listener: listener, miss_ewma_ns: AtomicU64::new(0) })
+        Ok(Self {
+            inner,
+            l2,
+            publisher,
+            _listener: listener,
+            miss_ewma_ns: AtomicU64::new(0),
+        })
     }
 
     /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
     /// releases it while evaluating.
     #[pyo3(signature = (input, *, entrypoint = None))]
-    fn check(&self, py: Python<'_>, input: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<PyDecision> {
-        self.decide(py, entrypoint, InputForm::Plain, |w| write_value(w, input, "input"))
+    fn check(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<PyDecision> {
+        self.decide(py, entrypoint, InputForm::Plain, |w| {
+            write_value(w, input, "input")
+        })
     }
 
     /// The middleware's and the dependency's fast path: the input document is written from the
@@ -280,7 +322,12 @@ impl PyAuthorizer {
         if spec.get().offloads() {
             return Self::decide_or_defer(slf, spec, entrypoint, write);
         }
-        Ok(Py::new(py, slf.get().decide(py, entrypoint, InputForm::Request, write)?)?.into_any())
+        Ok(Py::new(
+            py,
+            slf.get()
+                .decide(py, entrypoint, InputForm::Request, write)?,
+        )?
+        .into_any())
     }
 
     /// `check`, awaitable: an L1 hit returns an already finished awaitable; a miss may ask the
@@ -299,7 +346,13 @@ impl PyAuthorizer {
         let (key, hit, owned) = with_written(
             |w| write_value(w, input, "input"),
             |bytes| {
-                let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Plain, started_ns };
+                let c = Check {
+                    compiled: &compiled,
+                    index,
+                    canonical: bytes,
+                    form: InputForm::Plain,
+                    started_ns,
+                };
                 Ok(match a.lookup(&c) {
                     (key, Some(outcome), now) => (key, Some(a.hit(&c, outcome, now)), Vec::new()),
                     (key, None, _) => (key, None, bytes.to_vec()),
@@ -317,24 +370,44 @@ impl PyAuthorizer {
                 let rev = compiled.revision.display.to_string();
                 let redis_key = l2.key(&format!("d:{rev}"), &key.0);
                 let ticket = a.cache().map(crate::cache::DecisionCache::ticket);
-                let (authz, compiled2, fut2) = (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
+                let (authz, compiled2, fut2) =
+                    (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
                 let l2c = l2.clone();
                 let bytes2 = owned.clone();
                 let started = l2.spawn_get(redis_key, DECISION_EPOCHS, rev, move |found, _| {
                     if found.is_none() {
-                        authz.get().inner.metrics.l2_misses.fetch_add(1, Ordering::Relaxed);
+                        authz
+                            .get()
+                            .inner
+                            .metrics
+                            .l2_misses
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     let decided = match (found, ticket) {
                         (Some(f), Some(t)) => {
-                            let c = Check { compiled: &compiled2, index, canonical: &bytes2, form: InputForm::Plain, started_ns };
+                            let c = Check {
+                                compiled: &compiled2,
+                                index,
+                                canonical: &bytes2,
+                                form: InputForm::Plain,
+                                started_ns,
+                            };
                             promote(&authz.get().inner, &c, key, &f, t)
                         }
                         _ => None,
                     };
                     Python::attach(|py| {
-                        let value = decided.and_then(|d| Py::new(py, PyDecision::new(d)).ok()).map(Py::into_any);
+                        let value = decided
+                            .and_then(|d| Py::new(py, PyDecision::new(d)).ok())
+                            .map(Py::into_any);
                         let found = value.is_some();
-                        resolve(py, &call_soon, &fut2, found, value.unwrap_or_else(|| py.None()));
+                        resolve(
+                            py,
+                            &call_soon,
+                            &fut2,
+                            found,
+                            value.unwrap_or_else(|| py.None()),
+                        );
                         flush_warning(py, &l2c);
                     });
                 });
@@ -354,14 +427,25 @@ impl PyAuthorizer {
                 flush_warning(py, l2);
             }
         }
-        let c = Check { compiled: &compiled, index, canonical: &owned, form: InputForm::Plain, started_ns };
+        let c = Check {
+            compiled: &compiled,
+            index,
+            canonical: &owned,
+            form: InputForm::Plain,
+            started_ns,
+        };
         let decided = this.evaluate_miss(py, &c, &key)?;
         ready(py, Bound::new(py, PyDecision::new(decided))?.into_any())
     }
 
     /// Decides for many inputs in parallel with the GIL released; same cache as `check`.
     #[pyo3(signature = (inputs, *, entrypoint = None))]
-    fn check_many(&self, py: Python<'_>, inputs: &Bound<'_, PyAny>, entrypoint: Option<&str>) -> PyResult<Vec<PyDecision>> {
+    fn check_many(
+        &self,
+        py: Python<'_>,
+        inputs: &Bound<'_, PyAny>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Vec<PyDecision>> {
         let a = &*self.inner;
         let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
         let mut batch = Vec::new();
@@ -375,7 +459,13 @@ impl PyAuthorizer {
                 .par_iter()
                 .map(|bytes| {
                     let started_ns = clock::now_ns();
-                    let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Plain, started_ns };
+                    let c = Check {
+                        compiled: &compiled,
+                        index,
+                        canonical: bytes,
+                        form: InputForm::Plain,
+                        started_ns,
+                    };
                     match a.lookup(&c) {
                         (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
                         (key, None, _) => a.decide_miss(&c, &key),
@@ -416,17 +506,31 @@ impl PyAuthorizer {
         Ok(revision)
     }
 
-    fn set_data(&self, py: Python<'_>, path: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<String> {
+    fn set_data(
+        &self,
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<String> {
         let segments = data_path(path)?;
-        let root = if segments.is_empty() { "data".to_owned() } else { format!("data.{}", segments.join(".")) };
+        let root = if segments.is_empty() {
+            "data".to_owned()
+        } else {
+            format!("data.{}", segments.join("."))
+        };
         let value = to_value(value, &root).map_err(|e| Error::data(e.to_string()))?;
         let message = self
             .publisher
             .as_ref()
             .and_then(|_| canonical::to_bytes(&value, &root).ok())
             .and_then(|b| String::from_utf8(b).ok())
-            .map(|value| Message::SetData { path: segments.clone(), value });
-        let revision = py.detach(|| self.inner.set_data(&segments, value))?.to_string();
+            .map(|value| Message::SetData {
+                path: segments.clone(),
+                value,
+            });
+        let revision = py
+            .detach(|| self.inner.set_data(&segments, value))?
+            .to_string();
         if let Some(m) = message {
             self.publish(py, &m);
         }
@@ -458,7 +562,14 @@ impl PyAuthorizer {
         self.publish(py, &Message::InvalidateAll);
         if let Some(l2) = &self.l2 {
             let space = format!("d:{}", self.inner.current().revision.display);
-            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &[], Some(l2.pattern(&space))));
+            py.detach(|| {
+                l2.delete_blocking(
+                    Vec::new(),
+                    &l2.tag_space(&space),
+                    &[],
+                    Some(l2.pattern(&space)),
+                )
+            });
         }
     }
 
@@ -469,7 +580,9 @@ impl PyAuthorizer {
         let compiled = a.current();
         let d = PyDict::new(py);
         d.set_item("revision", &*compiled.revision.display)?;
-        let (entries, max_entries) = a.cache().map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
+        let (entries, max_entries) = a
+            .cache()
+            .map_or((0, 0), |c| (c.len() as u64, c.config().max_entries));
         d.set_item("entries", entries)?;
         d.set_item("max_entries", max_entries)?;
         d.set_item("l1_hits", s.l1_hits)?;
@@ -529,12 +642,18 @@ impl PyAuthorizer {
     /// The decision-log settings, or `None` when decisions are not logged.
     #[getter]
     fn decision_log(&self) -> Option<PyDecisionLogConfig> {
-        self.inner.decision_log().map(|c| PyDecisionLogConfig { inner: c.clone() })
+        self.inner
+            .decision_log()
+            .map(|c| PyDecisionLogConfig { inner: c.clone() })
     }
 
     fn __repr__(&self) -> String {
         let c = self.inner.current();
-        format!("Authorizer(entrypoint='{}', revision='{}')", self.inner.config().entrypoint, c.revision.display)
+        format!(
+            "Authorizer(entrypoint='{}', revision='{}')",
+            self.inner.config().entrypoint,
+            c.revision.display
+        )
     }
 }
 
@@ -551,14 +670,20 @@ fn timing<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, Py
 /// more than one) and, with `functions`, of every live `@cached_authorization` cache.
 #[pyfunction]
 #[pyo3(name = "_render_metrics", signature = (authorizers, *, functions = true))]
-pub fn render_metrics(authorizers: Vec<Bound<'_, PyAuthorizer>>, functions: bool) -> PyResult<String> {
+pub fn render_metrics(
+    authorizers: Vec<Bound<'_, PyAuthorizer>>,
+    functions: bool,
+) -> PyResult<String> {
     let several = authorizers.len() > 1;
     let mut samples = Vec::with_capacity(authorizers.len());
     for a in &authorizers {
         let inner = &a.get().inner;
         let label = several.then(|| inner.config().entrypoint.clone());
         if let Some(l) = &label {
-            if samples.iter().any(|s: &metrics::AuthorizerSample| s.label.as_ref() == Some(l)) {
+            if samples
+                .iter()
+                .any(|s: &metrics::AuthorizerSample| s.label.as_ref() == Some(l))
+            {
                 return Err(Error::config(format!(
                     "two authorizers with entrypoint {l} would share one series; expose them from separate metrics apps"
                 ))
@@ -567,7 +692,11 @@ pub fn render_metrics(authorizers: Vec<Bound<'_, PyAuthorizer>>, functions: bool
         }
         samples.push(inner.sample(label));
     }
-    let caches = if functions { metrics::live_caches() } else { Vec::new() };
+    let caches = if functions {
+        metrics::live_caches()
+    } else {
+        Vec::new()
+    };
     Ok(metrics::render(&samples, &caches))
 }
 
@@ -605,7 +734,13 @@ impl PyAuthorizer {
         };
         let started_ns = clock::now_ns();
         let decided = with_written(write, |bytes| {
-            let c = Check { compiled, index, canonical: bytes, form, started_ns };
+            let c = Check {
+                compiled,
+                index,
+                canonical: bytes,
+                form,
+                started_ns,
+            };
             match a.lookup(&c) {
                 (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
                 (key, None, _) => self.evaluate_miss(py, &c, &key),
@@ -630,7 +765,13 @@ impl PyAuthorizer {
         let started_ns = clock::now_ns();
         let s = spec.get();
         let done = with_written(write, |bytes| {
-            let c = Check { compiled: &compiled, index, canonical: bytes, form: InputForm::Request, started_ns };
+            let c = Check {
+                compiled: &compiled,
+                index,
+                canonical: bytes,
+                form: InputForm::Request,
+                started_ns,
+            };
             Ok(match a.lookup(&c) {
                 (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
                 (key, None, _) if s.defers_miss() => Err((key, bytes.to_vec())),
@@ -671,7 +812,14 @@ impl PyAuthorizer {
         let decided = py.detach(|| a.decide_miss(c, key))?;
         let took_ns = clock::now_ns().saturating_sub(started);
         let old = self.miss_ewma_ns.load(Ordering::Relaxed);
-        self.miss_ewma_ns.store(if old == 0 { took_ns } else { old - old / 8 + took_ns / 8 }, Ordering::Relaxed);
+        self.miss_ewma_ns.store(
+            if old == 0 {
+                took_ns
+            } else {
+                old - old / 8 + took_ns / 8
+            },
+            Ordering::Relaxed,
+        );
         let write = match l2.config().decisions {
             DecisionPolicy::Always => true,
             DecisionPolicy::Auto => Duration::from_nanos(took_ns) > l2.rtt(),
@@ -686,8 +834,17 @@ impl PyAuthorizer {
 
     /// Shares an evaluated outcome through the L2 (fire and forget), for as long as L1 would
     /// keep it.
-    fn write_back(&self, l2: &Arc<L2>, compiled: &Compiled, key: &Key, outcome: &Outcome, cap: Option<Duration>) {
-        let Some(cache) = self.inner.cache() else { return };
+    fn write_back(
+        &self,
+        l2: &Arc<L2>,
+        compiled: &Compiled,
+        key: &Key,
+        outcome: &Outcome,
+        cap: Option<Duration>,
+    ) {
+        let Some(cache) = self.inner.cache() else {
+            return;
+        };
         let ttl = cap.map_or(cache.ttl_for(outcome), |c| c.min(cache.ttl_for(outcome)));
         if ttl.is_zero() {
             return;
@@ -699,7 +856,16 @@ impl PyAuthorizer {
         let rev = &*compiled.revision.display;
         let space = format!("d:{rev}");
         let tags = outcome.tags.iter().map(ToString::to_string).collect();
-        l2.spawn_set(l2.key(&space, &key.0), DECISION_EPOCHS, rev, &payload, ttl, tags, l2.tag_space(&space), None);
+        l2.spawn_set(
+            l2.key(&space, &key.0),
+            DECISION_EPOCHS,
+            rev,
+            &payload,
+            ttl,
+            tags,
+            l2.tag_space(&space),
+            None,
+        );
     }
 
     /// Sends `message` to the other instances (bounded by the timeout, GIL released).
@@ -715,7 +881,9 @@ impl PyAuthorizer {
         self.inner.cache().is_some()
             && match l2.config().decisions {
                 DecisionPolicy::Always => true,
-                DecisionPolicy::Auto => Duration::from_nanos(self.miss_ewma_ns.load(Ordering::Relaxed)) > l2.rtt(),
+                DecisionPolicy::Auto => {
+                    Duration::from_nanos(self.miss_ewma_ns.load(Ordering::Relaxed)) > l2.rtt()
+                }
                 DecisionPolicy::Never => false,
             }
     }
@@ -725,13 +893,22 @@ impl PyAuthorizer {
     fn sync_l2_errors(&self) {
         if let Some(l2) = &self.l2 {
             let errors = l2.counters.errors.load(Ordering::Relaxed);
-            self.inner.metrics.l2_errors.fetch_max(errors, Ordering::Relaxed);
+            self.inner
+                .metrics
+                .l2_errors
+                .fetch_max(errors, Ordering::Relaxed);
         }
     }
 }
 
 /// A decision read from the L2: verified already; decoded, promoted to L1 and counted here.
-fn promote(a: &Authorizer, c: &Check<'_>, key: Key, found: &Found, ticket: crate::cache::Ticket) -> Option<Decided> {
+fn promote(
+    a: &Authorizer,
+    c: &Check<'_>,
+    key: Key,
+    found: &Found,
+    ticket: crate::cache::Ticket,
+) -> Option<Decided> {
     let cache = a.cache()?;
     let value = canonical::decode(&found.payload).ok()?;
     let outcome = Arc::new(Outcome::from_value(&c.compiled.entrypoints[c.index].name, value).ok()?);
@@ -774,7 +951,6 @@ impl PyPendingDecision {
     }
 }
 
-
 /// The input document the policy sees for `scope` (what `_check_scope` keys and evaluates),
 /// as a Python dict: for debugging policies and for `regoguard.build_input`.
 #[pyfunction]
@@ -792,7 +968,10 @@ pub fn build_request_input<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let none = py.None().into_bound(py);
     let extras = RequestExtras::new(user, include_body, body, raw_body, route.as_ref(), &none);
-    let mut value = with_written(|w| write_request(w, scope, &spec.get().headers, &extras), canonical::decode)?;
+    let mut value = with_written(
+        |w| write_request(w, scope, &spec.get().headers, &extras),
+        canonical::decode,
+    )?;
     crate::request::complete(&mut value);
     to_python(py, &value)
 }
@@ -801,22 +980,33 @@ pub fn build_request_input<'py>(
 /// keys.
 fn data_path(path: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(s) = path.cast::<PyString>() {
-        Ok(s.to_str()?.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+        Ok(s.to_str()?
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect())
     } else if path.is_instance_of::<PyList>() || path.is_instance_of::<PyTuple>() {
         path.try_iter()?
             .map(|p| {
                 let p = p?;
-                let s = p.cast::<PyString>().map_err(|_| PyTypeError::new_err("each path segment must be a str"))?;
+                let s = p
+                    .cast::<PyString>()
+                    .map_err(|_| PyTypeError::new_err("each path segment must be a str"))?;
                 Ok(s.to_str()?.to_owned())
             })
             .collect()
     } else {
-        Err(PyTypeError::new_err("path must be a str like 'projects/42' or a list of str"))
+        Err(PyTypeError::new_err(
+            "path must be a str like 'projects/42' or a list of str",
+        ))
     }
 }
 
 /// `{entrypoint: why it runs on the interpreter, or None on the RVM}`.
-fn evaluator_reasons<'py>(py: Python<'py>, compiled: &crate::engine::Compiled) -> PyResult<Bound<'py, PyDict>> {
+fn evaluator_reasons<'py>(
+    py: Python<'py>,
+    compiled: &crate::engine::Compiled,
+) -> PyResult<Bound<'py, PyDict>> {
     let reasons = PyDict::new(py);
     for ep in &compiled.entrypoints {
         reasons.set_item(&*ep.name, ep.fallback_reason.as_deref())?;
@@ -832,7 +1022,10 @@ fn log_interpreter_fallbacks(py: Python<'_>, compiled: &crate::engine::Compiled)
     }
     for ep in &compiled.entrypoints {
         if let Some(reason) = &ep.fallback_reason {
-            let message = format!("regoguard: {} runs on the interpreter, the RVM cannot compile it: {reason}", ep.name);
+            let message = format!(
+                "regoguard: {} runs on the interpreter, the RVM cannot compile it: {reason}",
+                ep.name
+            );
             let _ = py
                 .import("logging")
                 .and_then(|m| m.call_method1("getLogger", ("regoguard",)))
@@ -844,6 +1037,9 @@ fn log_interpreter_fallbacks(py: Python<'_>, compiled: &crate::engine::Compiled)
 impl Drop for PyAuthorizer {
     fn drop(&mut self) {
         // Forget this authorizer's allow_net.
-        crate::builtins::http::configure(self.inner.current().owner(), crate::builtins::http::NetConfig::default());
+        crate::builtins::http::configure(
+            self.inner.current().owner(),
+            crate::builtins::http::NetConfig::default(),
+        );
     }
 }

@@ -8,7 +8,12 @@ use crate::cache::CacheConfig;
 use crate::decision_log::{DecisionLogConfig, DEFAULT_MASK};
 
 /// `CacheConfig(*, max_entries=100_000, ttl_seconds=60.0, deny_ttl_seconds=None)`.
-#[pyclass(name = "CacheConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
+#[pyclass(
+    name = "CacheConfig",
+    module = "regoguard._regoguard",
+    frozen,
+    skip_from_py_object
+)]
 #[derive(Clone)]
 pub struct PyCacheConfig {
     pub inner: CacheConfig,
@@ -21,10 +26,15 @@ impl PyCacheConfig {
     #[new]
     #[pyo3(signature = (*, max_entries = 100_000, ttl_seconds = 60.0, deny_ttl_seconds = None))]
     fn new(max_entries: i64, ttl_seconds: f64, deny_ttl_seconds: Option<f64>) -> PyResult<Self> {
-        let max = u64::try_from(max_entries)
-            .map_err(|_| crate::error::Error::config(format!("max_entries must be >= 1, got {max_entries}")))?;
+        let max = u64::try_from(max_entries).map_err(|_| {
+            crate::error::Error::config(format!("max_entries must be >= 1, got {max_entries}"))
+        })?;
         let inner = CacheConfig::new(max, ttl_seconds, deny_ttl_seconds)?;
-        Ok(Self { inner, deny_ttl_given: deny_ttl_seconds, ttl_seconds })
+        Ok(Self {
+            inner,
+            deny_ttl_given: deny_ttl_seconds,
+            ttl_seconds,
+        })
     }
 
     #[getter]
@@ -43,7 +53,9 @@ impl PyCacheConfig {
     }
 
     fn __repr__(&self) -> String {
-        let deny = self.deny_ttl_given.map_or_else(|| "None".to_owned(), |d| format!("{d:?}"));
+        let deny = self
+            .deny_ttl_given
+            .map_or_else(|| "None".to_owned(), |d| format!("{d:?}"));
         format!(
             "CacheConfig(max_entries={}, ttl_seconds={:?}, deny_ttl_seconds={deny})",
             self.inner.max_entries, self.ttl_seconds
@@ -59,7 +71,12 @@ impl PyCacheConfig {
 }
 
 /// `DecisionLogConfig(*, sample_rate=1.0, mask=(...), max_queue=10_000, labels=None)`.
-#[pyclass(name = "DecisionLogConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
+#[pyclass(
+    name = "DecisionLogConfig",
+    module = "regoguard._regoguard",
+    frozen,
+    skip_from_py_object
+)]
 #[derive(Clone)]
 pub struct PyDecisionLogConfig {
     pub inner: DecisionLogConfig,
@@ -77,13 +94,17 @@ impl PyDecisionLogConfig {
         mask_names: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mask = mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect());
-        let max_queue = usize::try_from(max_queue)
-            .map_err(|_| crate::error::Error::config(format!("max_queue must be >= 1, got {max_queue}")))?;
+        let max_queue = usize::try_from(max_queue).map_err(|_| {
+            crate::error::Error::config(format!("max_queue must be >= 1, got {max_queue}"))
+        })?;
         let mut pairs = Vec::new();
         if let Some(labels) = labels {
             for (k, v) in labels.iter() {
                 let (Ok(k), Ok(v)) = (k.extract::<String>(), v.extract::<String>()) else {
-                    return Err(crate::error::Error::config("decision_log labels must map str to str".to_owned()).into());
+                    return Err(crate::error::Error::config(
+                        "decision_log labels must map str to str".to_owned(),
+                    )
+                    .into());
                 };
                 pairs.push((k, v));
             }
@@ -137,6 +158,8 @@ impl PyDecisionLogConfig {
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other.cast::<Self>().is_ok_and(|o| o.get().inner == self.inner)
+        other
+            .cast::<Self>()
+            .is_ok_and(|o| o.get().inner == self.inner)
     }
 }

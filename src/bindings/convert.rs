@@ -20,7 +20,11 @@ thread_local! {
 ///
 /// # Errors
 /// `Error::Input` naming the first value with no JSON form.
-pub fn with_canonical<R>(obj: &Bound<'_, PyAny>, root: &str, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+pub fn with_canonical<R>(
+    obj: &Bound<'_, PyAny>,
+    root: &str,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
     with_written(|w| write_value(w, obj, root), f)
 }
 
@@ -139,20 +143,26 @@ fn write_subclass(w: &mut CanonicalWriter, obj: &Bound<'_, PyAny>, depth: usize)
         }
         w.close_array();
     } else {
-        let name = obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        let name = obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
         let hint = match name.as_str() {
             "set" | "frozenset" => "; pass a sorted list instead",
             "bytes" | "bytearray" | "memoryview" => "; decode it to str first",
             _ => "; convert it to dict, list, str, int, float, bool or None",
         };
-        return Err(input_error(format!("unsupported type '{name}' has no JSON form{hint}")));
+        return Err(input_error(format!(
+            "unsupported type '{name}' has no JSON form{hint}"
+        )));
     }
     Ok(())
 }
 
 #[inline]
 pub fn text<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str> {
-    s.to_str().map_err(|_| input_error("the string is not valid Unicode (lone surrogate)".to_owned()))
+    s.to_str()
+        .map_err(|_| input_error("the string is not valid Unicode (lone surrogate)".to_owned()))
 }
 
 fn write_int(w: &mut CanonicalWriter, obj: &Bound<'_, PyAny>) -> Result<()> {
@@ -170,15 +180,21 @@ fn write_int(w: &mut CanonicalWriter, obj: &Bound<'_, PyAny>) -> Result<()> {
 
 fn write_dict(w: &mut CanonicalWriter, d: &Bound<'_, PyDict>, depth: usize) -> Result<()> {
     check_depth(depth)?;
-    let mut items: SmallVec<[(Bound<'_, PyString>, Bound<'_, PyAny>); 16]> = SmallVec::with_capacity(d.len());
+    let mut items: SmallVec<[(Bound<'_, PyString>, Bound<'_, PyAny>); 16]> =
+        SmallVec::with_capacity(d.len());
     for (k, v) in d.iter() {
         match k.cast_into::<PyString>() {
             Ok(k) => items.push((k, v)),
             Err(e) => {
                 let k = e.into_inner();
-                let name = k.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                let name = k
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
                 let shown = k.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
-                return Err(input_error(format!("dict key {shown} ({name}) is not a string")));
+                return Err(input_error(format!(
+                    "dict key {shown} ({name}) is not a string"
+                )));
             }
         }
     }

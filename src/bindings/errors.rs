@@ -31,10 +31,13 @@ fn new_class<'py>(
     Ok(cls.cast_into::<PyType>()?)
 }
 
-fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>) -> PyResult<Bound<'py, PyType>> {
-    cell.get(py)
-        .map(|c| c.bind(py).clone())
-        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("regoguard exceptions are not initialised"))
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+) -> PyResult<Bound<'py, PyType>> {
+    cell.get(py).map(|c| c.bind(py).clone()).ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("regoguard exceptions are not initialised")
+    })
 }
 
 /// Creates the classes and adds them to `m`.

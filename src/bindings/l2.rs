@@ -17,7 +17,12 @@ use crate::l2::{self, DecisionPolicy, RedisConfig, L2};
 
 /// `RedisConfig(url, *, ttl_seconds=300.0, timeout_seconds=0.05, key_prefix="regoguard",
 /// signing_key=None, channel=None, decisions="auto")`.
-#[pyclass(name = "RedisConfig", module = "regoguard._regoguard", frozen, skip_from_py_object)]
+#[pyclass(
+    name = "RedisConfig",
+    module = "regoguard._regoguard",
+    frozen,
+    skip_from_py_object
+)]
 pub struct PyRedisConfig {
     config: RedisConfig,
     ttl_seconds: f64,
@@ -56,7 +61,10 @@ impl PyRedisConfig {
         channel: Option<&str>,
         decisions: &str,
     ) -> PyResult<Self> {
-        let url = url.cast::<PyString>().map_err(|_| Error::config("url must be a str"))?.to_str()?;
+        let url = url
+            .cast::<PyString>()
+            .map_err(|_| Error::config("url must be a str"))?
+            .to_str()?;
         let signing_key = match signing_key {
             None => None,
             Some(k) => {
@@ -78,7 +86,12 @@ impl PyRedisConfig {
             channel,
             DecisionPolicy::parse(decisions)?,
         )?;
-        Ok(Self { config, ttl_seconds, timeout_seconds, l2: OnceLock::new() })
+        Ok(Self {
+            config,
+            ttl_seconds,
+            timeout_seconds,
+            l2: OnceLock::new(),
+        })
     }
 
     /// The URL with its password replaced by `***` (the password never leaves the config).
@@ -159,7 +172,9 @@ static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// `regoguard._l2`, imported on first use (it imports this module).
 pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS.get_or_try_init(py, || Ok::<_, PyErr>(py.import("regoguard._l2")?.unbind())).map(|m| m.bind(py))
+    HELPERS
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("regoguard._l2")?.unbind()))
+        .map(|m| m.bind(py))
 }
 
 /// Logs the L2's pending rate-limited warning on the `regoguard` logger.
@@ -174,7 +189,13 @@ pub fn flush_warning(py: Python<'_>, l2: &L2) {
 
 /// Hands `(found, value)` to the future `fut` on its event loop; a closed loop is ignored
 /// (nobody waits any more).
-pub fn resolve(py: Python<'_>, call_soon: &Py<PyAny>, fut: &Py<PyAny>, found: bool, value: Py<PyAny>) {
+pub fn resolve(
+    py: Python<'_>,
+    call_soon: &Py<PyAny>,
+    fut: &Py<PyAny>,
+    found: bool,
+    value: Py<PyAny>,
+) {
     if let Ok(h) = helpers(py) {
         if let Ok(resolve) = h.getattr("resolve") {
             let _ = call_soon.call1(py, (resolve, fut, found, value));

@@ -30,7 +30,9 @@ impl PyRequestSpec {
     fn new(include_headers: Vec<String>, offload_after_seconds: Option<f64>) -> PyResult<Self> {
         let offload_after_ns = match offload_after_seconds {
             Some(s) if !(s.is_finite() && s >= 0.0) => {
-                return Err(PyValueError::new_err(format!("offload_after_seconds must be >= 0, got {s}")))
+                return Err(PyValueError::new_err(format!(
+                    "offload_after_seconds must be >= 0, got {s}"
+                )))
             }
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             Some(s) => Some((s * 1e9) as u64),
@@ -73,7 +75,11 @@ impl PyRequestSpec {
     /// Folds one miss's evaluation time into the moving average.
     pub fn observe_miss(&self, took_ns: u64) {
         let old = self.miss_ewma_ns.load(Ordering::Relaxed);
-        let new = if old == 0 { took_ns } else { old - old / 8 + took_ns / 8 };
+        let new = if old == 0 {
+            took_ns
+        } else {
+            old - old / 8 + took_ns / 8
+        };
         self.miss_ewma_ns.store(new.max(1), Ordering::Relaxed);
     }
 }
@@ -118,12 +124,17 @@ impl AsRef<[u8]> for RawValue<'_> {
     }
 }
 
-fn scope_item<'py>(scope: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> Result<Option<Bound<'py, PyAny>>> {
+fn scope_item<'py>(
+    scope: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
+) -> Result<Option<Bound<'py, PyAny>>> {
     scope.get_item(key).map_err(|e| input_error(e.to_string()))
 }
 
 fn scope_str<'a>(value: &'a Bound<'_, PyAny>, name: &str) -> Result<&'a str> {
-    let s = value.cast::<PyString>().map_err(|_| prefix_path(input_error("must be a str".into()), name))?;
+    let s = value
+        .cast::<PyString>()
+        .map_err(|_| prefix_path(input_error("must be a str".into()), name))?;
     text(s).map_err(|e| prefix_path(e, name))
 }
 
@@ -153,7 +164,12 @@ pub fn write_request(
             for pair in iter {
                 let pair = pair.map_err(|e| input_error(e.to_string()))?;
                 let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
-                    pair.extract().map_err(|_| prefix_path(input_error("must be (bytes, bytes) pairs".into()), "scope.headers"))?;
+                    pair.extract().map_err(|_| {
+                        prefix_path(
+                            input_error("must be (bytes, bytes) pairs".into()),
+                            "scope.headers",
+                        )
+                    })?;
                 headers.push(name.as_bytes(), RawValue(value));
             }
         }
@@ -194,7 +210,9 @@ pub fn write_request(
     w.key("query");
     match scope_item(scope, intern!(py, "query_string"))? {
         Some(q) => {
-            let q = q.cast::<PyBytes>().map_err(|_| prefix_path(input_error("must be bytes".into()), "scope.query_string"))?;
+            let q = q.cast::<PyBytes>().map_err(|_| {
+                prefix_path(input_error("must be bytes".into()), "scope.query_string")
+            })?;
             write_query(w, q.as_bytes());
         }
         None => write_query(w, b""),

@@ -31,8 +31,8 @@ use crate::canonical;
 use crate::error::Error;
 use crate::key::{Key, KeySeed};
 use crate::l2::pubsub::{Listener, Message, Publisher};
-use crate::metrics;
 use crate::l2::{Found, Observed, L2};
+use crate::metrics;
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -116,7 +116,9 @@ struct ResultListener {
 
 impl Listener for ResultListener {
     fn on_message(&self, message: Message) {
-        let Some(cache) = self.cache.upgrade() else { return };
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
         match message {
             Message::InvalidateKey(k) => {
                 cache.remove(&Key(k));
@@ -202,7 +204,8 @@ impl PyResultCache {
     /// The key of `key_value`, or an `InputError` that says how to fix it.
     #[inline]
     fn key_of(&self, key_value: &Bound<'_, PyAny>) -> PyResult<Key> {
-        with_canonical(key_value, self.root, |bytes| Ok(self.seed.key(bytes))).map_err(|e| self.key_error(e))
+        with_canonical(key_value, self.root, |bytes| Ok(self.seed.key(bytes)))
+            .map_err(|e| self.key_error(e))
     }
 
     #[cold]
@@ -214,7 +217,11 @@ impl PyResultCache {
             "; key= must return a JSON-shaped value"
         };
         match e {
-            Error::Input { path, message } => Error::Input { path, message: format!("{message}{hint}") }.into(),
+            Error::Input { path, message } => Error::Input {
+                path,
+                message: format!("{message}{hint}"),
+            }
+            .into(),
             other => other.into(),
         }
     }
@@ -283,7 +290,13 @@ impl PyResultCache {
             Some(t) => self.tag_list(&t.bind(py).call(args, kwargs)?)?,
             None => Box::new([]),
         };
-        Ok((Cached(Arc::new(Stored { value: value.unbind(), tags })), ttl))
+        Ok((
+            Cached(Arc::new(Stored {
+                value: value.unbind(),
+                tags,
+            })),
+            ttl,
+        ))
     }
 
     /// The L2 payload of a result: the canonical form of `{"t": tags, "v": value}`, or `None`
@@ -294,13 +307,24 @@ impl PyResultCache {
         let ok = d.set_item("t", tags).is_ok() && d.set_item("v", cached.0.value.bind(py)).is_ok();
         let payload = to_canonical(&d, "result").ok().filter(|_| ok);
         if payload.is_none() {
-            shared.l2.counters.unshareable.fetch_add(1, Ordering::Relaxed);
+            shared
+                .l2
+                .counters
+                .unshareable
+                .fetch_add(1, Ordering::Relaxed);
         }
         payload
     }
 
     /// Writes a result just stored in L1 to the L2 (fire and forget).
-    fn write_back(&self, py: Python<'_>, key: &Key, cached: &Cached, ttl: Duration, observed: Option<Observed>) {
+    fn write_back(
+        &self,
+        py: Python<'_>,
+        key: &Key,
+        cached: &Cached,
+        ttl: Duration,
+        observed: Option<Observed>,
+    ) {
         let Some(shared) = &self.l2 else { return };
         if ttl.is_zero() {
             return;
@@ -308,26 +332,54 @@ impl PyResultCache {
         if let Some(payload) = self.l2_payload(py, shared, cached) {
             let tags = cached.0.tags.iter().map(ToString::to_string).collect();
             let k = shared.l2.key(&shared.space, &key.0);
-            shared.l2.spawn_set(k, &shared.space, L2_REVISION, &payload, ttl, tags, shared.tag_space.clone(), observed);
+            shared.l2.spawn_set(
+                k,
+                &shared.space,
+                L2_REVISION,
+                &payload,
+                ttl,
+                tags,
+                shared.tag_space.clone(),
+                observed,
+            );
         }
     }
 
     /// A result read from the L2, ready for L1 with its lifetime (the entry's remaining TTL,
     /// never more than this cache's TTL for the value); `None` (counted) if it does not decode.
-    fn promoted(&self, py: Python<'_>, shared: &Shared, found: &Found) -> Option<(Cached, Duration)> {
+    fn promoted(
+        &self,
+        py: Python<'_>,
+        shared: &Shared,
+        found: &Found,
+    ) -> Option<(Cached, Duration)> {
         let decoded = (|| {
             let value = canonical::decode(&found.payload).ok()?;
             let obj = value.as_object().ok()?;
             let v = obj.get(&regorus::Value::from("v"))?;
             let t = obj.get(&regorus::Value::from("t"))?;
-            let tags: Option<Box<[Arc<str>]>> =
-                t.as_array().ok()?.iter().map(|x| x.as_string().ok().map(|s| Arc::from(&**s))).collect();
+            let tags: Option<Box<[Arc<str>]>> = t
+                .as_array()
+                .ok()?
+                .iter()
+                .map(|x| x.as_string().ok().map(|s| Arc::from(&**s)))
+                .collect();
             let value = to_python(py, v).ok()?;
             let ttl = self.ttl_for(&value).ok()?.min(found.remaining);
-            Some((Cached(Arc::new(Stored { value: value.unbind(), tags: tags? })), ttl))
+            Some((
+                Cached(Arc::new(Stored {
+                    value: value.unbind(),
+                    tags: tags?,
+                })),
+                ttl,
+            ))
         })();
         if decoded.is_none() {
-            shared.l2.counters.bad_entries.fetch_add(1, Ordering::Relaxed);
+            shared
+                .l2
+                .counters
+                .bad_entries
+                .fetch_add(1, Ordering::Relaxed);
         }
         decoded
     }
@@ -361,8 +413,9 @@ impl PyResultCache {
                         }
                     }
                 }
-                let (cached, ttl) =
-                    Python::attach(|py| self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref()))?;
+                let (cached, ttl) = Python::attach(|py| {
+                    self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref())
+                })?;
                 computed_ttl = Some(ttl);
                 Ok((cached, ttl))
             })
@@ -414,7 +467,10 @@ impl PyResultCache {
             .ok()
             .filter(|m| (1..=u64::from(u32::MAX)).contains(m))
             .ok_or_else(|| {
-                Error::config(format!("max_entries must be between 1 and {}, got {max_entries}", u32::MAX))
+                Error::config(format!(
+                    "max_entries must be between 1 and {}, got {max_entries}",
+                    u32::MAX
+                ))
             })?;
         let ttl = seconds("ttl_seconds", ttl_seconds)?;
         let deny_ttl = match deny_ttl_seconds {
@@ -428,7 +484,11 @@ impl PyResultCache {
         let space_name = match identity {
             Some(v) if !v.is_none() => {
                 let bytes = to_canonical(v, "identity")?;
-                let digest: String = blake3::hash(&bytes).as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                let digest: String = blake3::hash(&bytes)
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 format!("{name}\0{root}\0{digest}")
             }
             _ => format!("{name}\0{root}"),
@@ -450,9 +510,17 @@ impl PyResultCache {
                     .collect();
                 let space = format!("{L2_REVISION}:{id}");
                 let tag_space = l2.tag_space(&space);
-                let listener: Arc<dyn Listener> = Arc::new(ResultListener { cache: Arc::downgrade(&cache) });
+                let listener: Arc<dyn Listener> = Arc::new(ResultListener {
+                    cache: Arc::downgrade(&cache),
+                });
                 let publisher = l2.listen(&space, Arc::downgrade(&listener));
-                Some(Shared { l2, publisher, _listener: listener, space, tag_space })
+                Some(Shared {
+                    l2,
+                    publisher,
+                    _listener: listener,
+                    space,
+                    tag_space,
+                })
             }
         };
         let counters = Arc::new(Counters {
@@ -464,7 +532,16 @@ impl PyResultCache {
         });
         let source: Arc<dyn metrics::CacheSource> = counters.clone();
         metrics::register_cache(&source);
-        Ok(Self { counters, seed, name, root, max_entries, ttl, deny_ttl, l2 })
+        Ok(Self {
+            counters,
+            seed,
+            name,
+            root,
+            max_entries,
+            ttl,
+            deny_ttl,
+            l2,
+        })
     }
 
     /// The whole sync path: the cached result for `key`, or `func(*args, **kwargs)` computed once
@@ -494,7 +571,11 @@ impl PyResultCache {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.0.value.clone_ref(py));
         }
-        let miss = PyCacheMiss { key: k, ticket: self.counters.cache.ticket(), observed: parking_lot::Mutex::new(None) };
+        let miss = PyCacheMiss {
+            key: k,
+            ticket: self.counters.cache.ticket(),
+            observed: parking_lot::Mutex::new(None),
+        };
         Ok(Py::new(py, miss)?.into_any())
     }
 
@@ -515,8 +596,15 @@ impl PyResultCache {
         let ttl = self.ttl_for(value)?;
         let tags = self.tag_list(tags)?;
         let miss = miss.get();
-        let cached = Cached(Arc::new(Stored { value: value.clone().unbind(), tags }));
-        let stored = py.detach(|| self.counters.cache.insert(miss.key, cached.clone(), ttl, miss.ticket));
+        let cached = Cached(Arc::new(Stored {
+            value: value.clone().unbind(),
+            tags,
+        }));
+        let stored = py.detach(|| {
+            self.counters
+                .cache
+                .insert(miss.key, cached.clone(), ttl, miss.ticket)
+        });
         if stored {
             let observed = *miss.observed.lock();
             self.write_back(py, &miss.key, &cached, ttl, observed);
@@ -539,27 +627,33 @@ impl PyResultCache {
         let cache: Py<Self> = slf.clone().unbind();
         let miss_ref: Py<PyCacheMiss> = miss.clone().unbind();
         let k = shared.l2.key(&shared.space, &key.0);
-        let started = shared.l2.spawn_get(k, &shared.space, L2_REVISION.to_owned(), move |found, observed| {
-            *miss_ref.get().observed.lock() = observed;
-            let this = cache.get();
-            let Some(shared) = &this.l2 else { return };
-            let promoted = found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
-            if let Some((c, ttl)) = &promoted {
-                // Not attached: a value replaced here is dropped without the GIL (deferred).
-                this.counters.cache.insert(key, c.clone(), *ttl, ticket);
-            }
-            Python::attach(|py| {
-                let (found, value) = match promoted {
-                    Some((c, _)) => (true, c.0.value.clone_ref(py)),
-                    None => (false, py.None()),
-                };
-                if found {
-                    this.counters.hits.fetch_add(1, Ordering::Relaxed);
+        let started = shared.l2.spawn_get(
+            k,
+            &shared.space,
+            L2_REVISION.to_owned(),
+            move |found, observed| {
+                *miss_ref.get().observed.lock() = observed;
+                let this = cache.get();
+                let Some(shared) = &this.l2 else { return };
+                let promoted =
+                    found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
+                if let Some((c, ttl)) = &promoted {
+                    // Not attached: a value replaced here is dropped without the GIL (deferred).
+                    this.counters.cache.insert(key, c.clone(), *ttl, ticket);
                 }
-                resolve(py, &call_soon_threadsafe, &future, found, value);
-                flush_warning(py, &shared.l2);
-            });
-        });
+                Python::attach(|py| {
+                    let (found, value) = match promoted {
+                        Some((c, _)) => (true, c.0.value.clone_ref(py)),
+                        None => (false, py.None()),
+                    };
+                    if found {
+                        this.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    resolve(py, &call_soon_threadsafe, &future, found, value);
+                    flush_warning(py, &shared.l2);
+                });
+            },
+        );
         if !started {
             flush_warning(slf.py(), &shared.l2);
         }
@@ -575,9 +669,16 @@ impl PyResultCache {
             // Epoch first (from then on the entry is refused everywhere), then the message, then
             // the delete, which only frees memory now.
             py.detach(|| {
-                shared.l2.bump_blocking(&shared.space, false, &[], std::slice::from_ref(&redis_key));
+                shared.l2.bump_blocking(
+                    &shared.space,
+                    false,
+                    &[],
+                    std::slice::from_ref(&redis_key),
+                );
                 shared.publisher.publish(&Message::InvalidateKey(k.0));
-                shared.l2.delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
+                shared
+                    .l2
+                    .delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
             });
             flush_warning(py, &shared.l2);
         }
@@ -589,8 +690,12 @@ impl PyResultCache {
         if let Some(shared) = &self.l2 {
             py.detach(|| {
                 shared.l2.bump_blocking(&shared.space, false, &tags, &[]);
-                shared.publisher.publish(&Message::InvalidateTags(tags.clone()));
-                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
+                shared
+                    .publisher
+                    .publish(&Message::InvalidateTags(tags.clone()));
+                shared
+                    .l2
+                    .delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
             });
             flush_warning(py, &shared.l2);
         }
@@ -603,7 +708,9 @@ impl PyResultCache {
             py.detach(|| {
                 shared.l2.bump_blocking(&shared.space, true, &[], &[]);
                 shared.publisher.publish(&Message::InvalidateAll);
-                shared.l2.delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
+                shared
+                    .l2
+                    .delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
             });
             flush_warning(py, &shared.l2);
         }
@@ -617,7 +724,11 @@ impl PyResultCache {
 
     /// `(hits, misses, entries)`.
     fn info(&self) -> (u64, u64, usize) {
-        (self.counters.hits.load(Ordering::Relaxed), self.counters.misses.load(Ordering::Relaxed), self.counters.cache.len())
+        (
+            self.counters.hits.load(Ordering::Relaxed),
+            self.counters.misses.load(Ordering::Relaxed),
+            self.counters.cache.len(),
+        )
     }
 
     #[getter]
@@ -655,7 +766,10 @@ impl PyResultCache {
 /// can tell at decoration time whether a closure's free variable has one.
 #[pyfunction]
 #[pyo3(name = "_canonical", signature = (value, root = "value"))]
-pub fn canonical_bytes<'py>(value: &Bound<'py, PyAny>, root: &str) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+pub fn canonical_bytes<'py>(
+    value: &Bound<'py, PyAny>,
+    root: &str,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let bytes = to_canonical(value, root)?;
     Ok(pyo3::types::PyBytes::new(value.py(), &bytes))
 }

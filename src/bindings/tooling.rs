@@ -39,7 +39,10 @@ impl PyWorkspace {
             Workspace::load(&policies, docs, rego_v0)
         })?;
         let cases = ws.tests();
-        Ok(Self { inner: Mutex::new(ws), cases })
+        Ok(Self {
+            inner: Mutex::new(ws),
+            cases,
+        })
     }
 
     /// The packages of the loaded policies, as ``data.a.b``.
@@ -71,7 +74,12 @@ impl PyWorkspace {
     ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyList>>)> {
         let cases: Vec<TestCase> = match &names {
             None => self.cases.clone(),
-            Some(n) => self.cases.iter().filter(|c| n.contains(&c.name)).cloned().collect(),
+            Some(n) => self
+                .cases
+                .iter()
+                .filter(|c| n.contains(&c.name))
+                .cloned()
+                .collect(),
         };
         let (reports, cov) = py.detach(|| self.inner.lock().run_tests(&cases, coverage, explain));
         let out = PyList::empty(py);

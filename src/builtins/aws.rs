@@ -11,8 +11,12 @@ use sha2::{Digest, Sha256};
 use super::Builtin;
 
 /// This family's builtins.
-pub const BUILTINS: &[Builtin] =
-    &[Builtin { name: "providers.aws.sign_req", nargs: 3, f: sign_req, nondeterministic: false }];
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    name: "providers.aws.sign_req",
+    nargs: 3,
+    f: sign_req,
+    nondeterministic: false,
+}];
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -53,7 +57,12 @@ fn amz_dates(secs: i64) -> (String, String) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let date = format!("{y:04}{m:02}{d:02}");
-    let stamp = format!("{date}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let stamp = format!(
+        "{date}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     (date, stamp)
 }
 
@@ -64,7 +73,9 @@ fn sign_req(args: &[Value]) -> Result<Value> {
         bail!("{name}: operands 1 and 2 must be objects");
     };
     let ns = match &args[2] {
-        Value::Number(_) => args[2].as_i64().map_err(|_| anyhow!("{name}: operand 3 must be an integer"))?,
+        Value::Number(_) => args[2]
+            .as_i64()
+            .map_err(|_| anyhow!("{name}: operand 3 must be an integer"))?,
         _ => bail!("{name}: operand 3 must be a number"),
     };
     let mut missing = Vec::new();
@@ -76,15 +87,25 @@ fn sign_req(args: &[Value]) -> Result<Value> {
             String::new()
         }
     };
-    let (access, secret, service, region) =
-        (need("aws_access_key"), need("aws_secret_access_key"), need("aws_service"), need("aws_region"));
+    let (access, secret, service, region) = (
+        need("aws_access_key"),
+        need("aws_secret_access_key"),
+        need("aws_service"),
+        need("aws_region"),
+    );
     if !missing.is_empty() {
         bail!("{name}: operand 2 missing required AWS config parameters {missing:?}");
     }
     let token = get_str(config, "aws_session_token");
-    let unsigned = matches!(get(config, "disable_payload_signing"), Some(Value::Bool(true)));
-    let method = get_str(req, "method").ok_or_else(|| anyhow!("{name}: method is required"))?.to_ascii_uppercase();
-    let url = url::Url::parse(get_str(req, "url").ok_or_else(|| anyhow!("{name}: url is required"))?)?;
+    let unsigned = matches!(
+        get(config, "disable_payload_signing"),
+        Some(Value::Bool(true))
+    );
+    let method = get_str(req, "method")
+        .ok_or_else(|| anyhow!("{name}: method is required"))?
+        .to_ascii_uppercase();
+    let url =
+        url::Url::parse(get_str(req, "url").ok_or_else(|| anyhow!("{name}: url is required"))?)?;
     let host = match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_owned(),
@@ -95,21 +116,30 @@ fn sign_req(args: &[Value]) -> Result<Value> {
         (None, Some(raw)) => raw.as_bytes().to_vec(),
         (None, None) => Vec::new(),
     };
-    let payload_hash = if unsigned { "UNSIGNED-PAYLOAD".to_owned() } else { hex(&Sha256::digest(&payload)) };
+    let payload_hash = if unsigned {
+        "UNSIGNED-PAYLOAD".to_owned()
+    } else {
+        hex(&Sha256::digest(&payload))
+    };
     let (date, stamp) = amz_dates(ns.div_euclid(1_000_000_000));
 
     // The headers as given, plus ours; signed: every one, lower-cased, sorted.
     let mut headers: BTreeMap<String, Value> = BTreeMap::new();
     if let Some(Value::Object(h)) = get(req, "headers") {
         for (k, v) in h.iter() {
-            let Value::String(k) = k else { bail!("{name}: header names must be strings") };
+            let Value::String(k) = k else {
+                bail!("{name}: header names must be strings")
+            };
             headers.insert(k.to_string(), v.clone());
         }
     }
     headers.insert("host".into(), Value::from(host.as_str()));
     headers.insert("x-amz-date".into(), Value::from(stamp.as_str()));
     if service == "s3" {
-        headers.insert("x-amz-content-sha256".into(), Value::from(payload_hash.as_str()));
+        headers.insert(
+            "x-amz-content-sha256".into(),
+            Value::from(payload_hash.as_str()),
+        );
     }
     if let Some(t) = token {
         headers.insert("x-amz-security-token".into(), Value::from(t));
@@ -126,14 +156,21 @@ fn sign_req(args: &[Value]) -> Result<Value> {
     let signed = signed.join(";");
     // OPA signs the query as written (its signer does not sort it; checked against OPA).
     let query = url.query().unwrap_or_default();
-    let path = if url.path().is_empty() { "/" } else { url.path() };
+    let path = if url.path().is_empty() {
+        "/"
+    } else {
+        url.path()
+    };
     let mut canonical = format!("{method}\n{path}\n{query}\n");
     for (k, v) in &canonical_headers {
         canonical.push_str(&format!("{k}:{v}\n"));
     }
     canonical.push_str(&format!("\n{signed}\n{payload_hash}"));
     let scope = format!("{date}/{region}/{service}/aws4_request");
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
     let key = hmac(format!("AWS4{secret}").as_bytes(), &date)?;
     let key = hmac(&key, &region)?;
     let key = hmac(&key, &service)?;
@@ -145,10 +182,18 @@ fn sign_req(args: &[Value]) -> Result<Value> {
             "AWS4-HMAC-SHA256 Credential={access}/{scope},SignedHeaders={signed},Signature={signature}"
         )),
     );
-    let mut out: BTreeMap<Value, Value> = req_map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut out: BTreeMap<Value, Value> = req_map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     out.insert(
         Value::from("headers"),
-        Value::from(headers.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<BTreeMap<_, _>>()),
+        Value::from(
+            headers
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect::<BTreeMap<_, _>>(),
+        ),
     );
     Ok(Value::from(out))
 }
@@ -165,7 +210,10 @@ mod tests {
             Value::from(0u64),
         ])
         .expect("signed");
-        out["headers"]["Authorization"].as_string().expect("auth").to_string()
+        out["headers"]["Authorization"]
+            .as_string()
+            .expect("auth")
+            .to_string()
     }
 
     /// Signatures OPA 1.x gives for the same requests (the oracle, by hand).
@@ -177,11 +225,15 @@ mod tests {
             "8f2f966e6c3c2daf008d9c9f0be5d3e60c27e785e074186f5d144f5bf4229d88"
         );
         assert_eq!(
-            sig(&auth(r#"{"method": "POST", "url": "https://x.com/p?b=2&a=1"}"#)),
+            sig(&auth(
+                r#"{"method": "POST", "url": "https://x.com/p?b=2&a=1"}"#
+            )),
             "d1f27fd6daaa8489299f46213bc6bae3371762ad80106fb82fd5cc397f816620"
         );
         assert_eq!(
-            sig(&auth(r#"{"method": "POST", "url": "https://x.com/p", "body": {"k": 1}}"#)),
+            sig(&auth(
+                r#"{"method": "POST", "url": "https://x.com/p", "body": {"k": 1}}"#
+            )),
             "2e5ee8fc350298f50a90617916891c67fa1a40c1be7d03d18a235df0bc672842"
         );
     }

@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use regorus::unstable::{Expr, Literal, LiteralStmt, Module, Query, Rule, RuleHead, Span, BUILTINS};
+use regorus::unstable::{
+    Expr, Literal, LiteralStmt, Module, Query, Rule, RuleHead, Span, BUILTINS,
+};
 use regorus::utils::get_path_string;
 use regorus::Engine;
 
@@ -31,11 +33,16 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
     let modules = engine.get_modules().clone();
     let mut rules = BTreeSet::new();
     for m in &modules {
-        let Some(package) = package_path(m) else { continue };
+        let Some(package) = package_path(m) else {
+            continue;
+        };
         for rule in &m.policy {
             let refr = match rule.as_ref() {
                 Rule::Spec {
-                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. },
+                    head:
+                        RuleHead::Compr { refr, .. }
+                        | RuleHead::Set { refr, .. }
+                        | RuleHead::Func { refr, .. },
                     ..
                 }
                 | Rule::Default { refr, .. } => refr,
@@ -47,17 +54,21 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
     }
     let mut issues = Vec::new();
     for m in &modules {
-        let Some(package) = package_path(m) else { continue };
+        let Some(package) = package_path(m) else {
+            continue;
+        };
         let mut aliases = HashMap::new();
         for import in &m.imports {
-            let Ok(path) = get_path_string(&import.refr, None) else { continue };
+            let Ok(path) = get_path_string(&import.refr, None) else {
+                continue;
+            };
             if !path.starts_with("data.") {
                 continue;
             }
-            let alias = import
-                .r#as
-                .as_ref()
-                .map_or_else(|| path.rsplit('.').next().unwrap_or_default().to_owned(), |span| span.text().to_owned());
+            let alias = import.r#as.as_ref().map_or_else(
+                || path.rsplit('.').next().unwrap_or_default().to_owned(),
+                |span| span.text().to_owned(),
+            );
             aliases.insert(alias, path);
         }
         for call in calls(m) {
@@ -103,13 +114,22 @@ pub fn calls_in_rule(rule: &Rule) -> Vec<Call> {
 
 /// Whether a call of `name` reaches something: a rule (relative, absolute, or through an
 /// import alias) or a builtin.
-fn resolves(name: &str, package: &str, aliases: &HashMap<String, String>, rules: &BTreeSet<String>) -> bool {
+fn resolves(
+    name: &str,
+    package: &str,
+    aliases: &HashMap<String, String>,
+    rules: &BTreeSet<String>,
+) -> bool {
     if name.starts_with("data.") {
         return rules.contains(name);
     }
     let (first, rest) = name.split_once('.').map_or((name, ""), |(a, b)| (a, b));
     if let Some(target) = aliases.get(first) {
-        let full = if rest.is_empty() { target.clone() } else { format!("{target}.{rest}") };
+        let full = if rest.is_empty() {
+            target.clone()
+        } else {
+            format!("{target}.{rest}")
+        };
         if rules.contains(&full) {
             return true;
         }
@@ -176,7 +196,12 @@ impl Walker {
     fn stmt(&mut self, stmt: &LiteralStmt) {
         match &stmt.literal {
             Literal::SomeVars { .. } => {}
-            Literal::SomeIn { key, value, collection, .. } => {
+            Literal::SomeIn {
+                key,
+                value,
+                collection,
+                ..
+            } => {
                 if let Some(k) = key {
                     self.expr(k);
                 }
@@ -198,7 +223,11 @@ impl Walker {
                     || target == "data"
                     || target.starts_with("data."))
                 {
-                    self.calls.push(Call { span: w.refr.span().clone(), at: w.refr.span().clone(), name: target });
+                    self.calls.push(Call {
+                        span: w.refr.span().clone(),
+                        at: w.refr.span().clone(),
+                        name: target,
+                    });
                 }
             }
             self.expr(&w.r#as);
@@ -228,14 +257,22 @@ impl Walker {
                 self.expr(term);
                 self.query(query);
             }
-            Expr::ObjectCompr { key, value, query, .. } => {
+            Expr::ObjectCompr {
+                key, value, query, ..
+            } => {
                 self.expr(key);
                 self.expr(value);
                 self.query(query);
             }
-            Expr::Call { span, fcn, params, .. } => {
+            Expr::Call {
+                span, fcn, params, ..
+            } => {
                 if let Ok(name) = get_path_string(fcn, None) {
-                    self.calls.push(Call { span: span.clone(), at: fcn.span().clone(), name });
+                    self.calls.push(Call {
+                        span: span.clone(),
+                        at: fcn.span().clone(),
+                        name,
+                    });
                 }
                 for p in params {
                     self.expr(p);
@@ -254,7 +291,12 @@ impl Walker {
                 self.expr(lhs);
                 self.expr(rhs);
             }
-            Expr::Membership { key, value, collection, .. } => {
+            Expr::Membership {
+                key,
+                value,
+                collection,
+                ..
+            } => {
                 if let Some(k) = key {
                     self.expr(k);
                 }

@@ -11,18 +11,33 @@ use subtle::ConstantTimeEq;
 use super::Builtin;
 
 const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin { name, nargs, f, nondeterministic: false }
+    Builtin {
+        name,
+        nargs,
+        f,
+        nondeterministic: false,
+    }
 }
 
 /// This family's builtins.
 pub const BUILTINS: &[Builtin] = &[
     pure("crypto.md5", 1, |a| digest::<md5::Md5>("crypto.md5", a)),
     pure("crypto.sha1", 1, |a| digest::<sha1::Sha1>("crypto.sha1", a)),
-    pure("crypto.sha256", 1, |a| digest::<sha2::Sha256>("crypto.sha256", a)),
-    pure("crypto.hmac.md5", 2, |a| hmac::<Hmac<md5::Md5>>("crypto.hmac.md5", a)),
-    pure("crypto.hmac.sha1", 2, |a| hmac::<Hmac<sha1::Sha1>>("crypto.hmac.sha1", a)),
-    pure("crypto.hmac.sha256", 2, |a| hmac::<Hmac<sha2::Sha256>>("crypto.hmac.sha256", a)),
-    pure("crypto.hmac.sha512", 2, |a| hmac::<Hmac<sha2::Sha512>>("crypto.hmac.sha512", a)),
+    pure("crypto.sha256", 1, |a| {
+        digest::<sha2::Sha256>("crypto.sha256", a)
+    }),
+    pure("crypto.hmac.md5", 2, |a| {
+        hmac::<Hmac<md5::Md5>>("crypto.hmac.md5", a)
+    }),
+    pure("crypto.hmac.sha1", 2, |a| {
+        hmac::<Hmac<sha1::Sha1>>("crypto.hmac.sha1", a)
+    }),
+    pure("crypto.hmac.sha256", 2, |a| {
+        hmac::<Hmac<sha2::Sha256>>("crypto.hmac.sha256", a)
+    }),
+    pure("crypto.hmac.sha512", 2, |a| {
+        hmac::<Hmac<sha2::Sha512>>("crypto.hmac.sha512", a)
+    }),
     pure("crypto.hmac.equal", 2, hmac_equal),
 ];
 
@@ -74,9 +89,15 @@ mod tests {
             digest::<sha2::Sha256>("t", &[s("abc")]).unwrap(),
             s("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
-        assert_eq!(digest::<md5::Md5>("t", &[s("")]).unwrap(), s("d41d8cd98f00b204e9800998ecf8427e"));
+        assert_eq!(
+            digest::<md5::Md5>("t", &[s("")]).unwrap(),
+            s("d41d8cd98f00b204e9800998ecf8427e")
+        );
         assert_eq!(hmac_equal(&[s("ab"), s("ab")]).unwrap(), Value::from(true));
-        assert_eq!(hmac_equal(&[s("ab"), s("abc")]).unwrap(), Value::from(false));
+        assert_eq!(
+            hmac_equal(&[s("ab"), s("abc")]).unwrap(),
+            Value::from(false)
+        );
         assert!(hmac_equal(&[s("ab"), Value::from(1u64)]).is_err());
     }
 }

@@ -30,7 +30,12 @@ use super::Builtin;
 use crate::eval_context;
 
 /// This family's builtins.
-pub const BUILTINS: &[Builtin] = &[Builtin { name: "http.send", nargs: 1, f: send, nondeterministic: true }];
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    name: "http.send",
+    nargs: 1,
+    f: send,
+    nondeterministic: true,
+}];
 
 /// OPA's default request timeout, and our cap on the `timeout` option.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,16 +60,22 @@ impl NetConfig {
     pub fn new(prefixes: &[String]) -> std::result::Result<Self, String> {
         let mut out = Vec::with_capacity(prefixes.len());
         for p in prefixes {
-            let url = url::Url::parse(p).map_err(|e| format!("allow_net entry {p:?} is not a URL: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("allow_net entry {p:?} must be an http:// or https:// URL with a host"));
+            let url = url::Url::parse(p)
+                .map_err(|e| format!("allow_net entry {p:?} is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty)
+            {
+                return Err(format!(
+                    "allow_net entry {p:?} must be an http:// or https:// URL with a host"
+                ));
             }
             if url.query().is_some()
                 || url.fragment().is_some()
                 || !url.username().is_empty()
                 || url.password().is_some()
             {
-                return Err(format!("allow_net entry {p:?} must not have a query, fragment or user info"));
+                return Err(format!(
+                    "allow_net entry {p:?} must not have a query, fragment or user info"
+                ));
             }
             out.push(url.as_str().to_owned());
         }
@@ -74,8 +85,9 @@ impl NetConfig {
     /// Whether the normalized `url` lies under an allowed prefix (at a path boundary).
     pub fn allows(&self, url: &str) -> bool {
         self.prefixes.iter().any(|p| {
-            url.strip_prefix(p.as_str())
-                .is_some_and(|rest| p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#']))
+            url.strip_prefix(p.as_str()).is_some_and(|rest| {
+                p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+            })
         })
     }
 }
@@ -152,13 +164,21 @@ fn text<'a>(req: &'a Value, name: &str) -> Result<Option<&'a str>> {
 fn timeout_of(req: &Value) -> Result<Duration> {
     let requested = match field(req, "timeout") {
         None => return Ok(MAX_TIMEOUT),
-        Some(Value::Number(_)) => {
-            Duration::from_nanos(field(req, "timeout").and_then(|v| v.as_u64().ok()).unwrap_or(u64::MAX))
+        Some(Value::Number(_)) => Duration::from_nanos(
+            field(req, "timeout")
+                .and_then(|v| v.as_u64().ok())
+                .unwrap_or(u64::MAX),
+        ),
+        Some(Value::String(s)) => {
+            parse_duration(s).ok_or_else(|| anyhow!("http.send: bad timeout {s:?}"))?
         }
-        Some(Value::String(s)) => parse_duration(s).ok_or_else(|| anyhow!("http.send: bad timeout {s:?}"))?,
         Some(_) => bail!("http.send: timeout must be a number or a duration string"),
     };
-    Ok(if requested.is_zero() { MAX_TIMEOUT } else { requested.min(MAX_TIMEOUT) })
+    Ok(if requested.is_zero() {
+        MAX_TIMEOUT
+    } else {
+        requested.min(MAX_TIMEOUT)
+    })
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -184,7 +204,15 @@ fn max_age(headers: &BTreeMap<String, Vec<String>>) -> Option<Duration> {
     if cc.contains("no-store") || cc.contains("no-cache") {
         return None;
     }
-    cc.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse::<u64>().ok()).map(Duration::from_secs)
+    cc.split(',')
+        .find_map(|d| {
+            d.trim()
+                .strip_prefix("max-age=")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(Duration::from_secs)
 }
 
 fn send(args: &[Value]) -> Result<Value> {
@@ -198,7 +226,10 @@ fn send(args: &[Value]) -> Result<Value> {
         Err(e) if !raise_error => {
             eval_context::volatile();
             let mut error = BTreeMap::new();
-            error.insert(Value::from("code"), Value::from("eval_http_send_network_error"));
+            error.insert(
+                Value::from("code"),
+                Value::from("eval_http_send_network_error"),
+            );
             error.insert(Value::from("message"), Value::from(format!("{e:#}")));
             let mut out = BTreeMap::new();
             out.insert(Value::from("status_code"), Value::from(0u64));
@@ -215,7 +246,9 @@ fn send_checked(req: &Value) -> Result<Value> {
     let Some(config) = config else {
         bail!("http.send: not allowed (Authorizer(allow_net=[...]) names the URL prefixes a policy may fetch)");
     };
-    let method = text(req, "method")?.ok_or_else(|| anyhow!("http.send: method is required"))?.to_ascii_uppercase();
+    let method = text(req, "method")?
+        .ok_or_else(|| anyhow!("http.send: method is required"))?
+        .to_ascii_uppercase();
     let url = text(req, "url")?.ok_or_else(|| anyhow!("http.send: url is required"))?;
     let url = url::Url::parse(url).map_err(|e| anyhow!("http.send: bad url: {e}"))?;
     if !config.allows(url.as_str()) {
@@ -224,10 +257,13 @@ fn send_checked(req: &Value) -> Result<Value> {
     let timeout = timeout_of(req)?;
     let cache_wanted = flag(req, "cache", false)?;
     let force_cache = flag(req, "force_cache", false)?;
-    let force_secs = match field(req, "force_cache_duration_seconds") {
-        None => None,
-        Some(v) => Some(v.as_u64().map_err(|_| anyhow!("http.send: force_cache_duration_seconds must be an integer"))?),
-    };
+    let force_secs =
+        match field(req, "force_cache_duration_seconds") {
+            None => None,
+            Some(v) => Some(v.as_u64().map_err(|_| {
+                anyhow!("http.send: force_cache_duration_seconds must be an integer")
+            })?),
+        };
     if force_cache && force_secs.is_none() {
         bail!("http.send: force_cache needs force_cache_duration_seconds");
     }
@@ -265,7 +301,13 @@ fn send_checked(req: &Value) -> Result<Value> {
                     c.clear();
                 }
             }
-            c.insert(key, Cached { response: response.clone(), expires_unix_ns: expires });
+            c.insert(
+                key,
+                Cached {
+                    response: response.clone(),
+                    expires_unix_ns: expires,
+                },
+            );
         }
         _ => eval_context::volatile(),
     }
@@ -295,7 +337,9 @@ fn fetch(
         .into();
     let mut hops = 0;
     loop {
-        let mut builder = ureq::http::Request::builder().method(method).uri(url.as_str());
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(url.as_str());
         if let Some(Value::Object(h)) = field(req, "headers") {
             for (k, v) in h.iter() {
                 let (Value::String(k), Value::String(v)) = (k, v) else {
@@ -307,12 +351,18 @@ fn fetch(
         if field(req, "body").is_some() {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder.body(body.clone()).map_err(|e| anyhow!("http.send: {e}"))?;
-        let mut resp = agent.run(request).map_err(|e| anyhow!("http.send: {url}: {e}"))?;
+        let request = builder
+            .body(body.clone())
+            .map_err(|e| anyhow!("http.send: {e}"))?;
+        let mut resp = agent
+            .run(request)
+            .map_err(|e| anyhow!("http.send: {url}: {e}"))?;
         let status = resp.status().as_u16();
         if follow && (300..400).contains(&status) && hops < MAX_REDIRECTS {
             if let Some(loc) = resp.headers().get("location").and_then(|l| l.to_str().ok()) {
-                let next = url.join(loc).map_err(|e| anyhow!("http.send: bad redirect: {e}"))?;
+                let next = url
+                    .join(loc)
+                    .map_err(|e| anyhow!("http.send: bad redirect: {e}"))?;
                 if !config.allows(next.as_str()) {
                     bail!("http.send: redirect to {next} is not under an allow_net prefix");
                 }
@@ -335,7 +385,9 @@ fn fetch(
             .read_to_vec()
             .map_err(|e| anyhow!("http.send: reading the body of {url}: {e}"))?;
         let raw_text = String::from_utf8_lossy(&raw).into_owned();
-        let is_json = headers.get("content-type").is_some_and(|c| c.iter().any(|c| c.contains("json")));
+        let is_json = headers
+            .get("content-type")
+            .is_some_and(|c| c.iter().any(|c| c.contains("json")));
         let body = if is_json || flag(req, "force_json_decode", false)? {
             Value::from_json_str(&raw_text).unwrap_or(Value::Null)
         } else {
@@ -344,7 +396,10 @@ fn fetch(
         let mut out = BTreeMap::new();
         out.insert(
             Value::from("status"),
-            Value::from(format!("{status} {}", resp.status().canonical_reason().unwrap_or(""))),
+            Value::from(format!(
+                "{status} {}",
+                resp.status().canonical_reason().unwrap_or("")
+            )),
         );
         out.insert(Value::from("status_code"), Value::from(u64::from(status)));
         out.insert(Value::from("body"), body);
@@ -353,7 +408,11 @@ fn fetch(
         for (k, vs) in &headers {
             hv.insert(
                 Value::from(k.as_str()),
-                Value::from(vs.iter().map(|v| Value::from(v.as_str())).collect::<Vec<_>>()),
+                Value::from(
+                    vs.iter()
+                        .map(|v| Value::from(v.as_str()))
+                        .collect::<Vec<_>>(),
+                ),
             );
         }
         out.insert(Value::from("headers"), Value::from(hv));
@@ -367,7 +426,11 @@ mod tests {
 
     #[test]
     fn prefixes_end_at_a_path_boundary() {
-        let c = NetConfig::new(&["https://idp.example".into(), "http://127.0.0.1:8080/api/".into()]).expect("valid");
+        let c = NetConfig::new(&[
+            "https://idp.example".into(),
+            "http://127.0.0.1:8080/api/".into(),
+        ])
+        .expect("valid");
         assert!(c.allows("https://idp.example/"));
         assert!(c.allows("https://idp.example/keys?x=1"));
         assert!(c.allows("http://127.0.0.1:8080/api/v1"));
@@ -389,7 +452,14 @@ mod tests {
 
     #[test]
     fn bad_prefixes_are_refused() {
-        for bad in ["idp.example", "ftp://x/", "https://", "https://u:p@x/", "https://x/?q=1", "file:///etc"] {
+        for bad in [
+            "idp.example",
+            "ftp://x/",
+            "https://",
+            "https://u:p@x/",
+            "https://x/?q=1",
+            "file:///etc",
+        ] {
             assert!(NetConfig::new(&[bad.into()]).is_err(), "{bad}");
         }
     }
@@ -416,21 +486,36 @@ mod tests {
     }
 
     fn request(url: &str, extra: &str) -> Value {
-        Value::from_json_str(&format!("{{\"method\": \"GET\", \"url\": \"{url}/x\"{extra}}}")).expect("json")
+        Value::from_json_str(&format!(
+            "{{\"method\": \"GET\", \"url\": \"{url}/x\"{extra}}}"
+        ))
+        .expect("json")
     }
 
     #[test]
     fn a_response_bounds_how_long_the_decision_holds() {
         let base = serve("Cache-Control: max-age=60\r\n");
-        configure(990_001, NetConfig::new(std::slice::from_ref(&base)).expect("config"));
+        configure(
+            990_001,
+            NetConfig::new(std::slice::from_ref(&base)).expect("config"),
+        );
         let _owner = Current::enter(990_001);
 
         let scope = eval_context::Scope::begin_at(1_000);
         let r = send(&[request(&base, ", \"cache\": true")]).expect("send");
         assert_eq!(field(&r, "status_code"), Some(&Value::from(200u64)));
-        assert_eq!(field(field(&r, "body").expect("body"), "ok"), Some(&Value::Bool(true)));
+        assert_eq!(
+            field(field(&r, "body").expect("body"), "ok"),
+            Some(&Value::Bool(true))
+        );
         let v = scope.finish();
-        assert_eq!(v, eval_context::Validity { volatile: false, until_unix_ns: Some(1_000 + 60_000_000_000) });
+        assert_eq!(
+            v,
+            eval_context::Validity {
+                volatile: false,
+                until_unix_ns: Some(1_000 + 60_000_000_000)
+            }
+        );
 
         // Without a cache option the response has no lifetime: the decision is volatile.
         let scope = eval_context::Scope::begin_at(1_000);

@@ -32,13 +32,23 @@ pub const MAX_KEY_LEN: usize = 256 * 1024;
 const MAX_NESTING: usize = 8;
 
 const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin { name, nargs, f, nondeterministic: false }
+    Builtin {
+        name,
+        nargs,
+        f,
+        nondeterministic: false,
+    }
 }
 
 /// This family's builtins. `decode_verify` reads the clock (exp/nbf) unless given `time`.
 pub const BUILTINS: &[Builtin] = &[
     pure("io.jwt.decode", 1, decode_builtin),
-    Builtin { name: "io.jwt.decode_verify", nargs: 2, f: decode_verify_builtin, nondeterministic: true },
+    Builtin {
+        name: "io.jwt.decode_verify",
+        nargs: 2,
+        f: decode_verify_builtin,
+        nondeterministic: true,
+    },
     pure("io.jwt.encode_sign", 3, encode_sign_builtin),
     pure("io.jwt.encode_sign_raw", 3, encode_sign_raw_builtin),
     pure("io.jwt.verify_hs256", 2, |a| verify_builtin(Alg::HS256, a)),
@@ -243,7 +253,9 @@ fn malformed(m: impl Into<String>) -> Reason {
 
 const B64URL: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 /// Base64url decoding as OPA does it: padding optional.
@@ -270,10 +282,17 @@ fn split(token: &str) -> Result<Parts<'_>, Reason> {
     if it.next().is_some() {
         return Err(malformed("encoded JWT must have 3 sections"));
     }
-    let header = json_object(&b64url_decode(h).ok_or_else(|| malformed("JWT header had invalid encoding"))?)
-        .ok_or_else(|| malformed("JWT header is not a JSON object"))?;
-    let signature = b64url_decode(s).ok_or_else(|| malformed("JWT signature had invalid encoding"))?;
-    Ok(Parts { header_b64: h, payload_b64: p, signature, header })
+    let header =
+        json_object(&b64url_decode(h).ok_or_else(|| malformed("JWT header had invalid encoding"))?)
+            .ok_or_else(|| malformed("JWT header is not a JSON object"))?;
+    let signature =
+        b64url_decode(s).ok_or_else(|| malformed("JWT signature had invalid encoding"))?;
+    Ok(Parts {
+        header_b64: h,
+        payload_b64: p,
+        signature,
+        header,
+    })
 }
 
 fn json_object(bytes: &[u8]) -> Option<Map<String, Json>> {
@@ -304,7 +323,10 @@ fn check(alg: Alg, key: &Key, signed: &[u8], signature: &[u8]) -> bool {
             // ring::hmac::verify compares in constant time.
             ring::hmac::verify(&ring::hmac::Key::new(a, secret), signed, signature).is_ok()
         }
-        (Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512, Key::Rsa { n, e }) => {
+        (
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
+            Key::Rsa { n, e },
+        ) => {
             let params: &sig::RsaParameters = match alg {
                 Alg::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
                 Alg::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
@@ -313,16 +335,32 @@ fn check(alg: Alg, key: &Key, signed: &[u8], signature: &[u8]) -> bool {
                 Alg::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
                 _ => &sig::RSA_PSS_2048_8192_SHA512,
             };
-            sig::RsaPublicKeyComponents { n, e }.verify(params, signed, signature).is_ok()
+            sig::RsaPublicKeyComponents { n, e }
+                .verify(params, signed, signature)
+                .is_ok()
         }
-        (Alg::ES256, Key::Ec { curve: Curve::P256, point }) => {
-            UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point).verify(signed, signature).is_ok()
-        }
-        (Alg::ES384, Key::Ec { curve: Curve::P384, point }) => {
-            UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point).verify(signed, signature).is_ok()
-        }
+        (
+            Alg::ES256,
+            Key::Ec {
+                curve: Curve::P256,
+                point,
+            },
+        ) => UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
+            .verify(signed, signature)
+            .is_ok(),
+        (
+            Alg::ES384,
+            Key::Ec {
+                curve: Curve::P384,
+                point,
+            },
+        ) => UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point)
+            .verify(signed, signature)
+            .is_ok(),
         // ES512 (P-521): ring has no P-521, so such a token never verifies here.
-        (Alg::EdDSA, Key::Ed25519(k)) => UnparsedPublicKey::new(&sig::ED25519, k).verify(signed, signature).is_ok(),
+        (Alg::EdDSA, Key::Ed25519(k)) => UnparsedPublicKey::new(&sig::ED25519, k)
+            .verify(signed, signature)
+            .is_ok(),
         _ => false,
     }
 }
@@ -335,7 +373,9 @@ fn check(alg: Alg, key: &Key, signed: &[u8], signature: &[u8]) -> bool {
 pub fn verify_signature(alg: Alg, token: &str, keys: &[VerificationKey]) -> Result<bool, Reason> {
     let parts = split(token)?;
     let signed = signed_part(&parts);
-    Ok(keys.iter().any(|k| check(alg, &k.key, signed.as_bytes(), &parts.signature)))
+    Ok(keys
+        .iter()
+        .any(|k| check(alg, &k.key, signed.as_bytes(), &parts.signature)))
 }
 
 fn signed_part(parts: &Parts<'_>) -> String {
@@ -354,7 +394,9 @@ fn signed_part(parts: &Parts<'_>) -> String {
 /// A [`Reason`]; [`Reason::is_error`] tells OPA's error answers from its `false` ones.
 pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Verified, Reason> {
     if constraints.keys.is_empty() == constraints.secret.is_none() {
-        return Err(malformed("exactly one of 'cert' or 'secret' must be specified"));
+        return Err(malformed(
+            "exactly one of 'cert' or 'secret' must be specified",
+        ));
     }
     let mut token = token.to_owned();
     let mut nesting = 0;
@@ -367,11 +409,17 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
         if constraints.alg.as_deref().is_some_and(|a| a != alg_name) {
             return Err(Reason::AlgorithmMismatch);
         }
-        let alg = Alg::parse(alg_name).ok_or_else(|| Reason::UnknownAlgorithm(alg_name.to_owned()))?;
+        let alg =
+            Alg::parse(alg_name).ok_or_else(|| Reason::UnknownAlgorithm(alg_name.to_owned()))?;
         let kid = header_str(&parts.header, "kid")?;
         let signed = signed_part(&parts);
         let verified = if let Some(secret) = &constraints.secret {
-            check(alg, &Key::Secret(secret.clone()), signed.as_bytes(), &parts.signature)
+            check(
+                alg,
+                &Key::Secret(secret.clone()),
+                signed.as_bytes(),
+                &parts.signature,
+            )
         } else {
             constraints
                 .keys
@@ -385,8 +433,10 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
         if !verified {
             return Err(Reason::BadSignature);
         }
-        let payload = b64url_decode(parts.payload_b64).ok_or_else(|| malformed("JWT payload had invalid encoding"))?;
-        let nested = header_str(&parts.header, "cty")?.is_some_and(|c| c.eq_ignore_ascii_case("JWT"));
+        let payload = b64url_decode(parts.payload_b64)
+            .ok_or_else(|| malformed("JWT payload had invalid encoding"))?;
+        let nested =
+            header_str(&parts.header, "cty")?.is_some_and(|c| c.eq_ignore_ascii_case("JWT"));
         if nested {
             nesting += 1;
             if nesting > MAX_NESTING {
@@ -397,7 +447,8 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
         }
         break (parts.header, payload);
     };
-    let payload = json_object(&payload_bytes).ok_or_else(|| malformed("JWT payload is not a JSON object"))?;
+    let payload =
+        json_object(&payload_bytes).ok_or_else(|| malformed("JWT payload is not a JSON object"))?;
 
     if let Some(iss) = &constraints.iss {
         if payload.get("iss").and_then(Json::as_str) != Some(iss.as_str()) {
@@ -423,19 +474,27 @@ pub fn verify(token: &str, constraints: &Constraints, now_ns: u64) -> Result<Ver
     let now_secs = constraints.time_ns.unwrap_or(now_ns as f64) / 1e9;
     let mut exp_claim = None;
     if let Some(exp) = payload.get("exp") {
-        let exp = exp.as_f64().ok_or_else(|| malformed("exp value must be a number"))?;
+        let exp = exp
+            .as_f64()
+            .ok_or_else(|| malformed("exp value must be a number"))?;
         if now_secs >= exp {
             return Err(Reason::Expired);
         }
         exp_claim = Some(exp);
     }
     if let Some(nbf) = payload.get("nbf") {
-        let nbf = nbf.as_f64().ok_or_else(|| malformed("nbf value must be a number"))?;
+        let nbf = nbf
+            .as_f64()
+            .ok_or_else(|| malformed("nbf value must be a number"))?;
         if now_secs < nbf {
             return Err(Reason::NotYetValid(secs_to_ns(nbf)));
         }
     }
-    Ok(Verified { header, payload, exp: exp_claim })
+    Ok(Verified {
+        header,
+        payload,
+        exp: exp_claim,
+    })
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -463,18 +522,32 @@ pub fn parse_keys(text: &str) -> Result<Vec<VerificationKey>, Reason> {
     }
     if let Some((label, der)) = pem_decode(text)? {
         let spki = match label.as_str() {
-            "CERTIFICATE" => spki_of_certificate(&der).ok_or_else(|| malformed("failed to parse certificate"))?,
+            "CERTIFICATE" => {
+                spki_of_certificate(&der).ok_or_else(|| malformed("failed to parse certificate"))?
+            }
             "PUBLIC KEY" => der,
-            _ => return Err(malformed("failed to extract a Key from the PEM certificate")),
+            _ => {
+                return Err(malformed(
+                    "failed to extract a Key from the PEM certificate",
+                ))
+            }
         };
         let key = key_of_spki(&spki).ok_or_else(|| malformed("failed to parse public key"))?;
-        return Ok(vec![VerificationKey { kid: None, alg: None, key }]);
+        return Ok(vec![VerificationKey {
+            kid: None,
+            alg: None,
+            key,
+        }]);
     }
-    let doc: Json =
-        serde_json::from_str(text).map_err(|e| malformed(format!("failed to parse a JWK key (set): {e}")))?;
+    let doc: Json = serde_json::from_str(text)
+        .map_err(|e| malformed(format!("failed to parse a JWK key (set): {e}")))?;
     let jwks: Vec<&Json> = match doc.get("keys") {
         Some(Json::Array(keys)) => keys.iter().collect(),
-        Some(_) => return Err(malformed("failed to parse a JWK key (set): keys must be an array")),
+        Some(_) => {
+            return Err(malformed(
+                "failed to parse a JWK key (set): keys must be an array",
+            ))
+        }
         None => vec![&doc],
     };
     jwks.into_iter().map(key_of_jwk).collect()
@@ -482,15 +555,26 @@ pub fn parse_keys(text: &str) -> Result<Vec<VerificationKey>, Reason> {
 
 /// The first PEM block of `text` (label, DER), `None` when `text` has no PEM block at all.
 fn pem_decode(text: &str) -> Result<Option<(String, Vec<u8>)>, Reason> {
-    let Some(start) = text.find("-----BEGIN ") else { return Ok(None) };
+    let Some(start) = text.find("-----BEGIN ") else {
+        return Ok(None);
+    };
     let rest = &text[start + 11..];
-    let label_end = rest.find("-----").ok_or_else(|| malformed("bad PEM block"))?;
+    let label_end = rest
+        .find("-----")
+        .ok_or_else(|| malformed("bad PEM block"))?;
     let label = &rest[..label_end];
     let body_and_end = &rest[label_end + 5..];
     let end_marker = format!("-----END {label}-----");
-    let body_end = body_and_end.find(&end_marker).ok_or_else(|| malformed("bad PEM block"))?;
-    let body: String = body_and_end[..body_end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| malformed("bad PEM base64"))?;
+    let body_end = body_and_end
+        .find(&end_marker)
+        .ok_or_else(|| malformed("bad PEM block"))?;
+    let body: String = body_and_end[..body_end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| malformed("bad PEM base64"))?;
     let after = &body_and_end[body_end + end_marker.len()..];
     if !after.trim().is_empty() {
         return Err(malformed("extra data after a PEM certificate block"));
@@ -524,8 +608,12 @@ fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 /// The `SubjectPublicKeyInfo` (whole TLV) of an X.509 certificate.
 fn spki_of_certificate(der: &[u8]) -> Option<Vec<u8>> {
-    let (0x30, cert, _) = der_tlv(der)? else { return None };
-    let (0x30, tbs, _) = der_tlv(cert)? else { return None };
+    let (0x30, cert, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der_tlv(cert)? else {
+        return None;
+    };
     let mut rest = tbs;
     let (tag, _, r) = der_tlv(rest)?;
     if tag == 0xa0 {
@@ -556,25 +644,49 @@ fn strip_zeros(b: &[u8]) -> Vec<u8> {
 
 /// A key of a `SubjectPublicKeyInfo`.
 fn key_of_spki(spki: &[u8]) -> Option<Key> {
-    let (0x30, body, _) = der_tlv(spki)? else { return None };
-    let (0x30, alg_id, rest) = der_tlv(body)? else { return None };
-    let (0x03, bits, _) = der_tlv(rest)? else { return None };
-    let (&0, bits) = bits.split_first()? else { return None };
-    let (0x06, oid, params) = der_tlv(alg_id)? else { return None };
+    let (0x30, body, _) = der_tlv(spki)? else {
+        return None;
+    };
+    let (0x30, alg_id, rest) = der_tlv(body)? else {
+        return None;
+    };
+    let (0x03, bits, _) = der_tlv(rest)? else {
+        return None;
+    };
+    let (&0, bits) = bits.split_first()? else {
+        return None;
+    };
+    let (0x06, oid, params) = der_tlv(alg_id)? else {
+        return None;
+    };
     if oid == OID_RSA {
-        let (0x30, seq, _) = der_tlv(bits)? else { return None };
-        let (0x02, n, r) = der_tlv(seq)? else { return None };
-        let (0x02, e, _) = der_tlv(r)? else { return None };
-        Some(Key::Rsa { n: strip_zeros(n), e: strip_zeros(e) })
+        let (0x30, seq, _) = der_tlv(bits)? else {
+            return None;
+        };
+        let (0x02, n, r) = der_tlv(seq)? else {
+            return None;
+        };
+        let (0x02, e, _) = der_tlv(r)? else {
+            return None;
+        };
+        Some(Key::Rsa {
+            n: strip_zeros(n),
+            e: strip_zeros(e),
+        })
     } else if oid == OID_EC {
-        let (0x06, curve, _) = der_tlv(params)? else { return None };
+        let (0x06, curve, _) = der_tlv(params)? else {
+            return None;
+        };
         let curve = match curve {
             c if c == OID_P256 => Curve::P256,
             c if c == OID_P384 => Curve::P384,
             c if c == OID_P521 => Curve::P521,
             _ => return None,
         };
-        Some(Key::Ec { curve, point: bits.to_vec() })
+        Some(Key::Ec {
+            curve,
+            point: bits.to_vec(),
+        })
     } else if oid == OID_ED25519 {
         Some(Key::Ed25519(bits.to_vec()))
     } else {
@@ -586,30 +698,51 @@ fn jwk_field(jwk: &Json, k: &str) -> Result<Vec<u8>, Reason> {
     jwk.get(k)
         .and_then(Json::as_str)
         .and_then(b64url_decode)
-        .ok_or_else(|| malformed(format!("failed to parse a JWK key (set): missing or bad {k}")))
+        .ok_or_else(|| {
+            malformed(format!(
+                "failed to parse a JWK key (set): missing or bad {k}"
+            ))
+        })
 }
 
 fn key_of_jwk(jwk: &Json) -> Result<VerificationKey, Reason> {
     let s = |k: &str| jwk.get(k).and_then(Json::as_str).map(str::to_owned);
     let key = match jwk.get("kty").and_then(Json::as_str) {
-        Some("RSA") => Key::Rsa { n: strip_zeros(&jwk_field(jwk, "n")?), e: strip_zeros(&jwk_field(jwk, "e")?) },
+        Some("RSA") => Key::Rsa {
+            n: strip_zeros(&jwk_field(jwk, "n")?),
+            e: strip_zeros(&jwk_field(jwk, "e")?),
+        },
         Some("EC") => {
             let curve = match jwk.get("crv").and_then(Json::as_str) {
                 Some("P-256") => Curve::P256,
                 Some("P-384") => Curve::P384,
                 Some("P-521") => Curve::P521,
-                _ => return Err(malformed("failed to parse a JWK key (set): unsupported crv")),
+                _ => {
+                    return Err(malformed(
+                        "failed to parse a JWK key (set): unsupported crv",
+                    ))
+                }
             };
             let mut point = vec![4u8];
             point.extend(jwk_field(jwk, "x")?);
             point.extend(jwk_field(jwk, "y")?);
             Key::Ec { curve, point }
         }
-        Some("OKP") if jwk.get("crv").and_then(Json::as_str) == Some("Ed25519") => Key::Ed25519(jwk_field(jwk, "x")?),
+        Some("OKP") if jwk.get("crv").and_then(Json::as_str) == Some("Ed25519") => {
+            Key::Ed25519(jwk_field(jwk, "x")?)
+        }
         Some("oct") => Key::Secret(jwk_field(jwk, "k")?),
-        _ => return Err(malformed("failed to parse a JWK key (set): unsupported kty")),
+        _ => {
+            return Err(malformed(
+                "failed to parse a JWK key (set): unsupported kty",
+            ))
+        }
     };
-    Ok(VerificationKey { kid: s("kid"), alg: s("alg"), key })
+    Ok(VerificationKey {
+        kid: s("kid"),
+        alg: s("alg"),
+        key,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -627,13 +760,28 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
                 Alg::HS384 => ring::hmac::HMAC_SHA384,
                 _ => ring::hmac::HMAC_SHA512,
             };
-            Ok(ring::hmac::sign(&ring::hmac::Key::new(a, &f("k")?), signing_input).as_ref().to_vec())
+            Ok(
+                ring::hmac::sign(&ring::hmac::Key::new(a, &f("k")?), signing_input)
+                    .as_ref()
+                    .to_vec(),
+            )
         }
         (Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512, "RSA") => {
-            let (n, e, d, p, q, dp, dq, qi) =
-                (f("n")?, f("e")?, f("d")?, f("p")?, f("q")?, f("dp")?, f("dq")?, f("qi")?);
+            let (n, e, d, p, q, dp, dq, qi) = (
+                f("n")?,
+                f("e")?,
+                f("d")?,
+                f("p")?,
+                f("q")?,
+                f("dp")?,
+                f("dq")?,
+                f("qi")?,
+            );
             let pair = ring::rsa::KeyPair::from_components(&ring::rsa::KeyPairComponents {
-                public_key: ring::rsa::PublicKeyComponents { n: strip_zeros(&n), e: strip_zeros(&e) },
+                public_key: ring::rsa::PublicKeyComponents {
+                    n: strip_zeros(&n),
+                    e: strip_zeros(&e),
+                },
                 d: &d,
                 p: &p,
                 q: &q,
@@ -651,7 +799,8 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
                 _ => &sig::RSA_PSS_SHA512,
             };
             let mut out = vec![0u8; pair.public().modulus_len()];
-            pair.sign(enc, &rng, signing_input, &mut out).map_err(|_| anyhow!("RSA signing failed"))?;
+            pair.sign(enc, &rng, signing_input, &mut out)
+                .map_err(|_| anyhow!("RSA signing failed"))?;
             Ok(out)
         }
         (Alg::ES256 | Alg::ES384, "EC") => {
@@ -663,9 +812,14 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
             let mut point = vec![4u8];
             point.extend(f("x")?);
             point.extend(f("y")?);
-            let pair = sig::EcdsaKeyPair::from_private_key_and_public_key(a, &f("d")?, &point, &rng)
-                .map_err(|e| anyhow!("invalid EC key: {e}"))?;
-            Ok(pair.sign(&rng, signing_input).map_err(|_| anyhow!("ECDSA signing failed"))?.as_ref().to_vec())
+            let pair =
+                sig::EcdsaKeyPair::from_private_key_and_public_key(a, &f("d")?, &point, &rng)
+                    .map_err(|e| anyhow!("invalid EC key: {e}"))?;
+            Ok(pair
+                .sign(&rng, signing_input)
+                .map_err(|_| anyhow!("ECDSA signing failed"))?
+                .as_ref()
+                .to_vec())
         }
         (Alg::EdDSA, "OKP") => {
             let pair = sig::Ed25519KeyPair::from_seed_and_public_key(&f("d")?, &f("x")?)
@@ -686,7 +840,8 @@ pub fn encode_sign_raw(header: &str, payload: &str, jwk: &Json) -> Result<String
     }
     let h = json_object(header.as_bytes()).ok_or_else(|| anyhow!("invalid JWS header"))?;
     let alg_name = h.get("alg").and_then(Json::as_str).unwrap_or("");
-    let alg = Alg::parse(alg_name).ok_or_else(|| anyhow!("unknown signature algorithm: {alg_name}"))?;
+    let alg =
+        Alg::parse(alg_name).ok_or_else(|| anyhow!("unknown signature algorithm: {alg_name}"))?;
     let mut out = B64URL.encode(header);
     out.push('.');
     out.push_str(&B64URL.encode(payload));
@@ -730,24 +885,36 @@ fn decode_builtin(args: &[Value]) -> Result<Value> {
     let mut token = str_arg("io.jwt.decode", 1, &args[0])?.to_owned();
     for _ in 0..=MAX_NESTING {
         let parts = split(&token).map_err(|e| anyhow!("{e}"))?;
-        let payload = b64url_decode(parts.payload_b64).ok_or_else(|| anyhow!("JWT payload had invalid encoding"))?;
-        if header_str(&parts.header, "cty").map_err(|e| anyhow!("{e}"))?.is_some_and(|c| c.eq_ignore_ascii_case("JWT"))
+        let payload = b64url_decode(parts.payload_b64)
+            .ok_or_else(|| anyhow!("JWT payload had invalid encoding"))?;
+        if header_str(&parts.header, "cty")
+            .map_err(|e| anyhow!("{e}"))?
+            .is_some_and(|c| c.eq_ignore_ascii_case("JWT"))
         {
             token = String::from_utf8(payload)?;
             continue;
         }
-        let payload = json_object(&payload).ok_or_else(|| anyhow!("JWT payload is not a JSON object"))?;
+        let payload =
+            json_object(&payload).ok_or_else(|| anyhow!("JWT payload is not a JSON object"))?;
         let hex: String = parts.signature.iter().map(|b| format!("{b:02x}")).collect();
-        return Ok(Value::from(vec![obj(parts.header), obj(payload), Value::from(hex)]));
+        return Ok(Value::from(vec![
+            obj(parts.header),
+            obj(payload),
+            Value::from(hex),
+        ]));
     }
     bail!("JWT nested too deeply")
 }
 
 fn constraints_of(v: &Value) -> Result<Constraints> {
-    let Value::Object(m) = v else { bail!("io.jwt.decode_verify: operand 2 must be object") };
+    let Value::Object(m) = v else {
+        bail!("io.jwt.decode_verify: operand 2 must be object")
+    };
     let mut c = Constraints::default();
     for (k, v) in m.iter() {
-        let key = k.as_string().map_err(|_| anyhow!("token constraint keys must be strings"))?;
+        let key = k
+            .as_string()
+            .map_err(|_| anyhow!("token constraint keys must be strings"))?;
         let text = || -> Result<String> {
             match v {
                 Value::String(s) => Ok(s.to_string()),
@@ -767,7 +934,12 @@ fn constraints_of(v: &Value) -> Result<Constraints> {
             "iss" => c.iss = Some(text()?),
             "aud" => c.aud = Some(text()?),
             "time" => match v {
-                Value::Number(_) => c.time_ns = Some(v.as_f64().map_err(|_| anyhow!("time constraint: bad number"))?),
+                Value::Number(_) => {
+                    c.time_ns = Some(
+                        v.as_f64()
+                            .map_err(|_| anyhow!("time constraint: bad number"))?,
+                    );
+                }
                 _ => bail!("time constraint: must be a number"),
             },
             other => bail!("unknown token validation constraint: {other}"),
@@ -781,7 +953,11 @@ fn decode_verify_builtin(args: &[Value]) -> Result<Value> {
     let token = str_arg("io.jwt.decode_verify", 1, &args[0])?;
     let c = constraints_of(&args[1])?;
     let clocked = c.time_ns.is_none();
-    let now = if clocked { eval_context::now_unix_ns() } else { 0 };
+    let now = if clocked {
+        eval_context::now_unix_ns()
+    } else {
+        0
+    };
     match verify(token, &c, now) {
         Ok(v) => {
             if clocked {
@@ -789,14 +965,22 @@ fn decode_verify_builtin(args: &[Value]) -> Result<Value> {
                     eval_context::valid_until(secs_to_ns(exp));
                 }
             }
-            Ok(Value::from(vec![Value::from(true), obj(v.header), obj(v.payload)]))
+            Ok(Value::from(vec![
+                Value::from(true),
+                obj(v.header),
+                obj(v.payload),
+            ]))
         }
         Err(r) if r.is_error() => bail!("{r}"),
         Err(r) => {
             if let (true, Reason::NotYetValid(nbf)) = (clocked, &r) {
                 eval_context::valid_until(*nbf);
             }
-            Ok(Value::from(vec![Value::from(false), Value::new_object(), Value::new_object()]))
+            Ok(Value::from(vec![
+                Value::from(false),
+                Value::new_object(),
+                Value::new_object(),
+            ]))
         }
     }
 }
@@ -810,7 +994,11 @@ fn verify_builtin(alg: Alg, args: &[Value]) -> Result<Value> {
             if key.len() > MAX_KEY_LEN {
                 bail!("secret longer than {MAX_KEY_LEN} bytes");
             }
-            vec![VerificationKey { kid: None, alg: None, key: Key::Secret(key.as_bytes().to_vec()) }]
+            vec![VerificationKey {
+                kid: None,
+                alg: None,
+                key: Key::Secret(key.as_bytes().to_vec()),
+            }]
         }
         _ => parse_keys(key).map_err(|e| anyhow!("{e}"))?,
     };
@@ -829,7 +1017,11 @@ fn encode_sign_builtin(args: &[Value]) -> Result<Value> {
     }
     let header = go_json(&to_json(&args[0])?)?;
     let payload = go_json(&to_json(&args[1])?)?;
-    Ok(Value::from(encode_sign_raw(&header, &payload, &to_json(&args[2])?)?))
+    Ok(Value::from(encode_sign_raw(
+        &header,
+        &payload,
+        &to_json(&args[2])?,
+    )?))
 }
 
 fn encode_sign_raw_builtin(args: &[Value]) -> Result<Value> {
@@ -854,7 +1046,10 @@ mod tests {
     }
 
     fn secret(s: &str) -> Constraints {
-        Constraints { secret: Some(s.as_bytes().to_vec()), ..Constraints::default() }
+        Constraints {
+            secret: Some(s.as_bytes().to_vec()),
+            ..Constraints::default()
+        }
     }
 
     #[test]
@@ -863,8 +1058,14 @@ mod tests {
         let v = verify(&t, &secret("k"), 1_000 * 1_000_000_000).unwrap();
         assert_eq!(v.payload["sub"], "a");
         assert_eq!(v.exp, Some(2000.0));
-        assert_eq!(verify(&t, &secret("x"), 0).unwrap_err(), Reason::BadSignature);
-        assert_eq!(verify(&t, &secret("k"), 2_000 * 1_000_000_000).unwrap_err(), Reason::Expired);
+        assert_eq!(
+            verify(&t, &secret("x"), 0).unwrap_err(),
+            Reason::BadSignature
+        );
+        assert_eq!(
+            verify(&t, &secret("k"), 2_000 * 1_000_000_000).unwrap_err(),
+            Reason::Expired
+        );
         let mut bad = t.clone();
         bad.push('A');
         assert!(verify(&bad, &secret("k"), 0).is_err());
@@ -872,16 +1073,29 @@ mod tests {
 
     #[test]
     fn alg_none_and_oversized_are_refused() {
-        let none = format!("{}.{}.", B64URL.encode(r#"{"alg":"none"}"#), B64URL.encode(r#"{"sub":"a"}"#));
-        assert_eq!(verify(&none, &secret("k"), 0).unwrap_err(), Reason::UnknownAlgorithm("none".into()));
+        let none = format!(
+            "{}.{}.",
+            B64URL.encode(r#"{"alg":"none"}"#),
+            B64URL.encode(r#"{"sub":"a"}"#)
+        );
+        assert_eq!(
+            verify(&none, &secret("k"), 0).unwrap_err(),
+            Reason::UnknownAlgorithm("none".into())
+        );
         let huge = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(verify(&huge, &secret("k"), 0).unwrap_err(), Reason::TooLarge);
+        assert_eq!(
+            verify(&huge, &secret("k"), 0).unwrap_err(),
+            Reason::TooLarge
+        );
     }
 
     #[test]
     fn nbf_reports_when_it_becomes_valid() {
         let t = hs256(r#"{"alg":"HS256"}"#, r#"{"nbf":5}"#, "k");
-        assert_eq!(verify(&t, &secret("k"), 1_000_000_000).unwrap_err(), Reason::NotYetValid(5_000_000_000));
+        assert_eq!(
+            verify(&t, &secret("k"), 1_000_000_000).unwrap_err(),
+            Reason::NotYetValid(5_000_000_000)
+        );
         assert!(verify(&t, &secret("k"), 5_000_000_000).is_ok());
     }
 
@@ -902,9 +1116,18 @@ mod tests {
             ]);
             (out.unwrap()[0].clone(), scope.finish().until_unix_ns)
         };
-        assert_eq!(run(r#"{"exp":2000}"#, None), (Value::from(true), Some(2_000_000_000_000)));
-        assert_eq!(run(r#"{"nbf":3000}"#, None), (Value::from(false), Some(3_000_000_000_000)));
+        assert_eq!(
+            run(r#"{"exp":2000}"#, None),
+            (Value::from(true), Some(2_000_000_000_000))
+        );
+        assert_eq!(
+            run(r#"{"nbf":3000}"#, None),
+            (Value::from(false), Some(3_000_000_000_000))
+        );
         assert_eq!(run(r#"{"exp":500}"#, None), (Value::from(false), None));
-        assert_eq!(run(r#"{"exp":2000}"#, Some(("time", 1_500_000_000_000))), (Value::from(true), None));
+        assert_eq!(
+            run(r#"{"exp":2000}"#, Some(("time", 1_500_000_000_000))),
+            (Value::from(true), None)
+        );
     }
 }

@@ -50,7 +50,8 @@ fn with_scope(v: &Value, scope: &str) -> Value {
         Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => BTreeMap::new(),
     };
-    m.entry(Value::from("scope")).or_insert_with(|| Value::from(scope));
+    m.entry(Value::from("scope"))
+        .or_insert_with(|| Value::from(scope));
     Value::from(m)
 }
 
@@ -83,14 +84,19 @@ pub fn rewrite(path: &str, text: &str, rego_v0: bool) -> Option<String> {
 fn rewrite_module(m: &Module, text: &str) -> String {
     let blocks = blocks(text);
     let package = get_path_string(&m.package.refr, Some("data")).unwrap_or_default();
-    let package_annotations = blocks.get(&m.package.span.line).map(|v| with_scope(v, "package"));
+    let package_annotations = blocks
+        .get(&m.package.span.line)
+        .map(|v| with_scope(v, "package"));
     // (start, end, replacement) in byte offsets, applied from the end.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     for rule in &m.policy {
         let (line, refr) = match rule.as_ref() {
             Rule::Spec {
                 span,
-                head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. },
+                head:
+                    RuleHead::Compr { refr, .. }
+                    | RuleHead::Set { refr, .. }
+                    | RuleHead::Func { refr, .. },
                 ..
             }
             | Rule::Default { span, refr, .. } => (span.line, refr),
@@ -110,14 +116,20 @@ fn rewrite_module(m: &Module, text: &str) -> String {
                 _ => continue,
             };
             // Compact: a literal on one line keeps every line number.
-            let Ok(json) = serde_json::to_string(&value) else { continue };
+            let Ok(json) = serde_json::to_string(&value) else {
+                continue;
+            };
             edits.push((call.span.start as usize, call.span.end as usize, json));
         }
     }
     edits.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut out = text.to_owned();
     for (start, end, json) in edits {
-        if start <= end && end <= out.len() && out.is_char_boundary(start) && out.is_char_boundary(end) {
+        if start <= end
+            && end <= out.len()
+            && out.is_char_boundary(start)
+            && out.is_char_boundary(end)
+        {
             out.replace_range(start..end, &json);
         }
     }

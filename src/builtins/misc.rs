@@ -9,7 +9,12 @@ use regorus::Value;
 use super::Builtin;
 
 const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin { name, nargs, f, nondeterministic: false }
+    Builtin {
+        name,
+        nargs,
+        f,
+        nondeterministic: false,
+    }
 }
 
 /// This family's builtins.
@@ -41,9 +46,9 @@ pub(super) fn string<'a>(name: &str, n: usize, v: &'a Value) -> Result<&'a str> 
 
 pub(super) fn integer(name: &str, n: usize, v: &Value) -> Result<i64> {
     match v {
-        Value::Number(x) if x.is_integer() => {
-            v.as_i64().map_err(|_| anyhow::anyhow!("{name}: operand {n} is too large"))
-        }
+        Value::Number(x) if x.is_integer() => v
+            .as_i64()
+            .map_err(|_| anyhow::anyhow!("{name}: operand {n} is too large")),
         _ => bail!("{name}: operand {n} must be integer number"),
     }
 }
@@ -51,7 +56,9 @@ pub(super) fn integer(name: &str, n: usize, v: &Value) -> Result<i64> {
 /// `array.flatten(arr)`: the array with every element that is itself an array spliced in, one
 /// level deep (OPA: `[1, [2, [3]]]` gives `[1, 2, [3]]`; sets and objects stay elements).
 fn array_flatten(args: &[Value]) -> Result<Value> {
-    let Value::Array(items) = &args[0] else { bail!("array.flatten: operand 1 must be array") };
+    let Value::Array(items) = &args[0] else {
+        bail!("array.flatten: operand 1 must be array")
+    };
     let mut out = Vec::with_capacity(items.len());
     for item in items.iter() {
         match item {
@@ -71,13 +78,23 @@ fn strings_split_n(args: &[Value]) -> Result<Value> {
     let n = integer(name, 3, &args[2])?;
     let parts: Vec<&str> = if delim.is_empty() {
         // Go's strings.Split with "" splits into characters.
-        s.char_indices().map(|(i, c)| &s[i..i + c.len_utf8()]).collect()
+        s.char_indices()
+            .map(|(i, c)| &s[i..i + c.len_utf8()])
+            .collect()
     } else {
         s.split(delim).collect()
     };
-    let take = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX).min(parts.len());
-    let chosen = if n >= 0 { &parts[..take] } else { &parts[parts.len() - take..] };
-    Ok(Value::from(chosen.iter().map(|p| Value::from(*p)).collect::<Vec<_>>()))
+    let take = usize::try_from(n.unsigned_abs())
+        .unwrap_or(usize::MAX)
+        .min(parts.len());
+    let chosen = if n >= 0 {
+        &parts[..take]
+    } else {
+        &parts[parts.len() - take..]
+    };
+    Ok(Value::from(
+        chosen.iter().map(|p| Value::from(*p)).collect::<Vec<_>>(),
+    ))
 }
 
 /// One element of a regex glob: a character class and how often it repeats.
@@ -100,13 +117,18 @@ fn parse_glob(pattern: &str) -> Result<Vec<GlobItem>> {
         let c = chars[i];
         match c {
             '*' | '+' => {
-                let Some(last) = items.last_mut() else { bail!("regex.globs_match: {c} without a preceding element") };
+                let Some(last) = items.last_mut() else {
+                    bail!("regex.globs_match: {c} without a preceding element")
+                };
                 if last.repeat.is_some() {
                     bail!("regex.globs_match: repeated quantifier");
                 }
                 last.repeat = Some(c);
             }
-            '.' => items.push(GlobItem { class: None, repeat: None }),
+            '.' => items.push(GlobItem {
+                class: None,
+                repeat: None,
+            }),
             '[' => {
                 let mut ranges = Vec::new();
                 i += 1;
@@ -127,9 +149,15 @@ fn parse_glob(pattern: &str) -> Result<Vec<GlobItem>> {
                 if i >= chars.len() {
                     bail!("regex.globs_match: unterminated [");
                 }
-                items.push(GlobItem { class: Some(ranges), repeat: None });
+                items.push(GlobItem {
+                    class: Some(ranges),
+                    repeat: None,
+                });
             }
-            _ => items.push(GlobItem { class: Some(vec![(c, c)]), repeat: None }),
+            _ => items.push(GlobItem {
+                class: Some(vec![(c, c)]),
+                repeat: None,
+            }),
         }
         i += 1;
     }
@@ -139,7 +167,9 @@ fn parse_glob(pattern: &str) -> Result<Vec<GlobItem>> {
 fn classes_meet(a: Option<&[(char, char)]>, b: Option<&[(char, char)]>) -> bool {
     match (a, b) {
         (None, _) | (_, None) => true,
-        (Some(a), Some(b)) => a.iter().any(|&(l1, h1)| b.iter().any(|&(l2, h2)| l1 <= h2 && l2 <= h1)),
+        (Some(a), Some(b)) => a
+            .iter()
+            .any(|&(l1, h1)| b.iter().any(|&(l2, h2)| l1 <= h2 && l2 <= h1)),
     }
 }
 
@@ -180,8 +210,16 @@ fn regex_globs_match(args: &[Value]) -> Result<Value> {
         // Consume one character with both.
         if let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
             if classes_meet(x.class.as_deref(), y.class.as_deref()) {
-                let (ni, nui) = if x.repeat.is_some() { (i, true) } else { (i + 1, false) };
-                let (nj, nuj) = if y.repeat.is_some() { (j, true) } else { (j + 1, false) };
+                let (ni, nui) = if x.repeat.is_some() {
+                    (i, true)
+                } else {
+                    (i + 1, false)
+                };
+                let (nj, nuj) = if y.repeat.is_some() {
+                    (j, true)
+                } else {
+                    (j + 1, false)
+                };
                 stack.push((ni, nj, nui, nuj));
             }
         }
@@ -199,10 +237,15 @@ fn plus(args: &[Value]) -> Result<Value> {
 fn minus(args: &[Value]) -> Result<Value> {
     match (&args[0], &args[1]) {
         (Value::Number(a), Value::Number(b)) => Ok(Value::from(a.sub(b)?)),
-        (Value::Set(a), Value::Set(b)) => {
-            Ok(Value::from(a.iter().filter(|x| !b.contains(x)).cloned().collect::<std::collections::BTreeSet<_>>()))
+        (Value::Set(a), Value::Set(b)) => Ok(Value::from(
+            a.iter()
+                .filter(|x| !b.contains(x))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+        )),
+        (Value::Number(_) | Value::Set(_), _) => {
+            bail!("minus: operand 2 must be the type of operand 1")
         }
-        (Value::Number(_) | Value::Set(_), _) => bail!("minus: operand 2 must be the type of operand 1"),
         _ => bail!("minus: operand 1 must be number or set"),
     }
 }
@@ -243,18 +286,24 @@ fn rem(args: &[Value]) -> Result<Value> {
 
 fn and(args: &[Value]) -> Result<Value> {
     match (&args[0], &args[1]) {
-        (Value::Set(a), Value::Set(b)) => {
-            Ok(Value::from(a.iter().filter(|x| b.contains(x)).cloned().collect::<std::collections::BTreeSet<_>>()))
-        }
+        (Value::Set(a), Value::Set(b)) => Ok(Value::from(
+            a.iter()
+                .filter(|x| b.contains(x))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+        )),
         _ => bail!("and: operands must be sets"),
     }
 }
 
 fn or(args: &[Value]) -> Result<Value> {
     match (&args[0], &args[1]) {
-        (Value::Set(a), Value::Set(b)) => {
-            Ok(Value::from(a.iter().chain(b.iter()).cloned().collect::<std::collections::BTreeSet<_>>()))
-        }
+        (Value::Set(a), Value::Set(b)) => Ok(Value::from(
+            a.iter()
+                .chain(b.iter())
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+        )),
         _ => bail!("or: operands must be sets"),
     }
 }

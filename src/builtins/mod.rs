@@ -52,15 +52,26 @@ pub struct Builtin {
 
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    let families: &[&[Builtin]] =
-        &[misc::BUILTINS, net::BUILTINS, http::BUILTINS, schema::BUILTINS, aws::BUILTINS, template::BUILTINS, jwt::BUILTINS, crypto::BUILTINS];
+    let families: &[&[Builtin]] = &[
+        misc::BUILTINS,
+        net::BUILTINS,
+        http::BUILTINS,
+        schema::BUILTINS,
+        aws::BUILTINS,
+        template::BUILTINS,
+        jwt::BUILTINS,
+        crypto::BUILTINS,
+    ];
     families.iter().flat_map(|f| f.iter())
 }
 
 /// Every builtin a policy can call, regorus's own and ours, sorted (`regoguard.builtins()`).
 pub fn supported() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> =
-        regorus::unstable::BUILTINS.keys().copied().chain(all().map(|b| b.name)).collect();
+    let mut names: Vec<&'static str> = regorus::unstable::BUILTINS
+        .keys()
+        .copied()
+        .chain(all().map(|b| b.name))
+        .collect();
     names.push("print");
     names.extend_from_slice(metadata::NAMES);
     names.sort_unstable();
@@ -71,7 +82,10 @@ pub fn supported() -> Vec<&'static str> {
 /// Our builtin called `name`, if any.
 pub fn lookup(name: &str) -> Option<&'static Builtin> {
     static BY_NAME: OnceLock<HashMap<&'static str, &'static Builtin>> = OnceLock::new();
-    BY_NAME.get_or_init(|| all().map(|b| (b.name, b)).collect()).get(name).copied()
+    BY_NAME
+        .get_or_init(|| all().map(|b| (b.name, b)).collect())
+        .get(name)
+        .copied()
 }
 
 /// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error.
@@ -89,7 +103,11 @@ pub fn call(b: &Builtin, args: &[Value]) -> Value {
 /// When regorus refuses a registration (a name registered twice).
 pub fn register_interpreter(engine: &mut Engine) -> anyhow::Result<()> {
     for b in all() {
-        engine.add_extension(b.name.to_owned(), b.nargs, Box::new(move |args: Vec<Value>| Ok(call(b, &args))))?;
+        engine.add_extension(
+            b.name.to_owned(),
+            b.nargs,
+            Box::new(move |args: Vec<Value>| Ok(call(b, &args))),
+        )?;
     }
     Ok(())
 }
@@ -104,8 +122,11 @@ pub fn host_await_table() -> &'static [(&'static str, usize)] {
 /// Prepares a fresh VM for its program: suspendable when the program calls one of our
 /// builtins (each call suspends the VM), run-to-completion otherwise (the fast path).
 pub fn prepare_vm(vm: &mut RegoVM) {
-    let mode =
-        if vm.get_program().has_host_await() { ExecutionMode::Suspendable } else { ExecutionMode::RunToCompletion };
+    let mode = if vm.get_program().has_host_await() {
+        ExecutionMode::Suspendable
+    } else {
+        ExecutionMode::RunToCompletion
+    };
     vm.set_execution_mode(mode);
 }
 
@@ -120,7 +141,11 @@ pub fn execute_rvm(vm: &mut RegoVM) -> anyhow::Result<Value> {
     loop {
         let answer = match vm.suspend_reason() {
             None => return Ok(value),
-            Some(SuspendReason::HostAwait { identifier, argument, .. }) => {
+            Some(SuspendReason::HostAwait {
+                identifier,
+                argument,
+                ..
+            }) => {
                 let Some(b) = identifier.as_string().ok().and_then(|name| lookup(name)) else {
                     anyhow::bail!("the policy awaited an unknown host function {identifier}");
                 };

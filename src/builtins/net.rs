@@ -13,9 +13,24 @@ use super::Builtin;
 
 /// This family's builtins.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin { name: "net.cidr_intersects", nargs: 2, f: cidr_intersects, nondeterministic: false },
-    Builtin { name: "net.cidr_contains_matches", nargs: 2, f: cidr_contains_matches, nondeterministic: false },
-    Builtin { name: "net.cidr_merge", nargs: 1, f: cidr_merge, nondeterministic: false },
+    Builtin {
+        name: "net.cidr_intersects",
+        nargs: 2,
+        f: cidr_intersects,
+        nondeterministic: false,
+    },
+    Builtin {
+        name: "net.cidr_contains_matches",
+        nargs: 2,
+        f: cidr_contains_matches,
+        nondeterministic: false,
+    },
+    Builtin {
+        name: "net.cidr_merge",
+        nargs: 1,
+        f: cidr_merge,
+        nondeterministic: false,
+    },
 ];
 
 /// A network: family, masked address (IPv4 in the low 32 bits), prefix length.
@@ -39,14 +54,22 @@ impl Net {
         if prefix == 0 {
             0
         } else {
-            let all = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+            let all = if bits == 128 {
+                u128::MAX
+            } else {
+                (1u128 << bits) - 1
+            };
             all & !((1u128 << (bits - prefix)) - 1)
         }
     }
 
     fn new(v6: bool, addr: u128, prefix: u8) -> Self {
         let bits = if v6 { 128 } else { 32 };
-        Net { v6, addr: addr & Self::mask(bits, prefix), prefix }
+        Net {
+            v6,
+            addr: addr & Self::mask(bits, prefix),
+            prefix,
+        }
     }
 
     fn first(self) -> u128 {
@@ -54,7 +77,11 @@ impl Net {
     }
 
     fn last(self) -> u128 {
-        let full = if self.v6 { u128::MAX } else { u128::from(u32::MAX) };
+        let full = if self.v6 {
+            u128::MAX
+        } else {
+            u128::from(u32::MAX)
+        };
         self.addr | (full ^ Self::mask(self.bits(), self.prefix))
     }
 
@@ -69,7 +96,11 @@ impl Net {
         if self.v6 {
             format!("{}/{}", Ipv6Addr::from(self.addr), self.prefix)
         } else {
-            format!("{}/{}", Ipv4Addr::from(u32::try_from(self.addr).unwrap_or(0)), self.prefix)
+            format!(
+                "{}/{}",
+                Ipv4Addr::from(u32::try_from(self.addr).unwrap_or(0)),
+                self.prefix
+            )
         }
     }
 }
@@ -99,7 +130,11 @@ fn parse_cidr(s: &str) -> Option<Net> {
     }
     let (v6, value, _) = from_ip(ip);
     // A mapped IPv6 network keeps the low 32 bits of its mask.
-    let prefix = if !v6 && written_bits == 128 { prefix.saturating_sub(96) } else { prefix };
+    let prefix = if !v6 && written_bits == 128 {
+        prefix.saturating_sub(96)
+    } else {
+        prefix
+    };
     Some(Net::new(v6, value, prefix))
 }
 
@@ -111,7 +146,10 @@ fn cidr(name: &str, v: &Value) -> Result<Net> {
 fn cidr_intersects(args: &[Value]) -> Result<Value> {
     let a = cidr("net.cidr_intersects", &args[0])?;
     let b = cidr("net.cidr_intersects", &args[1])?;
-    Ok(Value::Bool(a.contains(Net::new(b.v6, b.addr, b.bits())) || b.contains(Net::new(a.v6, a.addr, a.bits()))))
+    Ok(Value::Bool(
+        a.contains(Net::new(b.v6, b.addr, b.bits()))
+            || b.contains(Net::new(a.v6, a.addr, a.bits())),
+    ))
 }
 
 /// The `(key, CIDR or address)` pairs of one operand of `net.cidr_contains_matches`: a string
@@ -130,11 +168,19 @@ fn keyed(name: &str, v: &Value) -> Result<Vec<(Value, String)>> {
     }
     Ok(match v {
         Value::String(s) => vec![(v.clone(), s.to_string())],
-        Value::Array(items) => {
-            items.iter().enumerate().map(|(i, x)| Ok((Value::from(i), text(name, x)?))).collect::<Result<_>>()?
-        }
-        Value::Set(items) => items.iter().map(|x| Ok((x.clone(), text(name, x)?))).collect::<Result<_>>()?,
-        Value::Object(fields) => fields.iter().map(|(k, x)| Ok((k.clone(), text(name, x)?))).collect::<Result<_>>()?,
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Ok((Value::from(i), text(name, x)?)))
+            .collect::<Result<_>>()?,
+        Value::Set(items) => items
+            .iter()
+            .map(|x| Ok((x.clone(), text(name, x)?)))
+            .collect::<Result<_>>()?,
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, x)| Ok((k.clone(), text(name, x)?)))
+            .collect::<Result<_>>()?,
         _ => bail!("{name}: operands must be strings, arrays, sets or objects"),
     })
 }
@@ -143,16 +189,19 @@ fn cidr_contains_matches(args: &[Value]) -> Result<Value> {
     let name = "net.cidr_contains_matches";
     let mut cidrs = Vec::new();
     for (k, s) in keyed(name, &args[0])? {
-        cidrs.push((k, parse_cidr(&s).ok_or_else(|| anyhow!("{name}: invalid CIDR address: {s}"))?));
+        cidrs.push((
+            k,
+            parse_cidr(&s).ok_or_else(|| anyhow!("{name}: invalid CIDR address: {s}"))?,
+        ));
     }
     let mut out = BTreeSet::new();
     for (k, s) in keyed(name, &args[1])? {
         let item = if let Some(n) = parse_cidr(&s) {
             n
         } else {
-            let ip: IpAddr = s
-                .parse()
-                .map_err(|_| anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}"))?;
+            let ip: IpAddr = s.parse().map_err(|_| {
+                anyhow!("{name}: not a valid textual representation of an IP address or CIDR: {s}")
+            })?;
             let (v6, value, bits) = from_ip(ip);
             Net::new(v6, value, bits)
         };
@@ -195,17 +244,28 @@ fn cover(v6: bool, mut first: u128, last: u128, out: &mut Vec<Net>) {
     let bits: u8 = if v6 { 128 } else { 32 };
     loop {
         // The largest block aligned at `first` that stays within `last`.
-        let mut size_bits =
-            if first == 0 { bits } else { u8::try_from(first.trailing_zeros().min(u32::from(bits))).unwrap_or(bits) };
+        let mut size_bits = if first == 0 {
+            bits
+        } else {
+            u8::try_from(first.trailing_zeros().min(u32::from(bits))).unwrap_or(bits)
+        };
         while size_bits > 0 {
-            let span = if size_bits >= 128 { u128::MAX } else { (1u128 << size_bits) - 1 };
+            let span = if size_bits >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << size_bits) - 1
+            };
             if first.checked_add(span).is_some_and(|end| end <= last) {
                 break;
             }
             size_bits -= 1;
         }
         out.push(Net::new(v6, first, bits - size_bits));
-        let span = if size_bits >= 128 { u128::MAX } else { (1u128 << size_bits) - 1 };
+        let span = if size_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << size_bits) - 1
+        };
         match first.checked_add(span) {
             Some(end) if end < last => first = end + 1,
             _ => return,
@@ -225,7 +285,8 @@ fn cidr_merge(args: &[Value]) -> Result<Value> {
         nets.push(merge_operand(string(name, 1, v)?)?);
     }
     // IPv4 first, then IPv6, each by range; overlapping or adjacent ranges join.
-    let mut ranges: Vec<(bool, u128, u128)> = nets.iter().map(|n| (n.v6, n.first(), n.last())).collect();
+    let mut ranges: Vec<(bool, u128, u128)> =
+        nets.iter().map(|n| (n.v6, n.first(), n.last())).collect();
     ranges.sort_unstable();
     let mut joined: Vec<(bool, u128, u128)> = Vec::new();
     for r in ranges {
@@ -241,5 +302,9 @@ fn cidr_merge(args: &[Value]) -> Result<Value> {
     for (v6, first, last) in joined {
         cover(v6, first, last, &mut out);
     }
-    Ok(Value::from(out.into_iter().map(|n| Value::from(n.render())).collect::<Vec<_>>()))
+    Ok(Value::from(
+        out.into_iter()
+            .map(|n| Value::from(n.render()))
+            .collect::<Vec<_>>(),
+    ))
 }

@@ -16,8 +16,18 @@ use super::Builtin;
 
 /// This family's builtins.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin { name: "json.verify_schema", nargs: 1, f: verify_schema, nondeterministic: false },
-    Builtin { name: "json.match_schema", nargs: 2, f: match_schema, nondeterministic: false },
+    Builtin {
+        name: "json.verify_schema",
+        nargs: 1,
+        f: verify_schema,
+        nondeterministic: false,
+    },
+    Builtin {
+        name: "json.match_schema",
+        nargs: 2,
+        f: match_schema,
+        nondeterministic: false,
+    },
 ];
 
 /// A document or a schema: an object (or any JSON value), or a string holding its JSON text.
@@ -33,7 +43,10 @@ fn json_of(v: &Value) -> std::result::Result<serde_json::Value, String> {
 
 fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
     let json = json_of(schema)?;
-    if !matches!(json, serde_json::Value::Object(_) | serde_json::Value::Bool(_)) {
+    if !matches!(
+        json,
+        serde_json::Value::Object(_) | serde_json::Value::Bool(_)
+    ) {
         return Err("schema must be an object".into());
     }
     jsonschema::validator_for(&json).map_err(|e| e.to_string())
@@ -80,19 +93,31 @@ fn match_schema(args: &[Value]) -> Result<Value> {
         let field = if pointer.is_empty() {
             "(Root)".to_owned()
         } else {
-            pointer.trim_start_matches('/').split('/').collect::<Vec<_>>().join(".")
+            pointer
+                .trim_start_matches('/')
+                .split('/')
+                .collect::<Vec<_>>()
+                .join(".")
         };
         let (kind, desc) = match e.kind() {
-            ValidationErrorKind::Required { property } => {
-                ("required".to_owned(), format!("{} is required", property.as_str().unwrap_or_default()))
-            }
+            ValidationErrorKind::Required { property } => (
+                "required".to_owned(),
+                format!("{} is required", property.as_str().unwrap_or_default()),
+            ),
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => t.to_string(),
-                    TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("/"),
+                    TypeKind::Multiple(ts) => ts
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join("/"),
                 };
                 let given = type_name(e.instance());
-                ("invalid_type".to_owned(), format!("Invalid type. Expected: {expected}, given: {given}"))
+                (
+                    "invalid_type".to_owned(),
+                    format!("Invalid type. Expected: {expected}, given: {given}"),
+                )
             }
             other => (other.keyword().to_owned(), e.to_string()),
         };
@@ -104,12 +129,18 @@ fn match_schema(args: &[Value]) -> Result<Value> {
         .into_iter()
         .map(|(field, kind, desc)| {
             let mut o = BTreeMap::new();
-            o.insert(Value::from("error"), Value::from(format!("{field}: {desc}")));
+            o.insert(
+                Value::from("error"),
+                Value::from(format!("{field}: {desc}")),
+            );
             o.insert(Value::from("type"), Value::from(kind));
             o.insert(Value::from("field"), Value::from(field));
             o.insert(Value::from("desc"), Value::from(desc));
             Value::from(o)
         })
         .collect();
-    Ok(Value::from(vec![Value::Bool(list.is_empty()), Value::from(list)]))
+    Ok(Value::from(vec![
+        Value::Bool(list.is_empty()),
+        Value::from(list),
+    ]))
 }

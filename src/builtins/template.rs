@@ -10,8 +10,12 @@ use super::misc::string;
 use super::Builtin;
 
 /// This family's builtins.
-pub const BUILTINS: &[Builtin] =
-    &[Builtin { name: "strings.render_template", nargs: 2, f: render_template, nondeterministic: false }];
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    name: "strings.render_template",
+    nargs: 2,
+    f: render_template,
+    nondeterministic: false,
+}];
 
 enum Node {
     Text(String),
@@ -26,8 +30,13 @@ fn path(action: &str) -> Result<Vec<String>> {
     if a == "." {
         return Ok(Vec::new());
     }
-    let Some(rest) = a.strip_prefix('.') else { bail!("strings.render_template: unsupported action {{{{{a}}}}}") };
-    if rest.is_empty() || !rest.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    let Some(rest) = a.strip_prefix('.') else {
+        bail!("strings.render_template: unsupported action {{{{{a}}}}}")
+    };
+    if rest.is_empty()
+        || !rest
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
     {
         bail!("strings.render_template: unsupported action {{{{{a}}}}}");
     }
@@ -52,7 +61,9 @@ fn parse(src: &mut &str, depth: usize) -> Result<(Vec<Node>, Option<&'static str
             nodes.push(Node::Text(src[..open].to_owned()));
         }
         let after = &src[open + 2..];
-        let Some(close) = after.find("}}") else { bail!("strings.render_template: unclosed action") };
+        let Some(close) = after.find("}}") else {
+            bail!("strings.render_template: unclosed action")
+        };
         let action = after[..close].trim();
         *src = &after[close + 2..];
         if action == "end" {
@@ -185,7 +196,15 @@ fn render(nodes: &[Node], dot: &Value, out: &mut String) -> Result<()> {
                 Some(_) => bail!("strings.render_template: range over a non-collection"),
             },
             Node::If(p, then, otherwise) => {
-                render(if truthy(lookup(dot, p)) { then } else { otherwise }, dot, out)?;
+                render(
+                    if truthy(lookup(dot, p)) {
+                        then
+                    } else {
+                        otherwise
+                    },
+                    dot,
+                    out,
+                )?;
             }
         }
     }

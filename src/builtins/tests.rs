@@ -7,8 +7,15 @@ use regorus::Value;
 use crate::engine::{parse_policies, Compiled, Evaluator, PolicyFile, Revision};
 
 /// Evaluates `data.t.x` of `policy` on `evaluator`; also returns which evaluator ran it.
-pub(crate) fn eval_on(policy: &str, evaluator: Evaluator, input: &str) -> (crate::Result<Value>, &'static str) {
-    let files = vec![PolicyFile { path: "t.rego".into(), text: policy.into() }];
+pub(crate) fn eval_on(
+    policy: &str,
+    evaluator: Evaluator,
+    input: &str,
+) -> (crate::Result<Value>, &'static str) {
+    let files = vec![PolicyFile {
+        path: "t.rego".into(),
+        text: policy.into(),
+    }];
     let parsed = match parse_policies(&files, false) {
         Ok(p) => p,
         Err(e) => return (Err(e), "none"),
@@ -16,7 +23,15 @@ pub(crate) fn eval_on(policy: &str, evaluator: Evaluator, input: &str) -> (crate
     let data = Value::new_object();
     let revision = Revision::of(&files, &data, false).expect("revision");
     let entry: Vec<Arc<str>> = vec![Arc::from("data.t.x")];
-    let compiled = match Compiled::build(7, &parsed, revision, data, &entry, evaluator, crate::budget::Budget::default()) {
+    let compiled = match Compiled::build(
+        7,
+        &parsed,
+        revision,
+        data,
+        &entry,
+        evaluator,
+        crate::budget::Budget::default(),
+    ) {
         Ok(c) => Arc::new(c),
         Err(e) => return (Err(e), "none"),
     };
@@ -42,7 +57,10 @@ fn json(text: &str) -> Value {
 #[test]
 fn a_builtin_runs_on_both_evaluators() {
     let p = "package t\nx := array.flatten(input.a)\n";
-    assert_eq!(both(p, r#"{"a": [1, [2, [3]], 4]}"#), json("[1, 2, [3], 4]"));
+    assert_eq!(
+        both(p, r#"{"a": [1, [2, [3]], 4]}"#),
+        json("[1, 2, [3], 4]")
+    );
 }
 
 #[test]
@@ -52,7 +70,10 @@ f(v) := array.flatten(v)
 x := {"c": [y | some a in input.as; y := f(a)], "e": e, "n": count([1 | some a in input.as; array.flatten(a) == [1, 2]])}
 e if { every a in input.as { count(array.flatten(a)) > 0 } } else := false
 "#;
-    assert_eq!(both(p, r#"{"as": [[1, [2]], [[3], 4]]}"#), json(r#"{"c": [[1, 2], [3, 4]], "e": true, "n": 1}"#));
+    assert_eq!(
+        both(p, r#"{"as": [[1, [2]], [[3], 4]]}"#),
+        json(r#"{"c": [[1, 2], [3, 4]], "e": true, "n": 1}"#)
+    );
 }
 
 #[test]
@@ -91,7 +112,10 @@ fn unknown_functions_are_refused_at_construction_in_every_shape() {
         ("f(a) := nope(a)\nx := 1", 2),
         ("x if { every a in input.as { nope(a) } }", 2),
         ("x if { y := count(input.a) with input as nope(1); y }", 2),
-        ("x if { y := count(input.a) with strings.nope as count; y }", 2),
+        (
+            "x if { y := count(input.a) with strings.nope as count; y }",
+            2,
+        ),
         ("x := 1\nunreached if { strings.nope(1) }", 3),
         ("default x := nope(1)", 2),
         ("x if { not nope(1) }", 2),
@@ -120,8 +144,14 @@ fn unknown_functions_are_refused_at_construction_in_every_shape() {
 
 #[test]
 fn the_location_is_where_the_name_starts_as_opa_reports_it() {
-    let (r, _) = eval_on("package t\nx := 1 + nope(input.a)\n", Evaluator::Interpreter, "{}");
-    let Err(crate::Error::Policy(issues)) = r else { panic!("built: {r:?}") };
+    let (r, _) = eval_on(
+        "package t\nx := 1 + nope(input.a)\n",
+        Evaluator::Interpreter,
+        "{}",
+    );
+    let Err(crate::Error::Policy(issues)) = r else {
+        panic!("built: {r:?}")
+    };
     assert_eq!((issues[0].line, issues[0].column), (2, 10), "{issues:?}");
 }
 
@@ -137,8 +167,14 @@ z := c if { c := count(input.a) with count as f }
 "#;
     let lib = "package lib\ng(a) := a\nsub.k(a) := a\n";
     let files = vec![
-        PolicyFile { path: "t.rego".into(), text: policy.into() },
-        PolicyFile { path: "lib.rego".into(), text: lib.into() },
+        PolicyFile {
+            path: "t.rego".into(),
+            text: policy.into(),
+        },
+        PolicyFile {
+            path: "lib.rego".into(),
+            text: lib.into(),
+        },
     ];
     let mut engine = parse_policies(&files, false).expect("known functions parse and check");
     assert!(super::check::unknown_calls(&mut engine).is_empty());
@@ -154,9 +190,10 @@ z := c if { c := count(input.a) with count as f }
 #[test]
 fn an_undefined_builtin_inside_a_collection_literal_is_undefined_on_both() {
     for call in ["array.flatten(0)", "to_number(\"x\")"] {
-        for body in
-            [format!("default x := \"d\"\nx := [1, {call}]"), format!("default x := \"d\"\nx := {{\"a\": {call}}}")]
-        {
+        for body in [
+            format!("default x := \"d\"\nx := [1, {call}]"),
+            format!("default x := \"d\"\nx := {{\"a\": {call}}}"),
+        ] {
             let p = format!("package t\n{body}\n");
             assert_eq!(both(&p, "{}"), json(r#""d""#), "{body}");
         }

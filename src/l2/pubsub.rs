@@ -46,7 +46,10 @@ pub enum Message {
     /// `reload()`: reload from this instance's own sources.
     Reload,
     /// `set_data(path, value)`, the value as canonical JSON.
-    SetData { path: Vec<String>, value: String },
+    SetData {
+        path: Vec<String>,
+        value: String,
+    },
     InvalidateTags(Vec<String>),
     InvalidateAll,
     /// One decorated result, by its key digest.
@@ -93,7 +96,11 @@ impl Seen {
     fn accept(&mut self, seq: u64, ts: u64) -> bool {
         if seq > self.highest {
             let shift = seq - self.highest;
-            self.below = if shift >= 64 { 0 } else { (self.below << shift) | (1 << (shift - 1)) };
+            self.below = if shift >= 64 {
+                0
+            } else {
+                (self.below << shift) | (1 << (shift - 1))
+            };
             if self.highest == 0 {
                 self.below = 0;
             }
@@ -181,7 +188,9 @@ impl Bus {
         let mut r = self.replay.lock();
         let mut seen = r.senders.get(&o.sender).copied().unwrap_or_default();
         if !seen.accept(o.seq, o.ts) {
-            return Err("was already received, or is older than what its sender sent since (a replay)");
+            return Err(
+                "was already received, or is older than what its sender sent since (a replay)",
+            );
         }
         let order = (o.ts, o.sender.clone(), o.seq);
         if changes_state {
@@ -193,7 +202,12 @@ impl Bus {
             }
         }
         if r.senders.len() >= MAX_SENDERS && !r.senders.contains_key(&o.sender) {
-            if let Some(oldest) = r.senders.iter().min_by_key(|(_, s)| s.ts).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = r
+                .senders
+                .iter()
+                .min_by_key(|(_, s)| s.ts)
+                .map(|(k, _)| k.clone())
+            {
                 r.senders.remove(&oldest);
             }
         }
@@ -207,7 +221,8 @@ impl Bus {
     /// This bus's sender id: every `RedisConfig` of a process sends as its own sender.
     fn sender(&self) -> &str {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        self.sender.get_or_init(|| format!("{}.{}", process_id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+        self.sender
+            .get_or_init(|| format!("{}.{}", process_id(), NEXT.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// Records a state change this bus sends, so an older one is never applied after it.
@@ -235,12 +250,20 @@ impl L2 {
         {
             let mut all = self.bus.listeners.lock();
             all.retain(|r| r.listener.strong_count() > 0);
-            all.push(Registered { id: id.clone(), scope: scope.to_owned(), listener });
+            all.push(Registered {
+                id: id.clone(),
+                scope: scope.to_owned(),
+                listener,
+            });
         }
         if let Some(h) = handle() {
             self.ensure_subscriber(&h);
         }
-        Publisher { l2: self.clone(), id, scope: scope.to_owned() }
+        Publisher {
+            l2: self.clone(),
+            id,
+            scope: scope.to_owned(),
+        }
     }
 
     /// Starts this process's subscriber if listeners are registered and none runs here yet.
@@ -258,12 +281,19 @@ impl L2 {
     fn deliver(&self, raw: &[u8]) {
         let Some((origin, message)) = self.decode(raw) else {
             self.bus.rejected.fetch_add(1, Ordering::Relaxed);
-            self.warn(|| "regoguard L2: ignored a pub/sub message that failed verification".to_owned());
+            self.warn(|| {
+                "regoguard L2: ignored a pub/sub message that failed verification".to_owned()
+            });
             return;
         };
         if let Err(why) = self.bus.admit(&origin, message.changes_state(), unix_ms()) {
             self.bus.rejected.fetch_add(1, Ordering::Relaxed);
-            self.warn(|| format!("regoguard L2: ignored a pub/sub message that {why} (sender {})", origin.sender));
+            self.warn(|| {
+                format!(
+                    "regoguard L2: ignored a pub/sub message that {why} (sender {})",
+                    origin.sender
+                )
+            });
             return;
         }
         let (from, scope) = (origin.from, origin.scope);
@@ -283,7 +313,13 @@ impl L2 {
 
     fn gap(&self) {
         self.bus.gaps.fetch_add(1, Ordering::Relaxed);
-        let targets: Vec<Arc<dyn Listener>> = self.bus.listeners.lock().iter().filter_map(|r| r.listener.upgrade()).collect();
+        let targets: Vec<Arc<dyn Listener>> = self
+            .bus
+            .listeners
+            .lock()
+            .iter()
+            .filter_map(|r| r.listener.upgrade())
+            .collect();
         for t in targets {
             t.on_gap();
         }
@@ -299,7 +335,9 @@ impl L2 {
         let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": self.bus.sender(), "seq": seq, "ts": ts});
         let fields = match message {
             Message::Reload => json!({"kind": "reload"}),
-            Message::SetData { path, value } => json!({"kind": "set_data", "path": path, "value": value}),
+            Message::SetData { path, value } => {
+                json!({"kind": "set_data", "path": path, "value": value})
+            }
             Message::InvalidateTags(tags) => json!({"kind": "invalidate_tags", "tags": tags}),
             Message::InvalidateAll => json!({"kind": "invalidate_all"}),
             Message::InvalidateKey(k) => {
@@ -316,12 +354,18 @@ impl L2 {
     fn sign(&self, json: &str) -> String {
         match &self.config.signing_key {
             Some(secret) => {
-                let Ok(mut m) = HmacSha256::new_from_slice(secret) else { return "-".to_owned() };
+                let Ok(mut m) = HmacSha256::new_from_slice(secret) else {
+                    return "-".to_owned();
+                };
                 m.update(b"regoguard/bus/v1\0");
                 m.update(self.config.channel.as_bytes());
                 m.update(b"\0");
                 m.update(json.as_bytes());
-                m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                m.finalize()
+                    .into_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
             }
             None => "-".to_owned(),
         }
@@ -333,7 +377,10 @@ impl L2 {
         let (tag, body) = text.split_once(' ')?;
         if let Some(secret) = &self.config.signing_key {
             let bytes: Option<Vec<u8>> = (0..tag.len() / 2)
-                .map(|i| tag.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .map(|i| {
+                    tag.get(2 * i..2 * i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
                 .collect();
             let mut m = HmacSha256::new_from_slice(secret).ok()?;
             m.update(b"regoguard/bus/v1\0");
@@ -356,11 +403,18 @@ impl L2 {
             ts: v.get("ts")?.as_u64()?,
         };
         let strings = |field: &str| -> Option<Vec<String>> {
-            v.get(field)?.as_array()?.iter().map(|t| t.as_str().map(str::to_owned)).collect()
+            v.get(field)?
+                .as_array()?
+                .iter()
+                .map(|t| t.as_str().map(str::to_owned))
+                .collect()
         };
         let message = match v.get("kind")?.as_str()? {
             "reload" => Message::Reload,
-            "set_data" => Message::SetData { path: strings("path")?, value: v.get("value")?.as_str()?.to_owned() },
+            "set_data" => Message::SetData {
+                path: strings("path")?,
+                value: v.get("value")?.as_str()?.to_owned(),
+            },
             "invalidate_tags" => Message::InvalidateTags(strings("tags")?),
             "invalidate_all" => Message::InvalidateAll,
             "invalidate_key" => {
@@ -386,7 +440,9 @@ impl Publisher {
     pub fn publish(&self, message: &Message) -> bool {
         let wire = self.l2.encode(&self.id, &self.scope, message, unix_ms());
         let l2 = &self.l2;
-        let Some((handle, conn)) = l2.ready() else { return false };
+        let Some((handle, conn)) = l2.ready() else {
+            return false;
+        };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let this = l2.clone();
         let guard = InFlight::new();
@@ -394,7 +450,11 @@ impl Publisher {
             let _guard = guard;
             let channel = this.config.channel.clone();
             let result = L2::call(conn, this.config.timeout, |mut c| async move {
-                redis::cmd("PUBLISH").arg(channel).arg(wire).query_async::<i64>(&mut c).await
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(wire)
+                    .query_async::<i64>(&mut c)
+                    .await
             })
             .await;
             let ok = match result {
@@ -410,7 +470,8 @@ impl Publisher {
             };
             let _ = tx.send(ok);
         });
-        rx.recv_timeout(l2.config.timeout * 2 + Duration::from_millis(20)).unwrap_or(false)
+        rx.recv_timeout(l2.config.timeout * 2 + Duration::from_millis(20))
+            .unwrap_or(false)
     }
 
     pub fn l2(&self) -> &Arc<L2> {
@@ -450,7 +511,10 @@ async fn subscribe(l2: Weak<L2>) {
                 }
                 let Some(this) = l2.upgrade() else { return };
                 this.bus.subscribed.store(false, Ordering::Relaxed);
-                this.warn(|| "regoguard L2: the pub/sub subscription was lost; dropping L1 and resubscribing".to_owned());
+                this.warn(|| {
+                    "regoguard L2: the pub/sub subscription was lost; dropping L1 and resubscribing"
+                        .to_owned()
+                });
                 this.gap();
             }
             Ok(Err(e)) => {
@@ -475,7 +539,9 @@ pub struct AuthorizerListener {
 
 impl Listener for AuthorizerListener {
     fn on_message(&self, message: Message) {
-        let Some(a) = self.authorizer.upgrade() else { return };
+        let Some(a) = self.authorizer.upgrade() else {
+            return;
+        };
         match message {
             Message::InvalidateTags(tags) => a.invalidate_tags(&tags),
             Message::InvalidateAll | Message::InvalidateKey(_) => a.invalidate_all(),
@@ -515,8 +581,16 @@ mod tests {
     use crate::l2::{DecisionPolicy, RedisConfig};
 
     fn l2(key: Option<&[u8]>) -> Arc<L2> {
-        let cfg = RedisConfig::new("redis://127.0.0.1:1/", 300.0, 0.05, "rg", key.map(<[u8]>::to_vec), None, DecisionPolicy::Auto)
-            .unwrap();
+        let cfg = RedisConfig::new(
+            "redis://127.0.0.1:1/",
+            300.0,
+            0.05,
+            "rg",
+            key.map(<[u8]>::to_vec),
+            None,
+            DecisionPolicy::Auto,
+        )
+        .unwrap();
         L2::new(cfg).unwrap()
     }
 
@@ -525,7 +599,10 @@ mod tests {
         let signed = l2(Some(b"0123456789abcdef-secret"));
         let all = [
             Message::Reload,
-            Message::SetData { path: vec!["a".into(), "b".into()], value: "[1,2]".into() },
+            Message::SetData {
+                path: vec!["a".into(), "b".into()],
+                value: "[1,2]".into(),
+            },
             Message::InvalidateTags(vec!["t1".into(), "t2".into()]),
             Message::InvalidateAll,
             Message::InvalidateKey([7; 32]),
@@ -533,27 +610,61 @@ mod tests {
         for m in &all {
             let wire = signed.encode("me", "a", m, 1000);
             let (origin, back) = signed.decode(wire.as_bytes()).unwrap();
-            assert_eq!((origin.from.as_str(), origin.scope.as_str(), &back), ("me", "a", m));
-            assert_eq!((origin.sender.as_str(), origin.ts), (signed.bus.sender(), 1000));
-            for (from, to) in [("\"scope\":\"a\"", "\"scope\":\"b\""), ("\"ts\":1000", "\"ts\":9000")] {
+            assert_eq!(
+                (origin.from.as_str(), origin.scope.as_str(), &back),
+                ("me", "a", m)
+            );
+            assert_eq!(
+                (origin.sender.as_str(), origin.ts),
+                (signed.bus.sender(), 1000)
+            );
+            for (from, to) in [
+                ("\"scope\":\"a\"", "\"scope\":\"b\""),
+                ("\"ts\":1000", "\"ts\":9000"),
+            ] {
                 let forged = wire.replace(from, to);
                 assert_ne!(forged, wire);
                 assert_eq!(signed.decode(forged.as_bytes()), None, "tampered {to}");
             }
-            assert_eq!(l2(Some(b"another-secret-of-16+")).decode(wire.as_bytes()), None, "other key");
-            assert_eq!(l2(None).decode(wire.as_bytes()), None, "signed, reader unsigned");
+            assert_eq!(
+                l2(Some(b"another-secret-of-16+")).decode(wire.as_bytes()),
+                None,
+                "other key"
+            );
+            assert_eq!(
+                l2(None).decode(wire.as_bytes()),
+                None,
+                "signed, reader unsigned"
+            );
         }
         let plain = l2(None);
         let wire = plain.encode("me", "r1:x", &Message::InvalidateAll, 5);
         assert!(wire.starts_with("- "));
-        assert_eq!(plain.decode(wire.as_bytes()).map(|m| m.1), Some(Message::InvalidateAll));
-        assert_eq!(signed.decode(wire.as_bytes()), None, "unsigned, reader signed");
+        assert_eq!(
+            plain.decode(wire.as_bytes()).map(|m| m.1),
+            Some(Message::InvalidateAll)
+        );
+        assert_eq!(
+            signed.decode(wire.as_bytes()),
+            None,
+            "unsigned, reader signed"
+        );
         assert_eq!(plain.decode(b"garbage"), None);
-        assert_eq!(plain.decode(b"- {\"v\":1}"), None, "v1 messages carry no sequence");
+        assert_eq!(
+            plain.decode(b"- {\"v\":1}"),
+            None,
+            "v1 messages carry no sequence"
+        );
     }
 
     fn origin(sender: &str, seq: u64, ts: u64) -> Origin {
-        Origin { from: "x".into(), scope: "a".into(), sender: sender.into(), seq, ts }
+        Origin {
+            from: "x".into(),
+            scope: "a".into(),
+            sender: sender.into(),
+            seq,
+            ts,
+        }
     }
 
     #[test]
@@ -561,17 +672,31 @@ mod tests {
         let bus = Bus::default();
         let now = 1_000_000;
         assert!(bus.admit(&origin("A", 1, now), true, now).is_ok());
-        assert!(bus.admit(&origin("A", 1, now), true, now).is_err(), "duplicate");
+        assert!(
+            bus.admit(&origin("A", 1, now), true, now).is_err(),
+            "duplicate"
+        );
         assert!(bus.admit(&origin("A", 2, now + 5), true, now).is_ok());
-        assert!(bus.admit(&origin("A", 1, now), false, now).is_err(), "older sequence");
+        assert!(
+            bus.admit(&origin("A", 1, now), false, now).is_err(),
+            "older sequence"
+        );
         // Another sender's older state change (delayed, or replayed) never rolls data back...
         assert!(bus.admit(&origin("B", 7, now + 1), true, now).is_err());
         // ...but its newer one and its invalidations pass.
         assert!(bus.admit(&origin("B", 8, now + 2), false, now).is_ok());
         assert!(bus.admit(&origin("B", 9, now + 9), true, now).is_ok());
         let window = u64::try_from(REPLAY_WINDOW.as_millis()).unwrap();
-        assert!(bus.admit(&origin("C", 1, now - window - 1), false, now).is_err(), "too old");
-        assert!(bus.admit(&origin("C", 1, now + window + 1), false, now).is_err(), "from the future");
+        assert!(
+            bus.admit(&origin("C", 1, now - window - 1), false, now)
+                .is_err(),
+            "too old"
+        );
+        assert!(
+            bus.admit(&origin("C", 1, now + window + 1), false, now)
+                .is_err(),
+            "from the future"
+        );
         // What this process sends counts as applied.
         bus.sent_state("a", now + 100, 1);
         assert!(bus.admit(&origin("D", 1, now + 50), true, now).is_err());
@@ -584,9 +709,16 @@ mod tests {
         assert!(!s.accept(2, 0) && !s.accept(3, 0) && !s.accept(1, 0));
         assert!(s.accept(100, 0));
         assert!(s.accept(99, 0) && s.accept(37, 0));
-        assert!(s.accept(36, 0) && !s.accept(35, 0), "64 behind is the edge of the window");
+        assert!(
+            s.accept(36, 0) && !s.accept(35, 0),
+            "64 behind is the edge of the window"
+        );
         assert!(!s.accept(99, 0) && !s.accept(100, 0));
         let (a, b) = (l2(None), l2(None));
-        assert_ne!(a.bus.sender(), b.bus.sender(), "two configs of one process are two senders");
+        assert_ne!(
+            a.bus.sender(),
+            b.bus.sender(),
+            "two configs of one process are two senders"
+        );
     }
 }

@@ -89,7 +89,9 @@ def routed_app(authz: regoguard.Authorizer) -> FastAPI:
         "/sub/things/a",  # a mounted FastAPI app
     ],
 )
-def test_authorize_sees_the_full_route_template(routes_authz: regoguard.Authorizer, path: str) -> None:
+def test_authorize_sees_the_full_route_template(
+    routes_authz: regoguard.Authorizer, path: str
+) -> None:
     client = TestClient(routed_app(routes_authz))
     r = client.get(path)
     assert r.status_code == 200, r.text
@@ -109,7 +111,9 @@ def test_the_router_relative_template_is_not_what_the_policy_sees(
         return {"route": seen[-1]}
 
     @router.get("/items/{item_id}")
-    def item(item_id: int, d: Annotated[Decision, Depends(Authorize(routes_authz, input=spy))]) -> dict[str, Any]:
+    def item(
+        item_id: int, d: Annotated[Decision, Depends(Authorize(routes_authz, input=spy))]
+    ) -> dict[str, Any]:
         return {}
 
     app.include_router(router, prefix="/api/v1")
@@ -178,7 +182,9 @@ def test_only_an_async_identity_makes_the_request_path_await(
     assert mw._sync_identity is is_sync
 
 
-def test_async_input_builder_in_the_middleware(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_async_input_builder_in_the_middleware(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     async def build(scope: Any, user: Any, body: Any) -> dict[str, Any]:
         return {"user": {"id": "alice" if scope["path"] == "/ok" else "eve"}}
 
@@ -194,7 +200,9 @@ def test_async_input_builder_in_the_middleware(authorizer: Callable[..., regogua
     assert client.get("/no").status_code == 403
 
 
-def test_async_identity_and_input_in_authorize(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_async_identity_and_input_in_authorize(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     authz = authorizer(WHO)
     calls = []
 
@@ -346,7 +354,9 @@ def test_authorize_logs_identity_failures_as_identity_failed(
     app = FastAPI()
 
     @app.get("/a")
-    def a(d: Annotated[Decision, Depends(Authorize(authorizer(WHO), identity=identity))]) -> dict[str, Any]:
+    def a(
+        d: Annotated[Decision, Depends(Authorize(authorizer(WHO), identity=identity))],
+    ) -> dict[str, Any]:
         return {}
 
     with caplog.at_level(logging.WARNING, logger="regoguard"):
@@ -381,10 +391,14 @@ def test_exclude_paths_it_cannot_honour_are_rejected(
     authorizer: Callable[..., regoguard.Authorizer], pattern: str
 ) -> None:
     with pytest.raises(regoguard.ConfigError, match="cannot honour"):
-        RegoGuardMiddleware(lambda s, r, se: None, authorizer=authorizer(WHO), exclude_paths=[pattern])  # type: ignore[arg-type, return-value]
+        RegoGuardMiddleware(
+            lambda s, r, se: None, authorizer=authorizer(WHO), exclude_paths=[pattern]
+        )  # type: ignore[arg-type, return-value]
 
 
-def test_exact_and_prefix_exclusions_still_work(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_exact_and_prefix_exclusions_still_work(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     app = FastAPI()
 
     @app.get("/{p:path}")
@@ -407,8 +421,10 @@ def test_exact_and_prefix_exclusions_still_work(authorizer: Callable[..., regogu
 # -- entrypoints, v0, details ------------------------------------------------------------------
 
 
-def test_a_v0_policy_error_suggests_rego_v0(authorizer: Callable[..., regoguard.Authorizer]) -> None:
-    v0 = "package authz\n\nallow {\n  input.user.id == \"alice\"\n}\n"
+def test_a_v0_policy_error_suggests_rego_v0(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
+    v0 = 'package authz\n\nallow {\n  input.user.id == "alice"\n}\n'
     with pytest.raises(regoguard.PolicyError, match=r"rego_v0=True"):
         authorizer(v0)
     assert authorizer(v0, rego_v0=True).check({"user": {"id": "alice"}}).allow
@@ -417,7 +433,7 @@ def test_a_v0_policy_error_suggests_rego_v0(authorizer: Callable[..., regoguard.
 def test_an_undefined_decision_says_forbidden_to_the_client_only(
     authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:
-    undefined = "package authz\n\nallow if input.user.id == \"alice\"\n"
+    undefined = 'package authz\n\nallow if input.user.id == "alice"\n'
     seen: list[Decision] = []
     app = FastAPI()
 
@@ -440,7 +456,9 @@ def test_an_undefined_decision_says_forbidden_to_the_client_only(
     assert r.json() == {"detail": "undefined"}
 
 
-def test_authorize_says_forbidden_for_undefined(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_authorize_says_forbidden_for_undefined(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     authz = authorizer("package authz\n\nallow if false\n")
     app = FastAPI()
 
@@ -483,14 +501,21 @@ allow if {
 def test_fastapi_opa_input_is_what_fastapi_opa_sends() -> None:
     scope = {"type": "http", "method": "GET", "path": "/api/items/"}
     doc = fastapi_opa_input(scope, {"sub": "u1", "role": "reader"}, None)
-    assert doc == {"sub": "u1", "role": "reader", "request_method": "GET", "request_path": ["api", "items", ""]}
+    assert doc == {
+        "sub": "u1",
+        "role": "reader",
+        "request_method": "GET",
+        "request_path": ["api", "items", ""],
+    }
     assert fastapi_opa_input({"method": "POST", "path": "/"}, None, None) == {
         "request_method": "POST",
         "request_path": [""],
     }
 
 
-def test_a_fastapi_opa_policy_runs_unchanged(authorizer: Callable[..., regoguard.Authorizer]) -> None:
+def test_a_fastapi_opa_policy_runs_unchanged(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
     authz = authorizer(FASTAPI_OPA_POLICY, entrypoint="data.httpapi.authz")
 
     def claims(scope: Any) -> dict[str, Any] | None:

@@ -44,7 +44,9 @@ class PDP:
         self.inputs: list[Any] = []
         self.auth: list[str | None] = []
         self.release = threading.Event()
-        self.decide: Callable[[Any], Any] = lambda doc: {"allow": str(doc["path"]).startswith("/both")}
+        self.decide: Callable[[Any], Any] = lambda doc: {
+            "allow": str(doc["path"]).startswith("/both")
+        }
         pdp = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,9 +62,13 @@ class PDP:
                     self.send_response(500)
                     self.end_headers()
                     return
-                raw = b"not json" if pdp.mode == "garbage" else json.dumps(
-                    {} if pdp.mode == "undefined" else {"result": pdp.decide(body["input"])}
-                ).encode()
+                raw = (
+                    b"not json"
+                    if pdp.mode == "garbage"
+                    else json.dumps(
+                        {} if pdp.mode == "undefined" else {"result": pdp.decide(body["input"])}
+                    ).encode()
+                )
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(raw)))
@@ -152,8 +158,13 @@ def test_an_opa_server_is_asked_over_http_with_the_same_input(
     assert shadow.drain(5)
     assert shadow.stats()["disagree"] == 1 and shadow.stats()["agree"] == 1
     expected = regoguard.build_input(
-        {"type": "http", "method": "GET", "path": "/open", "query_string": b"a=1",
-         "headers": [(b"x-tenant", b"acme")]},
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/open",
+            "query_string": b"a=1",
+            "headers": [(b"x-tenant", b"acme")],
+        },
         include_headers=["x-tenant"],
     )
     assert pdp.inputs[0] == expected
@@ -209,7 +220,9 @@ def test_a_hanging_pdp_fills_only_the_bounded_queue(
     shadow.close()
 
 
-def test_sample_rate_zero_asks_nothing(authorizer: Callable[..., regoguard.Authorizer], pdp: PDP) -> None:
+def test_sample_rate_zero_asks_nothing(
+    authorizer: Callable[..., regoguard.Authorizer], pdp: PDP
+) -> None:
     shadow = Shadow(OPAServer(pdp.url), sample_rate=0.0)
     client = TestClient(app_with(authorizer(ENFORCED), shadow))
     for _ in range(5):
@@ -241,9 +254,11 @@ def test_a_shadow_that_grants_everything_grants_nothing(
 
 
 def test_a_shadow_that_raises_never_fails_the_request(
-    authorizer: Callable[..., regoguard.Authorizer]
+    authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:
-    candidate = regoguard.Authorizer(enforced_dir(authorizer, 'package authz\n\nallow := "not a decision"\n'))
+    candidate = regoguard.Authorizer(
+        enforced_dir(authorizer, 'package authz\n\nallow := "not a decision"\n')
+    )
     shadow = Shadow(candidate)
     client = TestClient(app_with(authorizer(ENFORCED), shadow))
     assert client.get("/open").status_code == 200
@@ -271,7 +286,7 @@ def test_bad_shadow_configuration_is_a_config_error(
 
 
 def test_the_middleware_rejects_a_shadow_of_another_kind(
-    authorizer: Callable[..., regoguard.Authorizer]
+    authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:
     with pytest.raises(regoguard.ConfigError, match="shadow must be"):
         RegoGuardMiddleware(lambda s, r, se: None, authorizer=authorizer(ENFORCED), shadow=42)  # type: ignore[arg-type, return-value]
