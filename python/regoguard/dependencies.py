@@ -120,8 +120,6 @@ class Authorize:
                 )
                 if type(decision) is PendingDecision:  # a miss of a policy measured slow
                     decision = await to_thread.run_sync(decision.evaluate)
-                if type(decision) is PendingDecision:  # a miss of a policy measured slow
-                    decision = await to_thread.run_sync(decision.evaluate)
         except InputError as exc:
             explain_bad_input(scope, exc, user)
             raise HTTPException(status_code=400, detail="Bad Request") from exc
