@@ -80,7 +80,7 @@ default allow := false
 
 # The policy allows caching for a minute; the token's exp must still bound the entry.
 allow := {"allow": true, "cache_ttl_seconds": 60} if {
-	[valid, _, payload] := io.jwt.decode_verify(input.token, {"secret": "s3cret"})
+	[valid, _, payload] := io.jwt.decode_verify(input.token, {"secret": "a-32-byte-secret-for-the-hs256-t"})
 	valid
 	payload.sub == "alice"
 }
@@ -92,7 +92,9 @@ def test_a_decision_that_verified_a_jwt_is_cached_no_longer_than_its_exp(authori
 
     authz = authorizer({"authz.rego": JWT})
     exp = int(time.time()) + 2
-    token = jwt.encode({"sub": "alice", "exp": exp}, "s3cret", algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "alice", "exp": exp}, "a-32-byte-secret-for-the-hs256-t", algorithm="HS256"
+    )
     assert authz.check({"token": token}).allow
     second = authz.check({"token": token})
     assert second.allow and second.source == "l1"  # within exp and the policy's 60 s
@@ -108,7 +110,11 @@ def test_a_not_yet_valid_token_is_denied_until_its_nbf_then_decided_again(author
 
     authz = authorizer({"authz.rego": JWT})
     nbf = int(time.time()) + 2
-    token = jwt.encode({"sub": "alice", "nbf": nbf, "exp": nbf + 60}, "s3cret", algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "alice", "nbf": nbf, "exp": nbf + 60},
+        "a-32-byte-secret-for-the-hs256-t",
+        algorithm="HS256",
+    )
     assert not authz.check({"token": token}).allow
     while time.time() <= nbf + 0.05:
         time.sleep(0.05)
