@@ -10,35 +10,26 @@ use subtle::ConstantTimeEq;
 
 use super::Builtin;
 
-const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin {
-        name,
-        nargs,
-        f,
-        nondeterministic: false,
-    }
-}
-
 /// This family's builtins.
 pub const BUILTINS: &[Builtin] = &[
-    pure("crypto.md5", 1, |a| digest::<md5::Md5>("crypto.md5", a)),
-    pure("crypto.sha1", 1, |a| digest::<sha1::Sha1>("crypto.sha1", a)),
-    pure("crypto.sha256", 1, |a| {
+    Builtin::pure("crypto.md5", 1, |a| digest::<md5::Md5>("crypto.md5", a)),
+    Builtin::pure("crypto.sha1", 1, |a| digest::<sha1::Sha1>("crypto.sha1", a)),
+    Builtin::pure("crypto.sha256", 1, |a| {
         digest::<sha2::Sha256>("crypto.sha256", a)
     }),
-    pure("crypto.hmac.md5", 2, |a| {
+    Builtin::pure("crypto.hmac.md5", 2, |a| {
         hmac::<Hmac<md5::Md5>>("crypto.hmac.md5", a)
     }),
-    pure("crypto.hmac.sha1", 2, |a| {
+    Builtin::pure("crypto.hmac.sha1", 2, |a| {
         hmac::<Hmac<sha1::Sha1>>("crypto.hmac.sha1", a)
     }),
-    pure("crypto.hmac.sha256", 2, |a| {
+    Builtin::pure("crypto.hmac.sha256", 2, |a| {
         hmac::<Hmac<sha2::Sha256>>("crypto.hmac.sha256", a)
     }),
-    pure("crypto.hmac.sha512", 2, |a| {
+    Builtin::pure("crypto.hmac.sha512", 2, |a| {
         hmac::<Hmac<sha2::Sha512>>("crypto.hmac.sha512", a)
     }),
-    pure("crypto.hmac.equal", 2, hmac_equal),
+    Builtin::pure("crypto.hmac.equal", 2, hmac_equal),
 ];
 
 fn string<'a>(name: &str, n: usize, v: &'a Value) -> Result<&'a str> {

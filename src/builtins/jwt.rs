@@ -31,39 +31,30 @@ pub const MAX_KEY_LEN: usize = 256 * 1024;
 /// How deep nested JWTs (`cty: JWT`) may go.
 const MAX_NESTING: usize = 8;
 
-const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin {
-        name,
-        nargs,
-        f,
-        nondeterministic: false,
-    }
-}
-
 /// This family's builtins. `decode_verify` reads the clock (exp/nbf) unless given `time`.
 pub const BUILTINS: &[Builtin] = &[
-    pure("io.jwt.decode", 1, decode_builtin),
+    Builtin::pure("io.jwt.decode", 1, decode_builtin),
     Builtin {
         name: "io.jwt.decode_verify",
         nargs: 2,
         f: decode_verify_builtin,
         nondeterministic: true,
     },
-    pure("io.jwt.encode_sign", 3, encode_sign_builtin),
-    pure("io.jwt.encode_sign_raw", 3, encode_sign_raw_builtin),
-    pure("io.jwt.verify_hs256", 2, |a| verify_builtin(Alg::HS256, a)),
-    pure("io.jwt.verify_hs384", 2, |a| verify_builtin(Alg::HS384, a)),
-    pure("io.jwt.verify_hs512", 2, |a| verify_builtin(Alg::HS512, a)),
-    pure("io.jwt.verify_rs256", 2, |a| verify_builtin(Alg::RS256, a)),
-    pure("io.jwt.verify_rs384", 2, |a| verify_builtin(Alg::RS384, a)),
-    pure("io.jwt.verify_rs512", 2, |a| verify_builtin(Alg::RS512, a)),
-    pure("io.jwt.verify_ps256", 2, |a| verify_builtin(Alg::PS256, a)),
-    pure("io.jwt.verify_ps384", 2, |a| verify_builtin(Alg::PS384, a)),
-    pure("io.jwt.verify_ps512", 2, |a| verify_builtin(Alg::PS512, a)),
-    pure("io.jwt.verify_es256", 2, |a| verify_builtin(Alg::ES256, a)),
-    pure("io.jwt.verify_es384", 2, |a| verify_builtin(Alg::ES384, a)),
-    pure("io.jwt.verify_es512", 2, |a| verify_builtin(Alg::ES512, a)),
-    pure("io.jwt.verify_eddsa", 2, |a| verify_builtin(Alg::EdDSA, a)),
+    Builtin::pure("io.jwt.encode_sign", 3, encode_sign_builtin),
+    Builtin::pure("io.jwt.encode_sign_raw", 3, encode_sign_raw_builtin),
+    Builtin::pure("io.jwt.verify_hs256", 2, |a| verify_builtin(Alg::HS256, a)),
+    Builtin::pure("io.jwt.verify_hs384", 2, |a| verify_builtin(Alg::HS384, a)),
+    Builtin::pure("io.jwt.verify_hs512", 2, |a| verify_builtin(Alg::HS512, a)),
+    Builtin::pure("io.jwt.verify_rs256", 2, |a| verify_builtin(Alg::RS256, a)),
+    Builtin::pure("io.jwt.verify_rs384", 2, |a| verify_builtin(Alg::RS384, a)),
+    Builtin::pure("io.jwt.verify_rs512", 2, |a| verify_builtin(Alg::RS512, a)),
+    Builtin::pure("io.jwt.verify_ps256", 2, |a| verify_builtin(Alg::PS256, a)),
+    Builtin::pure("io.jwt.verify_ps384", 2, |a| verify_builtin(Alg::PS384, a)),
+    Builtin::pure("io.jwt.verify_ps512", 2, |a| verify_builtin(Alg::PS512, a)),
+    Builtin::pure("io.jwt.verify_es256", 2, |a| verify_builtin(Alg::ES256, a)),
+    Builtin::pure("io.jwt.verify_es384", 2, |a| verify_builtin(Alg::ES384, a)),
+    Builtin::pure("io.jwt.verify_es512", 2, |a| verify_builtin(Alg::ES512, a)),
+    Builtin::pure("io.jwt.verify_eddsa", 2, |a| verify_builtin(Alg::EdDSA, a)),
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -8,33 +8,24 @@ use regorus::Value;
 
 use super::Builtin;
 
-const fn pure(name: &'static str, nargs: u8, f: fn(&[Value]) -> Result<Value>) -> Builtin {
-    Builtin {
-        name,
-        nargs,
-        f,
-        nondeterministic: false,
-    }
-}
-
 /// This family's builtins.
 pub const BUILTINS: &[Builtin] = &[
-    pure("array.flatten", 1, array_flatten),
-    pure("strings.split_n", 3, strings_split_n),
-    pure("regex.globs_match", 2, regex_globs_match),
-    pure("plus", 2, plus),
-    pure("minus", 2, minus),
-    pure("mul", 2, mul),
-    pure("div", 2, div),
-    pure("rem", 2, rem),
-    pure("and", 2, and),
-    pure("or", 2, or),
-    pure("equal", 2, |a| cmp(BoolOp::Eq, a)),
-    pure("neq", 2, |a| cmp(BoolOp::Ne, a)),
-    pure("lt", 2, |a| cmp(BoolOp::Lt, a)),
-    pure("lte", 2, |a| cmp(BoolOp::Le, a)),
-    pure("gt", 2, |a| cmp(BoolOp::Gt, a)),
-    pure("gte", 2, |a| cmp(BoolOp::Ge, a)),
+    Builtin::pure("array.flatten", 1, array_flatten),
+    Builtin::pure("strings.split_n", 3, strings_split_n),
+    Builtin::pure("regex.globs_match", 2, regex_globs_match),
+    Builtin::pure("plus", 2, plus),
+    Builtin::pure("minus", 2, minus),
+    Builtin::pure("mul", 2, mul),
+    Builtin::pure("div", 2, div),
+    Builtin::pure("rem", 2, rem),
+    Builtin::pure("and", 2, and),
+    Builtin::pure("or", 2, or),
+    Builtin::pure("equal", 2, |a| cmp(BoolOp::Eq, a)),
+    Builtin::pure("neq", 2, |a| cmp(BoolOp::Ne, a)),
+    Builtin::pure("lt", 2, |a| cmp(BoolOp::Lt, a)),
+    Builtin::pure("lte", 2, |a| cmp(BoolOp::Le, a)),
+    Builtin::pure("gt", 2, |a| cmp(BoolOp::Gt, a)),
+    Builtin::pure("gte", 2, |a| cmp(BoolOp::Ge, a)),
 ];
 
 pub(super) fn string<'a>(name: &str, n: usize, v: &'a Value) -> Result<&'a str> {

@@ -50,6 +50,22 @@ pub struct Builtin {
     pub nondeterministic: bool,
 }
 
+impl Builtin {
+    /// A deterministic builtin (the common case).
+    pub const fn pure(
+        name: &'static str,
+        nargs: u8,
+        f: fn(&[Value]) -> anyhow::Result<Value>,
+    ) -> Self {
+        Builtin {
+            name,
+            nargs,
+            f,
+            nondeterministic: false,
+        }
+    }
+}
+
 /// Every builtin this module adds, family by family. Adding a family is one line here.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
     let families: &[&[Builtin]] = &[
