@@ -11,9 +11,13 @@ from anyio import to_thread
 from fastapi import HTTPException, Request
 
 from regoguard._input import Identity, default_identity, failure_id
-from regoguard._logging import warnings
 from regoguard._regoguard import Authorizer, Decision, InputError, PendingDecision, RequestSpec
-from regoguard.middleware import _client_detail, _is_async, explain_bad_input
+from regoguard.middleware import (
+    _client_detail,
+    _is_async,
+    explain_bad_input,
+    log_input_failure,
+)
 
 logger = logging.getLogger("regoguard")
 
@@ -93,17 +97,7 @@ class Authorize:
         except HTTPException:
             raise
         except Exception as exc:
-            error_id = failure_id(exc)
-            warnings.warn(
-                what,
-                "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
-                what,
-                error_id,
-                scope.get("method", "GET"),
-                scope.get("path"),
-                type(exc).__name__,
-                exc,
-            )
+            error_id = log_input_failure(scope, exc, what)
             raise HTTPException(
                 status_code=500, detail=f"authorization failed (error {error_id})"
             ) from exc

@@ -324,17 +324,7 @@ class RegoGuardMiddleware:
                 getattr(exc, "headers", None),
             )(scope, receive, send)
             return
-        error_id = failure_id(exc)
-        warnings.warn(
-            what,
-            "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
-            what,
-            error_id,
-            scope.get("method", "GET"),
-            scope.get("path"),
-            type(exc).__name__,
-            exc,
-        )
+        error_id = log_input_failure(scope, exc, what)
         responder = self.on_error(scope, exc) if self.on_error is not None else None
         if responder is None:
             responder = _json_response(500, f"authorization failed (error {error_id})")
@@ -449,6 +439,23 @@ def _client_detail(decision: Decision, status: int) -> str:
     if reason is None or (reason == "undefined" and decision.result is None):
         return "Unauthorized" if status == 401 else "Forbidden"
     return reason
+
+
+def log_input_failure(scope: Scope, exc: BaseException, what: str) -> str:
+    """Logs that ``identity``/``input``/``input_builder`` raised (WARNING, rate-limited; never
+    "evaluation failed") and returns the error id the 500 answer carries."""
+    error_id = failure_id(exc)
+    warnings.warn(
+        what,
+        "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
+        what,
+        error_id,
+        scope.get("method", "GET"),
+        scope.get("path"),
+        type(exc).__name__,
+        exc,
+    )
+    return error_id
 
 
 def explain_bad_input(scope: Scope, exc: BaseException, user: Any) -> None:
