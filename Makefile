@@ -19,6 +19,12 @@ bench-guard:
 bench-guard-update:
 	$(PY) benches/python/guard.py --update
 
+# Rebuild the extension into .venv quickly while developing (the `fast` profile in Cargo.toml:
+# no fat LTO, incremental); `bash scripts/test.sh` builds the release wheel as CI does.
+.PHONY: dev
+dev:
+	VIRTUAL_ENV=$(CURDIR)/.venv PATH=$(CURDIR)/.venv/bin:$$PATH .venv/bin/maturin develop --profile fast --quiet
+
 # Lint and format, as CI runs it (scripts/test.sh calls `make check`): rustfmt, clippy with
 # warnings as errors (pedantic is on in Cargo.toml), ruff, mypy --strict, stubtest.
 RUFF_PATHS = python tests benches examples
@@ -29,7 +35,7 @@ check: lint-rust lint-python
 
 lint-rust:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 lint-python:
 	$(PY) -m ruff check $(RUFF_PATHS)

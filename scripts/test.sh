@@ -21,7 +21,7 @@ step "make check (rustfmt, clippy -D warnings, ruff, mypy --strict, stubtest)"
 make --no-print-directory check PY=.venv/bin/python
 
 step "cargo test"
-cargo test --quiet
+cargo test --workspace --quiet
 
 step "pytest"
 .venv/bin/python -m pytest -q "$@"

@@ -1,37 +1,13 @@
-//! regoguard: embedded Rego authorization with a sound decision cache.
+//! The Python extension `regoguard._regoguard`: `PyO3` bindings over `regoguard-core`.
 //!
-//! The core is plain Rust (one module per concept); only [`bindings`] knows `PyO3`.
+//! Everything here translates between Python objects and the core's types; decisions, caches
+//! and policies live in the core crate (ARCHITECTURE.md, "Module map").
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod authorizer;
-pub mod budget;
-pub mod builtins;
-pub mod cache;
-pub mod canonical;
-pub mod clock;
-pub mod decision;
-pub mod decision_log;
-pub mod engine;
-pub mod error;
-pub mod eval_context;
-pub mod key;
-pub mod l2;
-pub mod metrics;
-pub mod request;
-pub mod rvm_guard;
-pub mod tooling;
-
 mod bindings;
-
-pub use authorizer::{Authorizer, AuthorizerConfig, DataSource, Decided};
-pub use cache::CacheConfig;
-pub use decision::{DecisionId, Outcome, Source};
-pub use decision_log::DecisionLogConfig;
-pub use engine::Evaluator;
-pub use error::{Error, Result};
 
 use pyo3::prelude::*;
 

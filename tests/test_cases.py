@@ -1,5 +1,5 @@
 """The shared decision oracle (tests/cases/*.yaml) through the Python API: RVM and interpreter,
-cached and uncached, check and check_many. cargo's tests/cases.rs reads the same files."""
+cached and uncached, check and check_many. cargo's crates/regoguard-core/tests/cases.rs reads the same files."""
 
 from __future__ import annotations
 

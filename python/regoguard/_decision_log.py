@@ -1,7 +1,7 @@
 """The drain thread of decision logs: one daemon thread per process, started by the first
 ``Authorizer`` built with ``decision_log=``.
 
-Requests only queue records in Rust (``src/decision_log.rs``); this thread takes them in
+Requests only queue records in Rust (``crates/regoguard-core/src/decision_log.rs``); this thread takes them in
 batches, has Rust render each as one OPA-style JSON line (masked), and writes it with
 ``logging.getLogger("regoguard.decisions").info(line)``. A slow or blocked handler therefore
 only fills the bounded queue; records past the bound are dropped and counted

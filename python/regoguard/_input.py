@@ -1,6 +1,6 @@
 """The request input document: what a policy sees for an HTTP request.
 
-The document itself is written in Rust (``src/request.rs``) straight from the ASGI scope, so
+The document itself is written in Rust (``crates/regoguard-core/src/request.rs``) straight from the ASGI scope, so
 the middleware, the ``Authorize`` dependency and ``build_input`` can never disagree, and an L1
 hit never builds a Python dict. This module holds the Python half: who the user is, and the
 body, which the middleware reads.

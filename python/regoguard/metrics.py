@@ -1,5 +1,5 @@
 """Prometheus exposition of regoguard's series: an ASGI app and a ``prometheus_client``
-collector. The text itself is rendered in Rust (``src/metrics.rs``); names live only there.
+collector. The text itself is rendered in Rust (``crates/regoguard-core/src/metrics.rs``); names live only there.
 
 Two ways to get the series scraped:
 

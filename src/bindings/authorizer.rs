@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::errors::{IntoPyErr, IntoPyResult};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -13,17 +14,19 @@ use super::config::{PyCacheConfig, PyDecisionLogConfig};
 use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
 use super::l2::{flush_warning, helpers, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
-use crate::authorizer::{Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm};
-use crate::cache::CacheConfig;
-use crate::canonical::{self, CanonicalWriter};
-use crate::clock;
-use crate::decision::{DecisionId, Outcome, Source};
-use crate::engine::{Compiled, Evaluator};
-use crate::error::{Error, Result};
-use crate::key::Key;
-use crate::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
-use crate::l2::{DecisionPolicy, Found, L2};
-use crate::metrics::{self, HistogramSnapshot};
+use regoguard_core::authorizer::{
+    Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm,
+};
+use regoguard_core::cache::CacheConfig;
+use regoguard_core::canonical::{self, CanonicalWriter};
+use regoguard_core::clock;
+use regoguard_core::decision::{DecisionId, Outcome, Source};
+use regoguard_core::engine::{Compiled, Evaluator};
+use regoguard_core::error::{Error, Result};
+use regoguard_core::key::Key;
+use regoguard_core::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
+use regoguard_core::l2::{DecisionPolicy, Found, L2};
+use regoguard_core::metrics::{self, HistogramSnapshot};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
 pub enum CacheArg {
@@ -217,19 +220,23 @@ impl PyAuthorizer {
         eval_timeout_seconds: f64,
         eval_memory_bytes: u64,
     ) -> PyResult<Self> {
-        let net = crate::builtins::http::NetConfig::new(allow_net.as_deref().unwrap_or_default())
-            .map_err(Error::config)?;
+        let net = regoguard_core::builtins::http::NetConfig::new(
+            allow_net.as_deref().unwrap_or_default(),
+        )
+        .map_err(Error::config)
+        .py()?;
         let l2 = match redis {
             Some(r) if !r.is_none() => {
                 let config = r
                     .cast::<PyRedisConfig>()
-                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))
+                    .py()?;
                 if config.get().config().signing_key.is_none() {
                     // Redis never decides alone: a shared decision must carry our signature.
                     return Err(Error::config(
                         "Authorizer(redis=...) needs RedisConfig(signing_key=...): decisions read from Redis must be signed",
                     )
-                    .into());
+                    .into_pyerr());
                 }
                 Some(config.get().l2(py)?)
             }
@@ -238,9 +245,11 @@ impl PyAuthorizer {
         let policies = policy_paths(policies)?;
         let data = match data {
             None => DataSource::Inline(regorus::Value::new_object()),
-            Some(d) if d.is_instance_of::<PyDict>() => {
-                DataSource::Inline(to_value(d, "data").map_err(|e| Error::data(e.to_string()))?)
-            }
+            Some(d) if d.is_instance_of::<PyDict>() => DataSource::Inline(
+                to_value(d, "data")
+                    .map_err(|e| Error::data(e.to_string()))
+                    .py()?,
+            ),
             Some(d) => DataSource::File(path_string(d, "data (a dict or a path)")?),
         };
         let config = AuthorizerConfig {
@@ -253,13 +262,14 @@ impl PyAuthorizer {
                 CacheArg::Config(c) => Some(c),
             },
             rego_v0,
-            evaluator: Evaluator::parse(evaluator)?,
+            evaluator: Evaluator::parse(evaluator).py()?,
             decision_log: decision_log.map(|d| d.get().inner.clone()),
-            budget: crate::budget::Budget::new(eval_timeout_seconds, eval_memory_bytes)?,
+            budget: regoguard_core::budget::Budget::new(eval_timeout_seconds, eval_memory_bytes)
+                .py()?,
         };
-        let inner = Arc::new(py.detach(|| Authorizer::new(config))?);
+        let inner = Arc::new(py.detach(|| Authorizer::new(config)).py()?);
         log_interpreter_fallbacks(py, &inner.current());
-        crate::builtins::http::configure(inner.current().owner(), net);
+        regoguard_core::builtins::http::configure(inner.current().owner(), net);
         if inner.decision_log().is_some() {
             // The drain thread is Python's (see regoguard/_decision_log.py for why).
             py.import("regoguard._decision_log")?
@@ -341,7 +351,7 @@ impl PyAuthorizer {
         let py = slf.py();
         let this = slf.get();
         let a = &*this.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
         let started_ns = clock::now_ns();
         let (key, hit, owned) = with_written(
             |w| write_value(w, input, "input"),
@@ -358,7 +368,8 @@ impl PyAuthorizer {
                     (key, None, _) => (key, None, bytes.to_vec()),
                 })
             },
-        )?;
+        )
+        .py()?;
         if let Some(decided) = hit {
             return ready(py, Bound::new(py, PyDecision::new(decided))?.into_any());
         }
@@ -369,7 +380,7 @@ impl PyAuthorizer {
                 let call_soon = running.getattr("call_soon_threadsafe")?.unbind();
                 let rev = compiled.revision.display.to_string();
                 let redis_key = l2.key(&format!("d:{rev}"), &key.0);
-                let ticket = a.cache().map(crate::cache::DecisionCache::ticket);
+                let ticket = a.cache().map(regoguard_core::cache::DecisionCache::ticket);
                 let (authz, compiled2, fut2) =
                     (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
                 let l2c = l2.clone();
@@ -434,7 +445,7 @@ impl PyAuthorizer {
             form: InputForm::Plain,
             started_ns,
         };
-        let decided = this.evaluate_miss(py, &c, &key)?;
+        let decided = this.evaluate_miss(py, &c, &key).py()?;
         ready(py, Bound::new(py, PyDecision::new(decided))?.into_any())
     }
 
@@ -447,11 +458,12 @@ impl PyAuthorizer {
         entrypoint: Option<&str>,
     ) -> PyResult<Vec<PyDecision>> {
         let a = &*self.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
         let mut batch = Vec::new();
         for (i, item) in inputs.try_iter()?.enumerate() {
             let bytes = to_canonical(&item?, "")
-                .map_err(|e| canonical::prefix_path(canonical::prefix_index(e, i), "inputs"))?;
+                .map_err(|e| canonical::prefix_path(canonical::prefix_index(e, i), "inputs"))
+                .py()?;
             batch.push(bytes);
         }
         let results: Vec<Result<Decided>> = py.detach(|| {
@@ -475,7 +487,7 @@ impl PyAuthorizer {
         });
         let mut out = Vec::with_capacity(results.len());
         for r in results {
-            out.push(PyDecision::new(r?));
+            out.push(PyDecision::new(r.py()?));
         }
         Ok(out)
     }
@@ -484,7 +496,7 @@ impl PyAuthorizer {
     fn prepare(&self, py: Python<'_>, entrypoint: &str) -> PyResult<()> {
         let a = &*self.inner;
         if a.current_guard().entrypoint_index(entrypoint).is_none() {
-            py.detach(|| a.register_entrypoint(entrypoint))?;
+            py.detach(|| a.register_entrypoint(entrypoint)).py()?;
         }
         Ok(())
     }
@@ -501,7 +513,7 @@ impl PyAuthorizer {
     }
 
     fn reload(&self, py: Python<'_>) -> PyResult<String> {
-        let revision = py.detach(|| self.inner.reload())?.to_string();
+        let revision = py.detach(|| self.inner.reload()).py()?.to_string();
         self.publish(py, &Message::Reload);
         Ok(revision)
     }
@@ -518,7 +530,9 @@ impl PyAuthorizer {
         } else {
             format!("data.{}", segments.join("."))
         };
-        let value = to_value(value, &root).map_err(|e| Error::data(e.to_string()))?;
+        let value = to_value(value, &root)
+            .map_err(|e| Error::data(e.to_string()))
+            .py()?;
         let message = self
             .publisher
             .as_ref()
@@ -529,7 +543,8 @@ impl PyAuthorizer {
                 value,
             });
         let revision = py
-            .detach(|| self.inner.set_data(&segments, value))?
+            .detach(|| self.inner.set_data(&segments, value))
+            .py()?
             .to_string();
         if let Some(m) = message {
             self.publish(py, &m);
@@ -687,7 +702,7 @@ pub fn render_metrics(
                 return Err(Error::config(format!(
                     "two authorizers with entrypoint {l} would share one series; expose them from separate metrics apps"
                 ))
-                .into());
+                .into_pyerr());
             }
         }
         samples.push(inner.sample(label));
@@ -706,7 +721,7 @@ pub fn render_metrics(
 #[pyfunction]
 #[pyo3(name = "_drain_decision_logs", signature = (max_records, render))]
 pub fn drain_decision_logs(max_records: usize, render: bool) -> (usize, Vec<String>) {
-    crate::decision_log::drain_all(max_records, render)
+    regoguard_core::decision_log::drain_all(max_records, render)
 }
 
 impl PyAuthorizer {
@@ -727,7 +742,7 @@ impl PyAuthorizer {
                 if let Some(i) = guard.entrypoint_index(name) {
                     (&guard, i)
                 } else {
-                    registered = a.register_entrypoint(name)?;
+                    registered = a.register_entrypoint(name).py()?;
                     (&registered.0, registered.1)
                 }
             }
@@ -745,7 +760,8 @@ impl PyAuthorizer {
                 (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
                 (key, None, _) => self.evaluate_miss(py, &c, &key),
             }
-        })?;
+        })
+        .py()?;
         Ok(PyDecision::new(decided))
     }
 
@@ -761,7 +777,7 @@ impl PyAuthorizer {
         let py = slf.py();
         let this = slf.get();
         let a = &*this.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint)?;
+        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
         let started_ns = clock::now_ns();
         let s = spec.get();
         let done = with_written(write, |bytes| {
@@ -782,7 +798,8 @@ impl PyAuthorizer {
                     Ok(decided)
                 }
             })
-        })?;
+        })
+        .py()?;
         match done {
             Ok(decided) => Ok(Py::new(py, PyDecision::new(decided))?.into_any()),
             Err((key, bytes)) => {
@@ -907,7 +924,7 @@ fn promote(
     c: &Check<'_>,
     key: Key,
     found: &Found,
-    ticket: crate::cache::Ticket,
+    ticket: regoguard_core::cache::Ticket,
 ) -> Option<Decided> {
     let cache = a.cache()?;
     let value = canonical::decode(&found.payload).ok()?;
@@ -943,7 +960,7 @@ impl PyPendingDecision {
             started_ns: self.started_ns,
         };
         let t = clock::now_ns();
-        let decided = this.evaluate_miss(py, &c, &self.key)?;
+        let decided = this.evaluate_miss(py, &c, &self.key).py()?;
         if let Some(spec) = &self.spec {
             spec.get().observe_miss(clock::now_ns().saturating_sub(t));
         }
@@ -971,8 +988,9 @@ pub fn build_request_input<'py>(
     let mut value = with_written(
         |w| write_request(w, scope, &spec.get().headers, &extras),
         canonical::decode,
-    )?;
-    crate::request::complete(&mut value);
+    )
+    .py()?;
+    regoguard_core::request::complete(&mut value);
     to_python(py, &value)
 }
 
@@ -1005,7 +1023,7 @@ fn data_path(path: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 /// `{entrypoint: why it runs on the interpreter, or None on the RVM}`.
 fn evaluator_reasons<'py>(
     py: Python<'py>,
-    compiled: &crate::engine::Compiled,
+    compiled: &regoguard_core::engine::Compiled,
 ) -> PyResult<Bound<'py, PyDict>> {
     let reasons = PyDict::new(py);
     for ep in &compiled.entrypoints {
@@ -1016,7 +1034,7 @@ fn evaluator_reasons<'py>(
 
 /// `evaluator="auto"` never falls back silently: each entrypoint it could not compile for the
 /// RVM is logged once, at construction, on the `regoguard` logger.
-fn log_interpreter_fallbacks(py: Python<'_>, compiled: &crate::engine::Compiled) {
+fn log_interpreter_fallbacks(py: Python<'_>, compiled: &regoguard_core::engine::Compiled) {
     if compiled.evaluator() != Evaluator::Auto {
         return;
     }
@@ -1037,9 +1055,9 @@ fn log_interpreter_fallbacks(py: Python<'_>, compiled: &crate::engine::Compiled)
 impl Drop for PyAuthorizer {
     fn drop(&mut self) {
         // Forget this authorizer's allow_net.
-        crate::builtins::http::configure(
+        regoguard_core::builtins::http::configure(
             self.inner.current().owner(),
-            crate::builtins::http::NetConfig::default(),
+            regoguard_core::builtins::http::NetConfig::default(),
         );
     }
 }

@@ -1,11 +1,12 @@
 //! Thin frozen wrappers over the core's configuration types.
 
+use super::errors::{IntoPyErr, IntoPyResult};
 use pyo3::prelude::*;
 
 use pyo3::types::PyDict;
 
-use crate::cache::CacheConfig;
-use crate::decision_log::{DecisionLogConfig, DEFAULT_MASK};
+use regoguard_core::cache::CacheConfig;
+use regoguard_core::decision_log::{DecisionLogConfig, DEFAULT_MASK};
 
 /// `CacheConfig(*, max_entries=100_000, ttl_seconds=60.0, deny_ttl_seconds=None)`.
 #[pyclass(
@@ -26,10 +27,14 @@ impl PyCacheConfig {
     #[new]
     #[pyo3(signature = (*, max_entries = 100_000, ttl_seconds = 60.0, deny_ttl_seconds = None))]
     fn new(max_entries: i64, ttl_seconds: f64, deny_ttl_seconds: Option<f64>) -> PyResult<Self> {
-        let max = u64::try_from(max_entries).map_err(|_| {
-            crate::error::Error::config(format!("max_entries must be >= 1, got {max_entries}"))
-        })?;
-        let inner = CacheConfig::new(max, ttl_seconds, deny_ttl_seconds)?;
+        let max = u64::try_from(max_entries)
+            .map_err(|_| {
+                regoguard_core::error::Error::config(format!(
+                    "max_entries must be >= 1, got {max_entries}"
+                ))
+            })
+            .py()?;
+        let inner = CacheConfig::new(max, ttl_seconds, deny_ttl_seconds).py()?;
         Ok(Self {
             inner,
             deny_ttl_given: deny_ttl_seconds,
@@ -94,25 +99,29 @@ impl PyDecisionLogConfig {
         mask_names: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mask = mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|s| (*s).to_owned()).collect());
-        let max_queue = usize::try_from(max_queue).map_err(|_| {
-            crate::error::Error::config(format!("max_queue must be >= 1, got {max_queue}"))
-        })?;
+        let max_queue = usize::try_from(max_queue)
+            .map_err(|_| {
+                regoguard_core::error::Error::config(format!(
+                    "max_queue must be >= 1, got {max_queue}"
+                ))
+            })
+            .py()?;
         let mut pairs = Vec::new();
         if let Some(labels) = labels {
             for (k, v) in labels.iter() {
                 let (Ok(k), Ok(v)) = (k.extract::<String>(), v.extract::<String>()) else {
-                    return Err(crate::error::Error::config(
+                    return Err(regoguard_core::error::Error::config(
                         "decision_log labels must map str to str".to_owned(),
                     )
-                    .into());
+                    .into_pyerr());
                 };
                 pairs.push((k, v));
             }
         }
         pairs.sort();
-        let mut inner = DecisionLogConfig::new(sample_rate, mask, max_queue, pairs)?;
+        let mut inner = DecisionLogConfig::new(sample_rate, mask, max_queue, pairs).py()?;
         if let Some(names) = mask_names {
-            inner = inner.with_mask_names(names)?;
+            inner = inner.with_mask_names(names).py()?;
         }
         Ok(Self { inner })
     }

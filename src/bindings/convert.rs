@@ -8,8 +8,10 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use regorus::Value;
 use smallvec::SmallVec;
 
-use crate::canonical::{self, check_depth, input_error, prefix_index, prefix_key, CanonicalWriter};
-use crate::error::Result;
+use regoguard_core::canonical::{
+    self, check_depth, input_error, prefix_index, prefix_key, CanonicalWriter,
+};
+use regoguard_core::error::Result;
 
 thread_local! {
     /// One reusable buffer per thread: the hit path writes a key without allocating.

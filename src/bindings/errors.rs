@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
-use crate::error::{Error, PolicyIssue};
+use regoguard_core::error::{Error, PolicyIssue};
 
 static REGOGUARD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static POLICY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -136,9 +136,33 @@ fn to_pyerr(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(instance))
 }
 
-impl From<Error> for PyErr {
+/// The Python exception for a core error (the orphan rule keeps `From<Error> for PyErr` out:
+/// `Error` lives in regoguard-core, `PyErr` in pyo3).
+#[cold]
+pub(crate) fn py_err(err: Error) -> PyErr {
+    Python::attach(|py| to_pyerr(py, &err).unwrap_or_else(|e| e))
+}
+
+/// `result.py()?` turns a core result into a `PyResult`, raising the matching Python class.
+pub(crate) trait IntoPyResult<T> {
+    fn py(self) -> PyResult<T>;
+}
+
+/// `Err(Error::config(...).into_pyerr())` where a `PyErr` is built directly.
+pub(crate) trait IntoPyErr {
+    fn into_pyerr(self) -> PyErr;
+}
+
+impl IntoPyErr for Error {
     #[cold]
-    fn from(err: Error) -> PyErr {
-        Python::attach(|py| to_pyerr(py, &err).unwrap_or_else(|e| e))
+    fn into_pyerr(self) -> PyErr {
+        py_err(self)
+    }
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    #[inline]
+    fn py(self) -> PyResult<T> {
+        self.map_err(py_err)
     }
 }

@@ -8,12 +8,13 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::errors::{IntoPyErr, IntoPyResult};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::error::Error;
-use crate::l2::{self, DecisionPolicy, RedisConfig, L2};
+use regoguard_core::error::Error;
+use regoguard_core::l2::{self, DecisionPolicy, RedisConfig, L2};
 
 /// `RedisConfig(url, *, ttl_seconds=300.0, timeout_seconds=0.05, key_prefix="regoguard",
 /// signing_key=None, channel=None, decisions="auto")`.
@@ -42,7 +43,7 @@ impl PyRedisConfig {
             return Ok(l2.clone());
         }
         helpers(py)?.call_method0("register_atexit")?;
-        let l2 = L2::new(self.config.clone())?;
+        let l2 = L2::new(self.config.clone()).py()?;
         Ok(self.l2.get_or_init(|| l2).clone())
     }
 }
@@ -63,7 +64,8 @@ impl PyRedisConfig {
     ) -> PyResult<Self> {
         let url = url
             .cast::<PyString>()
-            .map_err(|_| Error::config("url must be a str"))?
+            .map_err(|_| Error::config("url must be a str"))
+            .py()?
             .to_str()?;
         let signing_key = match signing_key {
             None => None,
@@ -73,7 +75,9 @@ impl PyRedisConfig {
                 } else if let Ok(s) = k.cast::<PyString>() {
                     Some(s.to_str()?.as_bytes().to_vec())
                 } else {
-                    return Err(Error::config("signing_key must be bytes, str or None").into());
+                    return Err(
+                        Error::config("signing_key must be bytes, str or None").into_pyerr()
+                    );
                 }
             }
         };
@@ -84,8 +88,9 @@ impl PyRedisConfig {
             key_prefix,
             signing_key,
             channel,
-            DecisionPolicy::parse(decisions)?,
-        )?;
+            DecisionPolicy::parse(decisions).py()?,
+        )
+        .py()?;
         Ok(Self {
             config,
             ttl_seconds,

@@ -31,6 +31,6 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(result_cache::canonical_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(builtins::builtins, m)?)?;
     m.add_class::<tooling::PyWorkspace>()?;
-    m.add("MAX_INPUT_DEPTH", crate::canonical::MAX_DEPTH)?;
+    m.add("MAX_INPUT_DEPTH", regoguard_core::canonical::MAX_DEPTH)?;
     Ok(())
 }

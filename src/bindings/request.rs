@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::convert::{text, write_value};
-use crate::canonical::{input_error, prefix_path, CanonicalWriter};
-use crate::error::Result;
-use crate::request::{write_query, HeaderCollector, HeaderFilter};
+use regoguard_core::canonical::{input_error, prefix_path, CanonicalWriter};
+use regoguard_core::error::Result;
+use regoguard_core::request::{write_query, HeaderCollector, HeaderFilter};
 
 /// Which parts of a request reach the policy; built once per middleware or dependency.
 #[pyclass(name = "RequestSpec", module = "regoguard._regoguard", frozen)]

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::errors::{IntoPyErr, IntoPyResult};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -26,13 +27,13 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use super::authorizer::PyDecision;
 use super::convert::{to_canonical, to_python, with_canonical};
 use super::l2::{flush_warning, resolve, PyRedisConfig};
-use crate::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
-use crate::canonical;
-use crate::error::Error;
-use crate::key::{Key, KeySeed};
-use crate::l2::pubsub::{Listener, Message, Publisher};
-use crate::l2::{Found, Observed, L2};
-use crate::metrics;
+use regoguard_core::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
+use regoguard_core::canonical;
+use regoguard_core::error::Error;
+use regoguard_core::key::{Key, KeySeed};
+use regoguard_core::l2::pubsub::{Listener, Message, Publisher};
+use regoguard_core::l2::{Found, Observed, L2};
+use regoguard_core::metrics;
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -221,8 +222,8 @@ impl PyResultCache {
                 path,
                 message: format!("{message}{hint}"),
             }
-            .into(),
-            other => other.into(),
+            .into_pyerr(),
+            other => other.into_pyerr(),
         }
     }
 
@@ -471,11 +472,12 @@ impl PyResultCache {
                     "max_entries must be between 1 and {}, got {max_entries}",
                     u32::MAX
                 ))
-            })?;
-        let ttl = seconds("ttl_seconds", ttl_seconds)?;
+            })
+            .py()?;
+        let ttl = seconds("ttl_seconds", ttl_seconds).py()?;
         let deny_ttl = match deny_ttl_seconds {
             None => ttl,
-            Some(s) => seconds("deny_ttl_seconds", s)?,
+            Some(s) => seconds("deny_ttl_seconds", s).py()?,
         };
         let root = if custom_key { "key()" } else { "args" };
         let domain = blake3::hash(KEY_DOMAIN);
@@ -483,7 +485,7 @@ impl PyResultCache {
         // two closures made by one factory must not share results (ARCHITECTURE.md, "Keys").
         let space_name = match identity {
             Some(v) if !v.is_none() => {
-                let bytes = to_canonical(v, "identity")?;
+                let bytes = to_canonical(v, "identity").py()?;
                 let digest: String = blake3::hash(&bytes)
                     .as_bytes()
                     .iter()
@@ -502,7 +504,8 @@ impl PyResultCache {
             Some(r) => {
                 let config = r
                     .cast::<PyRedisConfig>()
-                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))?;
+                    .map_err(|_| Error::config("redis must be a RedisConfig or None"))
+                    .py()?;
                 let l2 = config.get().l2(py)?;
                 let id: String = blake3::hash(space_name.as_bytes()).as_bytes()[..16]
                     .iter()
@@ -770,6 +773,6 @@ pub fn canonical_bytes<'py>(
     value: &Bound<'py, PyAny>,
     root: &str,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    let bytes = to_canonical(value, root)?;
+    let bytes = to_canonical(value, root).py()?;
     Ok(pyo3::types::PyBytes::new(value.py(), &bytes))
 }

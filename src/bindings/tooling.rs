@@ -1,14 +1,15 @@
 //! The developer tools (`python -m regoguard test|eval|check`) for Python: a private
-//! `_Workspace` over [`crate::tooling::Workspace`].
+//! `_Workspace` over [`regoguard_core::tooling::Workspace`].
 
+use super::errors::IntoPyResult;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::convert::{to_python, to_value};
-use crate::engine;
-use crate::error::Error;
-use crate::tooling::{TestCase, TestOutcome, Workspace};
+use regoguard_core::engine;
+use regoguard_core::error::Error;
+use regoguard_core::tooling::{TestCase, TestOutcome, Workspace};
 
 /// Policies and data loaded once for the tools; not for the request path.
 #[pyclass(name = "_Workspace", module = "regoguard._regoguard", frozen)]
@@ -30,14 +31,20 @@ impl PyWorkspace {
     ) -> PyResult<Self> {
         let mut docs = Vec::new();
         if let Some(d) = data {
-            docs.push(to_value(d.as_any(), "data").map_err(|e| Error::data(e.to_string()))?);
+            docs.push(
+                to_value(d.as_any(), "data")
+                    .map_err(|e| Error::data(e.to_string()))
+                    .py()?,
+            );
         }
-        let ws = py.detach(|| -> crate::Result<Workspace> {
-            for f in &data_files {
-                docs.push(engine::read_data_file(f)?);
-            }
-            Workspace::load(&policies, docs, rego_v0)
-        })?;
+        let ws = py
+            .detach(|| -> regoguard_core::Result<Workspace> {
+                for f in &data_files {
+                    docs.push(engine::read_data_file(f)?);
+                }
+                Workspace::load(&policies, docs, rego_v0)
+            })
+            .py()?;
         let cases = ws.tests();
         Ok(Self {
             inner: Mutex::new(ws),
@@ -134,10 +141,12 @@ impl PyWorkspace {
         has_input: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let input = match input {
-            Some(i) if has_input => to_value(i, "input")?,
+            Some(i) if has_input => to_value(i, "input").py()?,
             _ => regorus::Value::Undefined,
         };
-        let results = py.detach(|| self.inner.lock().eval_query(query, input))?;
+        let results = py
+            .detach(|| self.inner.lock().eval_query(query, input))
+            .py()?;
         let out = PyList::empty(py);
         for (values, bindings) in &results {
             let vals = PyList::empty(py);

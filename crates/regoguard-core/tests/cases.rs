@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use _regoguard::{Authorizer, AuthorizerConfig, CacheConfig, DataSource, Error, Evaluator};
+use regoguard_core::{Authorizer, AuthorizerConfig, CacheConfig, DataSource, Error, Evaluator};
 use regorus::Value;
 use serde::Deserialize;
 
@@ -55,7 +55,7 @@ fn default_entrypoint() -> String {
 }
 
 fn case_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cases");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

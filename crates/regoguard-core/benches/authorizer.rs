@@ -5,13 +5,15 @@
 
 use std::path::Path;
 
-use _regoguard::{canonical, key::KeySeed, Authorizer, AuthorizerConfig, DataSource, Evaluator};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use regoguard_core::{
+    canonical, key::KeySeed, Authorizer, AuthorizerConfig, DataSource, Evaluator,
+};
 use regorus::Value;
 use std::hint::black_box;
 
 fn realistic(evaluator: Evaluator, cached: bool) -> Authorizer {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies/good/realistic");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/policies/good/realistic");
     let mut cfg = AuthorizerConfig::new(vec![dir.to_string_lossy().into_owned()]);
     cfg.data = DataSource::File(dir.join("data.json").to_string_lossy().into_owned());
     cfg.evaluator = evaluator;

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use _regoguard::cache::{CacheConfig, DecisionCache};
-use _regoguard::key::Key;
-use _regoguard::Outcome;
+use regoguard_core::cache::{CacheConfig, DecisionCache};
+use regoguard_core::key::Key;
+use regoguard_core::Outcome;
 use regorus::Value;
 
 const N: u64 = 1_000_000;
