@@ -3,23 +3,16 @@ parameters."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from anyio import to_thread
 from fastapi import HTTPException, Request
 
-from regoguard._input import Identity, default_identity, failure_id
-from regoguard._regoguard import Authorizer, Decision, InputError, PendingDecision, RequestSpec
-from regoguard.middleware import (
-    _client_detail,
-    _is_async,
-    explain_bad_input,
-    log_input_failure,
-)
-
-logger = logging.getLogger("regoguard")
+from regoguard._input import Identity, default_identity
+from regoguard._regoguard import Authorizer, Decision, PendingDecision, RequestSpec
+from regoguard._responses import Answer, denied, evaluation_failed, input_failed
+from regoguard.middleware import _is_async
 
 
 class Authorize:
@@ -97,10 +90,7 @@ class Authorize:
         except HTTPException:
             raise
         except Exception as exc:
-            error_id = log_input_failure(scope, exc, what)
-            raise HTTPException(
-                status_code=500, detail=f"authorization failed (error {error_id})"
-            ) from exc
+            raise _http_exception(input_failed(scope, exc, what)) from exc
         try:
             if self.input is not None:
                 decision = self.authorizer.check(doc, entrypoint=self.entrypoint)
@@ -114,22 +104,18 @@ class Authorize:
                 )
                 if type(decision) is PendingDecision:  # a miss of a policy measured slow
                     decision = await to_thread.run_sync(decision.evaluate)
-        except InputError as exc:
-            explain_bad_input(scope, exc, user)
-            raise HTTPException(status_code=400, detail="Bad Request") from exc
-        except Exception as exc:
-            error_id = failure_id(exc)
-            logger.error(
-                "regoguard: evaluation failed, answering 500 [error %s]: %s", error_id, exc
-            )
-            raise HTTPException(
-                status_code=500, detail=f"authorization failed (error {error_id})"
-            ) from exc
+        except Exception as exc:  # an InputError is a 400, anything else a 500
+            raise _http_exception(evaluation_failed(scope, exc, user)) from exc
         if not decision.allow:
-            status = decision.status or 403
-            detail = _client_detail(decision, status)
-            raise HTTPException(status_code=status, detail=detail, headers=decision.headers)
+            raise _http_exception(denied(decision))
         return decision
+
+
+def _http_exception(answer: Answer) -> HTTPException:
+    """FastAPI's ``HTTPException`` carrying a ``regoguard._responses`` answer."""
+    return HTTPException(
+        status_code=answer.status, detail=answer.detail, headers=answer.headers
+    )
 
 
 def route_template(scope: Mapping[str, Any]) -> str:

@@ -21,7 +21,6 @@ from regoguard._input import (
     failure_id,
     parse_body,
 )
-from regoguard._logging import warnings
 from regoguard._regoguard import (
     Authorizer,
     ConfigError,
@@ -29,6 +28,15 @@ from regoguard._regoguard import (
     InputError,
     PendingDecision,
     RequestSpec,
+)
+from regoguard._responses import (
+    BAD_REQUEST,
+    TOO_LARGE,
+    Answer,
+    denied,
+    evaluation_failed,
+    input_failed,
+    refusal,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +64,8 @@ _NO_USER = object()
 
 
 def _json_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> ASGIApp:
+    """``status {"detail": detail}`` (with ``headers``) as an ASGI app; a websocket handshake
+    is closed instead."""
     body = json.dumps({"detail": detail}).encode()
     raw = [_JSON, (b"content-length", str(len(body)).encode())]
     if headers:
@@ -70,6 +80,11 @@ def _json_response(status: int, detail: str, headers: Mapping[str, str] | None =
         await send({"type": "http.response.body", "body": body})
 
     return respond
+
+
+def _answer(answer: Answer) -> ASGIApp:
+    """The response of a ``regoguard._responses`` answer."""
+    return _json_response(answer.status, answer.detail, answer.headers)
 
 
 def _check_offload(seconds: float | None) -> None:
@@ -313,46 +328,30 @@ class RegoGuardMiddleware:
     ) -> None:
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit, CancelledError
-        status = getattr(exc, "status_code", None)
-        # Only a refusal (4xx/5xx) is honoured: an HTTPException(200) must not answer as if allowed.
-        if _is_http_exception(exc) and isinstance(status, int) and 400 <= status <= 599:
-            # The app's own way of refusing a credential (a bad or expired token).
-            detail = getattr(exc, "detail", None)
-            await _json_response(
-                status,
-                str(detail) if detail is not None else "Unauthorized",
-                getattr(exc, "headers", None),
-            )(scope, receive, send)
+        # The app's own way of refusing a credential (a bad or expired token).
+        answer = refusal(exc)
+        if answer is not None:
+            await _answer(answer)(scope, receive, send)
             return
-        error_id = log_input_failure(scope, exc, what)
+        answer = input_failed(scope, exc, what)
         responder = self.on_error(scope, exc) if self.on_error is not None else None
-        if responder is None:
-            responder = _json_response(500, f"authorization failed (error {error_id})")
-        await responder(scope, receive, send)
+        await (_answer(answer) if responder is None else responder)(scope, receive, send)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         responder = self.on_deny(scope, decision) if self.on_deny is not None else None
-        if responder is None:
-            status = decision.status or 403
-            detail = _client_detail(decision, status)
-            responder = _json_response(status, detail, decision.headers)
-        await responder(scope, receive, send)
+        await (_answer(denied(decision)) if responder is None else responder)(scope, receive, send)
 
     async def _raised(
         self, scope: Scope, receive: Receive, send: Send, exc: BaseException, user: Any = None
     ) -> None:
         if isinstance(exc, InputError):
-            explain_bad_input(scope, exc, user)
-            await _json_response(400, "Bad Request")(scope, receive, send)
+            await _answer(evaluation_failed(scope, exc, user))(scope, receive, send)
             return
         # A Rust panic arrives as pyo3's PanicException, a BaseException: fail closed on it too.
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise exc  # KeyboardInterrupt, SystemExit, CancelledError
-        await self._failed(scope, receive, send, exc)
-
-    async def _failed(self, scope: Scope, receive: Receive, send: Send, exc: BaseException) -> None:
-        error_id = failure_id(exc)
         if self.fail_open:
+            error_id = failure_id(exc)
             self.failed_open += 1
             logger.warning(
                 "regoguard: evaluation failed, letting the request through (fail_open=True) [error %s]: %s",
@@ -362,11 +361,9 @@ class RegoGuardMiddleware:
             scope["regoguard"] = None
             await self.app(scope, receive, send)
             return
-        logger.error("regoguard: evaluation failed, answering 500 [error %s]: %s", error_id, exc)
+        answer = evaluation_failed(scope, exc, user)
         responder = self.on_error(scope, exc) if self.on_error is not None else None
-        if responder is None:
-            responder = _json_response(500, f"authorization failed (error {error_id})")
-        await responder(scope, receive, send)
+        await (_answer(answer) if responder is None else responder)(scope, receive, send)
 
     async def _read_body(
         self, scope: Scope, receive: Receive
@@ -380,9 +377,9 @@ class RegoGuardMiddleware:
             if name == b"content-length":
                 try:
                     if int(value) > limit:
-                        return _json_response(413, "Request body too large")
+                        return _answer(TOO_LARGE)
                 except ValueError:
-                    return _json_response(400, "Bad Request")
+                    return _answer(BAD_REQUEST)
             elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
         chunks: list[bytes] = []
@@ -391,11 +388,11 @@ class RegoGuardMiddleware:
             message = await receive()
             if message["type"] != "http.request":
                 # The client went away; nothing to authorize.
-                return _json_response(400, "Bad Request")
+                return _answer(BAD_REQUEST)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return _json_response(413, "Request body too large")
+                return _answer(TOO_LARGE)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -403,7 +400,7 @@ class RegoGuardMiddleware:
         try:
             parsed = parse_body(raw, content_type)
         except BodyError as exc:
-            return _json_response(400, str(exc))
+            return _answer(BAD_REQUEST._replace(detail=str(exc)))
         replayed = False
 
         async def replay() -> Message:
@@ -421,62 +418,4 @@ def _is_async(fn: Any) -> bool:
     partial of one, or an object whose ``__call__`` is one)."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an instance's async __call__
-    )
-
-
-def _is_http_exception(exc: BaseException) -> bool:
-    try:
-        from starlette.exceptions import HTTPException
-    except ImportError:  # pragma: no cover - starlette is a dependency
-        return False
-    return isinstance(exc, HTTPException)
-
-
-def _client_detail(decision: Decision, status: int) -> str:
-    """The detail a denied client sees: the policy's reason, but never regoguard's own
-    ``"undefined"`` (the policy said nothing; the Decision and logs keep it)."""
-    reason = decision.reason
-    if reason is None or (reason == "undefined" and decision.result is None):
-        return "Unauthorized" if status == 401 else "Forbidden"
-    return reason
-
-
-def log_input_failure(scope: Scope, exc: BaseException, what: str) -> str:
-    """Logs that ``identity``/``input``/``input_builder`` raised (WARNING, rate-limited; never
-    "evaluation failed") and returns the error id the 500 answer carries."""
-    error_id = failure_id(exc)
-    warnings.warn(
-        what,
-        "regoguard: %s failed, answering 500 [error %s] %s %r: %s: %s",
-        what,
-        error_id,
-        scope.get("method", "GET"),
-        scope.get("path"),
-        type(exc).__name__,
-        exc,
-    )
-    return error_id
-
-
-def explain_bad_input(scope: Scope, exc: BaseException, user: Any) -> None:
-    """Logs why a request was answered 400 (at WARNING, rate-limited): the input had no JSON
-    form, with the fix when the culprit came from ``identity``."""
-    hint = ""
-    where = str(getattr(exc, "path", ""))
-    if inspect.isawaitable(user):
-        hint = " (identity returned an awaitable: declare it `async def`, regoguard awaits it)"
-        if inspect.iscoroutine(user):
-            user.close()
-    elif where.startswith("input.user"):
-        hint = (
-            " (the value comes from identity=: return JSON-shaped values, e.g. str(uuid) for"
-            " a UUID, isoformat() for a datetime)"
-        )
-    warnings.warn(
-        "bad_input",
-        "regoguard: bad request, answering 400 %s %r: %s%s",
-        scope.get("method", "GET"),
-        scope.get("path"),
-        exc,
-        hint,
     )
