@@ -7,6 +7,15 @@ needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 from typing import TYPE_CHECKING, Any
 
 from regoguard._input import build_input, default_identity
+from regoguard._types import (
+    DecisionCounts,
+    DecisionSeconds,
+    DecisionTiming,
+    PolicyIssue,
+    RedisStats,
+    ShadowStats,
+    Stats,
+)
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
     Authorizer,
@@ -48,16 +57,23 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Decision",
+    "DecisionCounts",
     "DecisionLogConfig",
+    "DecisionSeconds",
+    "DecisionTiming",
     "EvaluationError",
     "InputError",
     "OPAServer",
     "PolicyError",
+    "PolicyIssue",
     "RedisConfig",
     "RegoGuardMiddleware",
     "RegoguardCollector",
+    "RedisStats",
     "RegoguardError",
     "Shadow",
+    "ShadowStats",
+    "Stats",
     "__version__",
     "build_input",
     "builtins",

@@ -7,6 +7,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Self, TypeAlias, final
 
+from regoguard._types import PolicyIssue, RedisStats, Stats
+
 __all__ = [
     "MAX_INPUT_DEPTH",
     "Authorizer",
@@ -59,8 +61,9 @@ class PolicyError(RegoguardError):
     """The first failure's 1-based line (0 when regorus gave no location)."""
     column: int | None
     """The first failure's 1-based column (0 when regorus gave no location)."""
-    errors: list[dict[str, Any]]
-    """Every failure: dicts with ``file``, ``line``, ``column``, ``code`` and ``message``."""
+    errors: list[PolicyIssue]
+    """Every failure: dicts with ``file``, ``line``, ``column``, ``code`` and ``message``
+    (``regoguard.PolicyIssue``)."""
 
 class DataError(RegoguardError):
     """A base document cannot be read or parsed, is not an object at its root, or conflicts
@@ -270,7 +273,7 @@ class RedisConfig:
     def channel(self) -> str: ...
     @property
     def decisions(self) -> Literal["auto", "always", "never"]: ...
-    def stats(self) -> dict[str, int | bool]:
+    def stats(self) -> RedisStats:
         """Counters shared by everything built with this config: ``hits``, ``misses``,
         ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
         ``stale_entries`` (of those, signed entries past their sealed expiry or sealed before
@@ -481,8 +484,8 @@ class Authorizer:
         of ``invalidate_all``, and 2 for the message)."""
     def invalidate_all(self) -> None:
         """Drops every cached decision; with ``redis=``, as ``invalidate``."""
-    def stats(self) -> dict[str, Any]:
-        """Counters for humans: ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
+    def stats(self) -> Stats:
+        """Counters for humans (``regoguard.Stats``): ``revision``, ``entries``, ``max_entries``, ``l1_hits``,
         ``l1_misses``, ``hit_ratio``, ``coalesced`` (misses served by a concurrent
         evaluation; counted as a miss and as an L1 hit), ``l2_hits``, ``l2_misses``,
         ``l2_errors`` (decisions served by Redis, misses there, and the Redis client's errors),

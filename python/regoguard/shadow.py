@@ -44,6 +44,7 @@ from typing import Any
 
 from regoguard._logging import RateLimitedLog
 from regoguard._regoguard import Authorizer, ConfigError, Decision, RequestSpec, build_request_input
+from regoguard._types import ShadowStats
 
 __all__ = ["OPAServer", "Shadow"]
 
@@ -358,10 +359,17 @@ class Shadow:
 
     # -- for operators and tests -------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> ShadowStats:
         """``agree``, ``disagree``, ``error``, ``dropped`` and ``queued`` (waiting now)."""
         with self._lock:
-            return dict(self._counts, queued=self._queue.qsize())
+            c = self._counts
+            return {
+                "agree": c["agree"],
+                "disagree": c["disagree"],
+                "error": c["error"],
+                "dropped": c["dropped"],
+                "queued": self._queue.qsize(),
+            }
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Waits until every queued request was compared; False on timeout."""
