@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import io
-import itertools
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,9 +42,12 @@ from typing import Any, TextIO
 
 import httpx
 
+# The bench harness (benches/python/harness.py: percentiles, free ports, the Zipf sampler),
+# imported from the checkout; it says why it lives there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches" / "python"))
+from harness import HOST, free_port, pct, zipf  # noqa: E402
+
 APP_DIR = Path(__file__).resolve().parent / "basic_fastapi"
-HOST = "127.0.0.1"
-ZIPF_S = 1.1
 
 # (kind, share of the requests); the kinds are also the rows of the summary.
 MIX = [
@@ -73,13 +73,6 @@ class ServerError(Exception):
 class Request:
     kind: int  # index into MIX
     raw: bytes  # the whole HTTP/1.1 request
-
-
-def zipf(n: int, rng: random.Random, s: float = ZIPF_S) -> Callable[[], int]:
-    """A sampler of ranks 0..n-1 with P(rank k) proportional to 1 / (k + 1) ** s."""
-    cumulative = list(itertools.accumulate(1 / (k + 1) ** s for k in range(n)))
-    total = cumulative[-1]
-    return lambda: min(bisect.bisect(cumulative, rng.random() * total), n - 1)
 
 
 def workload(count: int, seed: int) -> list[Request]:
@@ -204,10 +197,8 @@ class Results:
         self.errors += other.errors
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+        """The nearest-rank ``p``-th percentile of the latencies (NaN without any)."""
+        return pct(sorted(self.latencies), p)
 
     def failures(self) -> int:
         """5xx, statuses no request of the mix should get, and connection errors."""
@@ -383,13 +374,6 @@ class Server:
         self.log.flush()
         self.log.seek(0)
         return "".join(self.log.readlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

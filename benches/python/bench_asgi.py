@@ -53,6 +53,7 @@ from urllib.parse import parse_qs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+from harness import pct
 
 # Added µs per request over the bare app, p50 (the ASGI issue). Reported, never asserted.
 TARGETS_ADDED_US = {"rg_hit": 1.5, "rg_miss": 6.0}
@@ -240,6 +241,8 @@ class RequestSet:
 
 
 # --------------------------------------------------------------------------- timing
+# ASGI twins of harness.time_batch/time_singles: the app is awaited as ``app(scope, receive,
+# send)`` directly, so no wrapper call sits inside the timed region.
 
 
 async def time_batch(app, scopes, pc=time.perf_counter_ns) -> int:
@@ -256,14 +259,6 @@ async def time_singles(app, scopes, out: list[int], pc=time.perf_counter_ns) -> 
         await app(s, receive, send)
         t1 = pc()
         append(t1 - t0)
-
-
-def pct(sorted_vals: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(q / 100.0 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
 
 
 @dataclass

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import random
 import statistics
@@ -39,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+from harness import pct, time_batch, time_singles
 
 TARGETS_US = {"rg_hit": 0.8, "rg_miss": 3.0}  # p50 targets from the core issue
 
@@ -54,30 +54,6 @@ class Variant:
     rounds: list[dict[str, float]] = field(default_factory=list)
     stats_delta: dict[str, float] | None = None
     sources: dict[str, int] | None = None
-
-
-def pct(sorted_vals: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(q / 100.0 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
-
-
-def time_batch(fn, batch, pc=time.perf_counter_ns) -> int:
-    t0 = pc()
-    for x in batch:
-        fn(x)
-    return pc() - t0
-
-
-def time_singles(fn, inputs, out, pc=time.perf_counter_ns) -> None:
-    append = out.append
-    for x in inputs:
-        t0 = pc()
-        fn(x)
-        t1 = pc()
-        append(t1 - t0)
 
 
 def noop(_x):

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -39,62 +36,25 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+import harness as H
 import regoguard
 from _common import DEFAULT_POLICY_DIR, load_fixture, request_shapes, unique_inputs
 
 KEY = b"bench-signing-key-0123456789"
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit("redis-server did not start")
-
-
 def timed(fn: Callable[[Any], Any], items: list[Any]) -> list[float]:
-    out = []
-    pc = time.perf_counter_ns
-    for x in items:
-        t = pc()
-        fn(x)
-        out.append((pc() - t) / 1000)
-    return out
+    """Microseconds of each call."""
+    ns: list[int] = []
+    H.time_singles(fn, items, ns)
+    return [t / 1000 for t in ns]
 
 
 async def atimed(fn: Callable[[Any], Any], items: list[Any]) -> list[float]:
-    out = []
-    pc = time.perf_counter_ns
-    for x in items:
-        t = pc()
-        await fn(x)
-        out.append((pc() - t) / 1000)
-    return out
+    """Microseconds of each awaited call."""
+    ns: list[int] = []
+    await H.atime_singles(fn, items, ns)
+    return [t / 1000 for t in ns]
 
 
 def wait_writes(cfg: regoguard.RedisConfig, n: int) -> None:
@@ -257,30 +217,30 @@ def main() -> int:
     p.add_argument("--propagation", type=int, default=200, help="invalidations timed")
     p.add_argument("--url", default=None, help="a disposable Redis (default: start one)")
     args = p.parse_args()
-    proc = None
+    server = None
     url = args.url
     if url is None:
-        proc, url = start_redis()
+        server = H.RedisServer().start()
+        url = server.url
     try:
         rounds = [one_round(url, args.n, r) for r in range(args.rounds)]
         prop = propagation(url, args.propagation)
     finally:
-        if proc is not None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-    med = lambda xs: sorted(xs)[len(xs) // 2]
+        if server is not None:
+            server.stop()
+    med = statistics.median
     print(
         f"policy: {DEFAULT_POLICY_DIR.name}, n={args.n}, rounds={args.rounds}, "
         f"python {sys.version.split()[0]}, regoguard {regoguard.__version__}\n"
     )
     print("| path | p50 | p99 |\n|---|---:|---:|")
     for name in rounds[0]:
-        p50 = med([pct(r[name], 0.5) for r in rounds])
-        p99 = med([pct(r[name], 0.99) for r in rounds])
+        p50 = med([H.pct(sorted(r[name]), 50) for r in rounds])
+        p99 = med([H.pct(sorted(r[name]), 99) for r in rounds])
         print(f"| {name} | {p50:.1f} µs | {p99:.1f} µs |")
     print(
         f"| invalidate() → other process's L1 dropped ({len(prop)} times) "
-        f"| {pct(prop, 0.5):.1f} µs | {pct(prop, 0.99):.1f} µs |"
+        f"| {H.pct(sorted(prop), 50):.1f} µs | {H.pct(sorted(prop), 99):.1f} µs |"
     )
     return 0
 

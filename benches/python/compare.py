@@ -47,7 +47,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C
+from harness import ZIPF_S, free_port
 import bench_asgi as A
 import compare_apps as W
 
@@ -109,12 +109,6 @@ def summary(xs: list[float]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -723,7 +717,7 @@ def main(argv=None) -> int:
         "segment": args.segment,
         "workload": (
             f"{W.N_USERS:,} users (every 100th an admin), {W.N_PROJECTS} projects, Zipf s = "
-            f"{W.ZIPF_S} over users and projects, seed {W.SEED}; mix "
+            f"{ZIPF_S} over users and projects, seed {W.SEED}; mix "
             + ", ".join(f"{k} {w:.0%}" for k, w in W.MIX)
             + "; policy tests/policies/good/realistic, data generated from the seed"
         ),

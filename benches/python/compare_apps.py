@@ -13,8 +13,6 @@ HTTP that ``wrk`` can send.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
 import os
 import random
@@ -25,11 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 import bench_asgi as A
+from harness import zipf
 
 SEED = 20261121
 N_USERS = 2_000
 N_PROJECTS = 200
-ZIPF_S = 1.1
 CAPACITY = 10_000  # every cache of the comparison: regoguard max_entries, TTLCache maxsize
 TTL = 60.0
 PDP_LABEL = (
@@ -61,13 +59,6 @@ OWN_PROJECT = 0.9  # how often a project GET names one of the user's own project
 
 
 # --------------------------------------------------------------------------- workload
-
-
-def zipf(n: int, rng: random.Random, s: float = ZIPF_S):
-    """A sampler of ranks 0..n-1 with P(k) proportional to 1 / (k + 1) ** s."""
-    cum = list(itertools.accumulate(1 / (k + 1) ** s for k in range(n)))
-    total = cum[-1]
-    return lambda: min(bisect.bisect(cum, rng.random() * total), n - 1)
 
 
 def roles_of(uid: str) -> list[str]:
