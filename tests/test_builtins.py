@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import opa_oracle
+from tests._builtins_util import EVALUATORS, assert_matches_opa, opa_value, same
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-EVALUATORS: tuple[Literal["rvm"], Literal["interpreter"]] = ("rvm", "interpreter")
 
 # Each family's cases: expressions whose value OPA decides. Inputs reach them through
 # `input.a`/`input.b` where a constant would let OPA's type checker refuse the policy.
@@ -221,53 +221,11 @@ ALL_CASES = [
 ]
 
 
-def policy_of(expr: str) -> str:
-    return f'package t\n\nr := {{"allow": true, "v": v}} if {{\n\tv := {expr}\n}}\n'
-
-
-def opa_value(opa: Any, policy: str, path: str, inp: Any) -> Any:
-    """OPA's non-strict answer: a builtin error (strict in the oracle) is undefined."""
-    from opa_bindings.engine import OpaError  # type: ignore[import-not-found]
-
-    engine = opa({"t.rego": policy})
-    try:
-        return engine.eval(path, inp)
-    except OpaError as e:
-        if e.code == "eval_error" and re.search(r"eval_(builtin|type)_error", e.message):
-            return opa_oracle.UNDEFINED
-        raise
-    finally:
-        engine.close()
-
-
-def ours(authz: regoguard.Authorizer, inp: Any) -> Any:
-    d = authz.check(inp if inp is not None else {})
-    if d.reason == "undefined":
-        return opa_oracle.UNDEFINED
-    return d.result["v"]
-
-
-def same(a: Any, b: Any) -> bool:
-    if a is opa_oracle.UNDEFINED or b is opa_oracle.UNDEFINED:
-        return a is b
-    return opa_oracle.canonical(a) == opa_oracle.canonical(b)
-
-
 @pytest.mark.parametrize(("expr", "inp"), ALL_CASES)
 def test_each_family_matches_opa_on_both_evaluators_cached_and_not(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
 ) -> None:
-    policy = policy_of(expr)
-    expected = opa_value(opa, policy, "data.t.r.v", inp)
-    for evaluator in EVALUATORS:
-        for cache in (None, regoguard.CacheConfig()):
-            authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator, cache=cache)
-            assert authz.stats()["evaluators"]["data.t.r"] == evaluator
-            for _ in range(2):  # the second answer comes from the cache when there is one
-                got = ours(authz, inp)
-                assert same(got, expected), (
-                    f"{evaluator} cache={cache is not None}: {expr} gave {got!r}, OPA {expected!r}"
-                )
+    assert_matches_opa(opa, authorizer, expr, inp)
 
 
 METADATA_POLICY = """# METADATA

@@ -26,8 +26,7 @@ from cryptography.x509 import CertificateBuilder, Name, NameAttribute, random_se
 from cryptography.x509.oid import NameOID
 
 from tests import opa_oracle
-from tests.test_builtins import EVALUATORS, ours, policy_of, same
-from tests.test_builtins import opa_value as opa_value_of
+from tests._builtins_util import EVALUATORS, assert_matches_opa, same
 
 NOW = int(time.time())
 FUTURE = NOW + 3600
@@ -304,6 +303,12 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     ("crypto.hmac.equal(input.a, input.b)", {"a": "abc", "b": 1}),
 ]
 
+# The shape of OPA's HTTP-API tutorial: allow only on a verified token of alice's.
+VERIFIED_ALICE = (
+    "package t\n\ndefault allow := false\n\nallow if {\n"
+    '\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == "alice"\n}\n'
+)
+
 CASES = [
     pytest.param("io.jwt.decode_verify(input.t, input.c)", c, id=f"decode_verify: {n}")
     for n, c in DV
@@ -314,16 +319,7 @@ CASES = [
 def test_matches_opa_on_both_evaluators_cached_and_not(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
 ) -> None:
-    policy = policy_of(expr)
-    expected = opa_value_of(opa, policy, "data.t.r.v", inp)
-    for evaluator in EVALUATORS:
-        for cache in (None, regoguard.CacheConfig()):
-            authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator, cache=cache)
-            for _ in range(2):
-                got = ours(authz, inp)
-                assert same(got, expected), (
-                    f"{evaluator} cache={cache is not None}: gave {got!r}, OPA {expected!r}"
-                )
+    assert_matches_opa(opa, authorizer, expr, inp)
 
 
 @pytest.mark.parametrize(
@@ -350,24 +346,16 @@ def test_an_invalid_token_never_grants(
     """The shape of OPA's HTTP-API tutorial: allow only on a verified token. No invalid case
     may allow, on either evaluator; each is denied (false) or undefined, never an error 500."""
     inp = dict(DV)[name]
-    policy = (
-        "package t\n\ndefault allow := false\n\nallow if {\n"
-        '\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == "alice"\n}\n'
-    )
     for evaluator in EVALUATORS:
-        authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
+        authz = authorizer(VERIFIED_ALICE, entrypoint="data.t.allow", evaluator=evaluator)
         assert authz.check(inp).result is False, f"{evaluator}: {name} granted"
 
 
 def test_valid_rs256_grants_on_both_evaluators(
     authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:
-    policy = (
-        "package t\n\ndefault allow := false\n\nallow if {\n"
-        '\t[valid, _, payload] := io.jwt.decode_verify(input.t, input.c)\n\tvalid\n\tpayload.sub == "alice"\n}\n'
-    )
     for evaluator in EVALUATORS:
-        authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
+        authz = authorizer(VERIFIED_ALICE, entrypoint="data.t.allow", evaluator=evaluator)
         assert authz.check({"t": RS, "c": {"cert": JWKS, "aud": "api"}}).result is True
 
 

@@ -72,31 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rego-v0", action="store_true", help="parse the policies as Rego v0")
     t.set_defaults(run_command=_test)
 
-    e = sub.add_parser("eval", help="print the JSON value of a query, like `opa eval`")
-    e.add_argument(
-        "-d",
-        "--data",
-        action="append",
-        default=[],
-        required=True,
-        metavar="PATH",
-        help=".rego files or folders, or .json/.yaml documents (repeatable)",
-    )
+    e = _data_parser(sub, "eval", "print the JSON value of a query, like `opa eval`")
     e.add_argument("-i", "--input", metavar="FILE", help="the input document (JSON; - for stdin)")
     e.add_argument("--rego-v0", action="store_true")
     e.add_argument("query", metavar="QUERY")
     e.set_defaults(run_command=_eval)
 
-    c = sub.add_parser("check", help="would this request be allowed, and why")
-    c.add_argument(
-        "-d",
-        "--data",
-        action="append",
-        default=[],
-        required=True,
-        metavar="PATH",
-        help=".rego files or folders, or .json/.yaml documents (repeatable)",
-    )
+    c = _data_parser(sub, "check", "would this request be allowed, and why")
     c.add_argument("-e", "--entrypoint", default="data.authz.allow")
     c.add_argument(
         "-i", "--input", metavar="FILE", help="the whole input document (JSON; - for stdin)"
@@ -115,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rego-v0", action="store_true")
     c.set_defaults(run_command=_check)
     return parser
+
+
+def _data_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A subcommand that loads policies and documents from repeatable ``-d/--data`` paths."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        default=[],
+        required=True,
+        metavar="PATH",
+        help=".rego files or folders, or .json/.yaml documents (repeatable)",
+    )
+    return p
 
 
 def _split_paths(paths: Sequence[str]) -> tuple[list[str], list[str]]:
