@@ -1,7 +1,9 @@
 """Shared pieces of the Python decision benchmarks: fixture, inputs, comparison binding.
 
-Not a test and not part of the package: imported by ``bench_decisions.py`` and
-``bench_memory.py`` from this folder.
+Not a test and not part of the package: imported by the decision benches of this folder
+(``bench_decisions.py``, ``bench_memory.py``, ``bench_asgi.py``, ``bench_l2.py``, ...). The
+statistics, timers, processes and workload every bench, the demo and the tests share are in
+``harness.py`` (standard library only, so the tests can import it cheaply).
 """
 
 from __future__ import annotations
@@ -350,6 +352,21 @@ class OtherLoad:
         t0, busy0, own0 = self._t0
         wall = t1 - t0
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall) if wall > 0 else 0.0
+
+
+def round_done(rnd: int, rounds: int, t_start: float, other_cores: float) -> None:
+    """The progress line on stderr after each round of a timing bench."""
+    print(
+        f"  round {rnd + 1}/{rounds} done ({time.time() - t_start:.0f} s, "
+        f"other processes used {other_cores:.2f} cores)",
+        file=sys.stderr,
+    )
+
+
+def markdown_list(lines: list[str]) -> str:
+    """The report: every line that is not a table row becomes a list item, so it renders as
+    Markdown."""
+    return "\n".join(ln if not ln or ln[0] in "|-" else "- " + ln for ln in lines)
 
 
 def bench_arg_parser(doc: str | None, unit: str) -> argparse.ArgumentParser:

@@ -819,11 +819,7 @@ async def amain(args) -> int:
         other_load.append(load.cores())
         for k, d in delta.items():
             l1_delta[k].append({s: int(x) for s, x in d.items()})
-        print(
-            f"  round {rnd + 1}/{args.rounds} done ({time.time() - t_start:.0f} s, "
-            f"other processes used {other_load[-1]:.2f} cores)",
-            file=sys.stderr,
-        )
+        C.round_done(rnd, args.rounds, t_start, other_load[-1])
 
     summary = summarize(variants)
     parts = split(variants)

@@ -269,11 +269,7 @@ def main(argv=None) -> int:
         for v in order:
             v.rounds.append(measure(v, args, rnd, hit_batch, shapes, hit_list))
         other_load.append(load.cores())
-        print(
-            f"  round {rnd + 1}/{args.rounds} done ({time.time() - t_start:.0f} s, "
-            f"other processes used {other_load[-1]:.2f} cores)",
-            file=sys.stderr,
-        )
+        C.round_done(rnd, args.rounds, t_start, other_load[-1])
 
     # Medians over rounds; ratios within each round, then their median.
     def med(v: Variant, stat: str) -> float:
@@ -386,8 +382,7 @@ def main(argv=None) -> int:
         lines.append(
             f"- WARNING: {len(problems)} decisions differ between regoguard and the binding (see JSON)"
         )
-    # Every line that is not a table row is a list item, so the report renders as markdown.
-    report = "\n".join(ln if not ln or ln[0] in "|-" else "- " + ln for ln in lines)
+    report = C.markdown_list(lines)
     print(report)
 
     if args.json:

@@ -254,8 +254,7 @@ def main(argv=None) -> int:
             lines.append(
                 f"ERROR in {r['variant']}: {r['error'].splitlines()[-1] if r['error'] else '?'}"
             )
-    # Every line that is not a table row is a list item, so the report renders as markdown.
-    report = "\n".join(ln if not ln or ln[0] in "|-" else "- " + ln for ln in lines)
+    report = C.markdown_list(lines)
     print(report)
     if args.json:
         Path(args.json).write_text(

@@ -58,7 +58,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C
-from harness import ZIPF_S, free_port
+from harness import ZIPF_S, free_port, pct
 import bench_asgi as A
 import compare_apps as W
 
@@ -207,10 +207,10 @@ async def in_process(args, data, stream, pdp_url) -> dict[str, Any]:
             gc.enable()
         for k in apps:
             xs = sorted(x for i, x in enumerate(lat[k]) if k != "pdp" or i % pdp_every == 0)
-            rounds[k].append({"p50_ns": A.pct(xs, 50), "p99_ns": A.pct(xs, 99)})
+            rounds[k].append({"p50_ns": pct(xs, 50), "p99_ns": pct(xs, 99)})
         rg = sorted(lat["regoguard"][i] for i in l1_allow)
         bare = sorted(lat["bare"][i] for i in l1_allow)
-        hit_added.append((A.pct(rg, 50) - A.pct(bare, 50)) / 1000)
+        hit_added.append((pct(rg, 50) - pct(bare, 50)) / 1000)
         hit_share.append(len(l1_allow) / len(part))
         log(
             f"  in-process round {rnd + 1}/{args.rounds} ({time.time() - t0:.0f} s, "
