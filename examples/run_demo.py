@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,7 @@ import httpx
 # The bench harness (benches/python/harness.py: percentiles, free ports, the Zipf sampler),
 # imported from the checkout; it says why it lives there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches" / "python"))
-from harness import HOST, free_port, pct, zipf  # noqa: E402
+from harness import HOST, free_port, pct, zipf
 
 APP_DIR = Path(__file__).resolve().parent / "basic_fastapi"
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import regoguard
-from regoguard import metrics, middleware, presets, shadow
+from regoguard import _types, metrics, middleware, presets, shadow
 from regoguard import dependencies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,10 @@ SECTIONS: list[tuple[str, list[tuple[str, Any]]]] = [
         ("regoguard.metrics.MetricsApp", metrics.MetricsApp),
         ("regoguard.RegoguardCollector", metrics.RegoguardCollector),
     ]),
+    ("Typed results", [
+        ("regoguard._types", _types),
+        *[(f"regoguard.{n}", getattr(_types, n)) for n in _types.__all__],
+    ]),
 ]
 
 ALIASES = {
@@ -83,12 +88,28 @@ def _signature(obj: Any) -> str:
         return "(...)"
 
 
+def _annotation(t: Any) -> str:
+    if isinstance(t, type) and not typing.get_args(t):
+        return t.__name__
+    return repr(t).replace("typing.", "").replace("regoguard._types.", "")
+
+
+def _typed_dict(name: str, obj: Any) -> list[str]:
+    short = name.rsplit(".", 1)[1]
+    lines = [f"### `{name}`", "", "```python", f"class {short}(TypedDict):"]
+    lines += [f"    {k}: {_annotation(t)}" for k, t in obj.__annotations__.items()]
+    return lines + ["```", "", inspect.getdoc(obj) or "", ""]
+
+
 def _entry(name: str, obj: Any) -> list[str]:
+    if typing.is_typeddict(obj):
+        return _typed_dict(name, obj)
     if name in ALIASES:
         code, doc = ALIASES[name]
         return [f"### `{name}`", "", "```python", code, "```", "", doc, ""]
     if inspect.ismodule(obj):
-        return [f"### `{name}`", "", inspect.getdoc(obj) or "", ""]
+        title = [] if name == "regoguard._types" else [f"### `{name}`", ""]
+        return [*title, inspect.getdoc(obj) or "", ""]
     lines = [f"### `{name}`", "", "```python"]
     kind = "class " if inspect.isclass(obj) else "def "
     short = name.rsplit(".", 1)[1]

@@ -13,14 +13,13 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import regoguard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import opa_oracle
 from tests._builtins_util import EVALUATORS, assert_matches_opa, opa_value, same
 
 README = Path(__file__).resolve().parent.parent / "README.md"

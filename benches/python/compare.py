@@ -58,9 +58,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C
-from harness import ZIPF_S, free_port, pct
 import bench_asgi as A
 import compare_apps as W
+from harness import ZIPF_S, free_port, pct
 
 HOST = "127.0.0.1"
 RESULTS = C.REPO / "benches" / "results"

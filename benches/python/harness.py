@@ -171,12 +171,6 @@ class RedisServer:
                 self.proc.wait(timeout=10)
             self.proc = None
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def command(self, *args: str | bytes | int) -> Any:
         """One command over a fresh connection (RESP2); an error reply raises RuntimeError."""
         with socket.create_connection((HOST, self.port), timeout=5) as s:

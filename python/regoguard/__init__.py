@@ -7,15 +7,6 @@ needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 from typing import TYPE_CHECKING, Any
 
 from regoguard._input import build_input, default_identity
-from regoguard._types import (
-    DecisionCounts,
-    DecisionSeconds,
-    DecisionTiming,
-    PolicyIssue,
-    RedisStats,
-    ShadowStats,
-    Stats,
-)
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
     Authorizer,
@@ -31,6 +22,15 @@ from regoguard._regoguard import (
     RegoguardError,
     __version__,
     builtins,
+)
+from regoguard._types import (
+    DecisionCounts,
+    DecisionSeconds,
+    DecisionTiming,
+    PolicyIssue,
+    RedisStats,
+    ShadowStats,
+    Stats,
 )
 from regoguard.decorators import cached_authorization
 from regoguard.metrics import RegoguardCollector, metrics_app
@@ -67,9 +67,9 @@ __all__ = [
     "PolicyError",
     "PolicyIssue",
     "RedisConfig",
+    "RedisStats",
     "RegoGuardMiddleware",
     "RegoguardCollector",
-    "RedisStats",
     "RegoguardError",
     "Shadow",
     "ShadowStats",

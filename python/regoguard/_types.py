@@ -8,8 +8,6 @@ imported at runtime too (for annotations in code that is not under ``TYPE_CHECKI
 Import them from ``regoguard``.
 """
 
-from __future__ import annotations
-
 from typing import Literal, NotRequired, TypedDict
 
 __all__ = [

@@ -113,9 +113,7 @@ class Authorize:
 
 def _http_exception(answer: Answer) -> HTTPException:
     """FastAPI's ``HTTPException`` carrying a ``regoguard._responses`` answer."""
-    return HTTPException(
-        status_code=answer.status, detail=answer.detail, headers=answer.headers
-    )
+    return HTTPException(status_code=answer.status, detail=answer.detail, headers=answer.headers)
 
 
 def route_template(scope: Mapping[str, Any]) -> str:

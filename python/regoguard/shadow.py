@@ -40,7 +40,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 from regoguard._logging import RateLimitedLog
 from regoguard._regoguard import Authorizer, ConfigError, Decision, RequestSpec, build_request_input
@@ -417,14 +417,22 @@ def _remove(node: Any, parts: list[str]) -> bool:
 _live: weakref.WeakSet[Shadow] = weakref.WeakSet()
 
 
+_COUNTED: tuple[Literal["agree", "disagree", "error", "dropped"], ...] = (
+    "agree",
+    "disagree",
+    "error",
+    "dropped",
+)
+
+
 def render_metrics() -> str:
     """The exposition of every live ``Shadow`` (empty when there is none); shadows sharing a
     name share its series (their counts are added)."""
     totals: dict[str, dict[str, int]] = {}
     for shadow in list(_live):
         stats = shadow.stats()
-        mine = totals.setdefault(shadow.name, {"agree": 0, "disagree": 0, "error": 0, "dropped": 0})
-        for k in mine:
+        mine = totals.setdefault(shadow.name, dict.fromkeys(_COUNTED, 0))
+        for k in _COUNTED:
             mine[k] += stats[k]
     if not totals:
         return ""

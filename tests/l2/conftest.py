@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python"))
-from harness import RedisServer as _Launcher  # noqa: E402
-from harness import free_port  # noqa: E402
-from harness import read_reply as _read  # noqa: E402
+from harness import RedisServer as _Launcher
+from harness import free_port
+from harness import read_reply as _read
 
 __all__ = ["RedisServer", "_read", "free_port"]
 
