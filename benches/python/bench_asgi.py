@@ -124,6 +124,7 @@ def python_input(scope, user) -> dict[str, Any]:
     path = scope["path"]
     qs = scope.get("query_string", b"")
     return {
+        "header_values": {},
         "headers": {},
         "method": scope["method"],
         "path": path,
