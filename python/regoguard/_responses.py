@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 from regoguard._input import failure_id
 from regoguard._logging import warnings
@@ -33,26 +33,28 @@ logger = logging.getLogger("regoguard")
 Scope = MutableMapping[str, Any]
 
 
-class Answer(NamedTuple):
-    """What the client gets: an HTTP status, the ``{"detail": ...}`` text and extra headers."""
+Answer: TypeAlias = tuple[int, str, Mapping[str, str] | None]
+"""What the client gets: ``(status, detail, headers)``, the detail sent as ``{"detail": ...}``
+and the headers added (or None). A plain tuple, not a NamedTuple: a denial builds one per
+request, and a plain tuple costs the least."""
 
-    status: int
-    detail: str
-    headers: Mapping[str, str] | None = None
-
-
-BAD_REQUEST = Answer(400, "Bad Request")
+BAD_REQUEST: Answer = (400, "Bad Request", None)
 """An input with no JSON form, or a body that could not be read (the client went away, a
 ``Content-Length`` that is not a number)."""
 
-TOO_LARGE = Answer(413, "Request body too large")
+TOO_LARGE: Answer = (413, "Request body too large", None)
 """A body over ``max_body_bytes``."""
+
+
+def bad_body(reason: str) -> Answer:
+    """A malformed JSON body: 400 with the reason."""
+    return (400, reason, None)
 
 
 def denied(decision: Decision) -> Answer:
     """A denied decision: its status (403 by default), the client's detail and its headers."""
     status = decision.status or 403
-    return Answer(status, client_detail(decision, status), decision.headers)
+    return (status, client_detail(decision, status), decision.headers)
 
 
 def client_detail(decision: Decision, status: int) -> str:
@@ -66,7 +68,7 @@ def client_detail(decision: Decision, status: int) -> str:
 
 def failed(error_id: str) -> Answer:
     """A failure: 500 with the error id the log line carries, and no policy detail."""
-    return Answer(500, f"authorization failed (error {error_id})")
+    return (500, f"authorization failed (error {error_id})", None)
 
 
 def refusal(exc: BaseException) -> Answer | None:
@@ -79,8 +81,10 @@ def refusal(exc: BaseException) -> Answer | None:
     if not isinstance(status, int) or not 400 <= status <= 599:
         return None
     detail = getattr(exc, "detail", None)
-    return Answer(
-        status, str(detail) if detail is not None else "Unauthorized", getattr(exc, "headers", None)
+    return (
+        status,
+        str(detail) if detail is not None else "Unauthorized",
+        getattr(exc, "headers", None),
     )
 
 

@@ -113,7 +113,8 @@ class Authorize:
 
 def _http_exception(answer: Answer) -> HTTPException:
     """FastAPI's ``HTTPException`` carrying a ``regoguard._responses`` answer."""
-    return HTTPException(status_code=answer.status, detail=answer.detail, headers=answer.headers)
+    status, detail, headers = answer
+    return HTTPException(status_code=status, detail=detail, headers=headers)
 
 
 def route_template(scope: Mapping[str, Any]) -> str:

@@ -33,6 +33,7 @@ from regoguard._responses import (
     BAD_REQUEST,
     TOO_LARGE,
     Answer,
+    bad_body,
     denied,
     evaluation_failed,
     input_failed,
@@ -84,7 +85,7 @@ def _json_response(status: int, detail: str, headers: Mapping[str, str] | None =
 
 def _answer(answer: Answer) -> ASGIApp:
     """The response of a ``regoguard._responses`` answer."""
-    return _json_response(answer.status, answer.detail, answer.headers)
+    return _json_response(*answer)
 
 
 def _check_offload(seconds: float | None) -> None:
@@ -339,7 +340,9 @@ class RegoGuardMiddleware:
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         responder = self.on_deny(scope, decision) if self.on_deny is not None else None
-        await (_answer(denied(decision)) if responder is None else responder)(scope, receive, send)
+        if responder is None:
+            responder = _json_response(*denied(decision))
+        await responder(scope, receive, send)
 
     async def _raised(
         self, scope: Scope, receive: Receive, send: Send, exc: BaseException, user: Any = None
@@ -400,7 +403,7 @@ class RegoGuardMiddleware:
         try:
             parsed = parse_body(raw, content_type)
         except BodyError as exc:
-            return _answer(BAD_REQUEST._replace(detail=str(exc)))
+            return _answer(bad_body(str(exc)))
         replayed = False
 
         async def replay() -> Message:
