@@ -539,6 +539,10 @@ def run(args: argparse.Namespace) -> list[Results]:
         print("added latency (guarded - bare, the same seeded requests, client side):")
         print("\n".join(compare(rows)))
         print(NOTE.format(concurrency=args.concurrency) + "\n")
+        for server, side in ((guarded, 1), (bare, 2)):
+            if any(row[side].failures() for row in rows):
+                # Why a request failed is in the server's log: show it before it is gone.
+                print(f"the {server.name} server's log, last lines:\n{server.log_tail()}")
         return [r for _, *pair in rows for r in pair]
 
 
