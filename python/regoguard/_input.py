@@ -24,6 +24,7 @@ body, which the middleware reads.
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -138,3 +139,11 @@ def failure_id(exc: BaseException) -> str:
     ``decision_id`` of its decision-log record) when there is one, else a fresh one."""
     decision_id = getattr(exc, "decision_id", None)
     return decision_id if isinstance(decision_id, str) else uuid.uuid4().hex
+
+
+def is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` returns an awaitable to await (an ``async def`` function, a
+    partial of one, or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an instance's async __call__
+    )

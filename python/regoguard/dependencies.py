@@ -9,10 +9,9 @@ from typing import Any
 from anyio import to_thread
 from fastapi import HTTPException, Request
 
-from regoguard._input import Identity, default_identity
+from regoguard._input import Identity, default_identity, is_async
 from regoguard._regoguard import Authorizer, Decision, PendingDecision, RequestSpec
 from regoguard._responses import Answer, denied, evaluation_failed, input_failed
-from regoguard.middleware import _is_async
 
 
 class Authorize:
@@ -63,8 +62,8 @@ class Authorize:
         self.entrypoint = entrypoint
         self.input = input
         self.identity = identity or default_identity
-        self._async_input = input is not None and _is_async(input)
-        self._async_identity = _is_async(self.identity)
+        self._async_input = input is not None and is_async(input)
+        self._async_identity = is_async(self.identity)
         self._spec = RequestSpec(
             include_headers=list(include_headers), offload_after_seconds=offload_after_seconds
         )

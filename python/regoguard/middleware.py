@@ -3,7 +3,6 @@ websocket handshake before the app sees it."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from regoguard._input import (
     Identity,
     default_identity,
     failure_id,
+    is_async,
     parse_body,
 )
 from regoguard._regoguard import (
@@ -237,8 +237,8 @@ class RegoGuardMiddleware:
         self._check = authorizer._check_scope
         self._plain = input_builder is None and not self.include_body
         self._excluding = bool(self._exact or self._prefixes)
-        self._sync_identity = not _is_async(self.identity)
-        self._sync_builder = input_builder is None or not _is_async(input_builder)
+        self._sync_identity = not is_async(self.identity)
+        self._sync_builder = input_builder is None or not is_async(input_builder)
         # A sync identity on the plain path: identity and the Rust call in one try, no await
         # (an exception before `user` is set is the identity's).
         self._fast = self._plain and self._sync_identity
@@ -414,11 +414,3 @@ class RegoGuardMiddleware:
             return await receive()
 
         return parsed, raw, replay
-
-
-def _is_async(fn: Any) -> bool:
-    """Whether calling ``fn`` returns an awaitable to await (an ``async def`` function, a
-    partial of one, or an object whose ``__call__`` is one)."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an instance's async __call__
-    )
