@@ -31,9 +31,10 @@ use regoguard_core::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
 use regoguard_core::canonical;
 use regoguard_core::error::Error;
 use regoguard_core::key::{Key, KeySeed};
-use regoguard_core::l2::pubsub::{Listener, Message, Publisher};
-use regoguard_core::l2::{Found, Observed, L2};
+use regoguard_core::l2::pubsub::{Listener, Message};
+use regoguard_core::l2::{Found, Observed};
 use regoguard_core::metrics;
+use regoguard_core::tier::{SharedTier, Spaces};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -42,19 +43,6 @@ const KEY_DOMAIN: &[u8] = b"regoguard/cached_authorization/v1";
 /// The "revision" of result entries in the L2: the key domain's version. Changing the key
 /// domain or the payload layout changes it.
 const L2_REVISION: &str = "r1";
-
-/// A result cache's place in the L2.
-struct Shared {
-    l2: Arc<L2>,
-    /// Sends this function's invalidations to the other instances.
-    publisher: Publisher,
-    /// Applies theirs; the bus holds it weakly.
-    _listener: Arc<dyn Listener>,
-    /// `r1:<first 16 bytes of BLAKE3(name, root, identity) in hex>`: keys are
-    /// `<prefix>:<space>:<key>`.
-    space: String,
-    tag_space: String,
-}
 
 /// One stored result and the tags its `tags=` callable gave it.
 struct Stored {
@@ -198,7 +186,7 @@ pub struct PyResultCache {
     max_entries: u64,
     ttl: Duration,
     deny_ttl: Duration,
-    l2: Option<Shared>,
+    l2: Option<SharedTier>,
 }
 
 impl PyResultCache {
@@ -302,14 +290,14 @@ impl PyResultCache {
 
     /// The L2 payload of a result: the canonical form of `{"t": tags, "v": value}`, or `None`
     /// (counted) for a value with no JSON form, which stays L1-only.
-    fn l2_payload(&self, py: Python<'_>, shared: &Shared, cached: &Cached) -> Option<Vec<u8>> {
+    fn l2_payload(&self, py: Python<'_>, shared: &SharedTier, cached: &Cached) -> Option<Vec<u8>> {
         let d = PyDict::new(py);
         let tags: Vec<&str> = cached.0.tags.iter().map(|t| &**t).collect();
         let ok = d.set_item("t", tags).is_ok() && d.set_item("v", cached.0.value.bind(py)).is_ok();
         let payload = to_canonical(&d, "result").ok().filter(|_| ok);
         if payload.is_none() {
             shared
-                .l2
+                .l2()
                 .counters
                 .unshareable
                 .fetch_add(1, Ordering::Relaxed);
@@ -331,18 +319,7 @@ impl PyResultCache {
             return;
         }
         if let Some(payload) = self.l2_payload(py, shared, cached) {
-            let tags = cached.0.tags.iter().map(ToString::to_string).collect();
-            let k = shared.l2.key(&shared.space, &key.0);
-            shared.l2.spawn_set(
-                k,
-                &shared.space,
-                L2_REVISION,
-                &payload,
-                ttl,
-                tags,
-                shared.tag_space.clone(),
-                observed,
-            );
+            shared.spawn_set(L2_REVISION, key, &payload, ttl, &cached.0.tags, observed);
         }
     }
 
@@ -351,7 +328,7 @@ impl PyResultCache {
     fn promoted(
         &self,
         py: Python<'_>,
-        shared: &Shared,
+        shared: &SharedTier,
         found: &Found,
     ) -> Option<(Cached, Duration)> {
         let decoded = (|| {
@@ -377,7 +354,7 @@ impl PyResultCache {
         })();
         if decoded.is_none() {
             shared
-                .l2
+                .l2()
                 .counters
                 .bad_entries
                 .fetch_add(1, Ordering::Relaxed);
@@ -405,8 +382,7 @@ impl PyResultCache {
         let looked: PyResult<Lookup<Cached>> = py.detach(|| {
             self.counters.cache.get_or_insert_with(&key, || {
                 if let Some(shared) = &self.l2 {
-                    let k = shared.l2.key(&shared.space, &key.0);
-                    let (found, seen) = shared.l2.get_blocking(&k, &shared.space, L2_REVISION);
+                    let (found, seen) = shared.get_blocking(L2_REVISION, &key);
                     observed = seen;
                     if let Some(found) = found {
                         if let Some(p) = Python::attach(|py| self.promoted(py, shared, &found)) {
@@ -422,7 +398,7 @@ impl PyResultCache {
             })
         });
         if let Some(shared) = &self.l2 {
-            flush_warning(py, &shared.l2);
+            flush_warning(py, shared.l2());
         }
         let cached = match looked? {
             Lookup::Hit(c) => {
@@ -512,18 +488,17 @@ impl PyResultCache {
                     .map(|b| format!("{b:02x}"))
                     .collect();
                 let space = format!("{L2_REVISION}:{id}");
-                let tag_space = l2.tag_space(&space);
                 let listener: Arc<dyn Listener> = Arc::new(ResultListener {
                     cache: Arc::downgrade(&cache),
                 });
-                let publisher = l2.listen(&space, Arc::downgrade(&listener));
-                Some(Shared {
+                // Its bus scope and its epoch space are its key space.
+                Some(SharedTier::new(
                     l2,
-                    publisher,
-                    _listener: listener,
-                    space,
-                    tag_space,
-                })
+                    &space,
+                    space.clone(),
+                    Spaces::Fixed,
+                    listener,
+                ))
             }
         };
         let counters = Arc::new(Counters {
@@ -629,36 +604,29 @@ impl PyResultCache {
         let (key, ticket) = (miss.get().key, miss.get().ticket);
         let cache: Py<Self> = slf.clone().unbind();
         let miss_ref: Py<PyCacheMiss> = miss.clone().unbind();
-        let k = shared.l2.key(&shared.space, &key.0);
-        let started = shared.l2.spawn_get(
-            k,
-            &shared.space,
-            L2_REVISION.to_owned(),
-            move |found, observed| {
-                *miss_ref.get().observed.lock() = observed;
-                let this = cache.get();
-                let Some(shared) = &this.l2 else { return };
-                let promoted =
-                    found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
-                if let Some((c, ttl)) = &promoted {
-                    // Not attached: a value replaced here is dropped without the GIL (deferred).
-                    this.counters.cache.insert(key, c.clone(), *ttl, ticket);
+        let started = shared.spawn_get(L2_REVISION, &key, move |found, observed| {
+            *miss_ref.get().observed.lock() = observed;
+            let this = cache.get();
+            let Some(shared) = &this.l2 else { return };
+            let promoted = found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
+            if let Some((c, ttl)) = &promoted {
+                // Not attached: a value replaced here is dropped without the GIL (deferred).
+                this.counters.cache.insert(key, c.clone(), *ttl, ticket);
+            }
+            Python::attach(|py| {
+                let (found, value) = match promoted {
+                    Some((c, _)) => (true, c.0.value.clone_ref(py)),
+                    None => (false, py.None()),
+                };
+                if found {
+                    this.counters.hits.fetch_add(1, Ordering::Relaxed);
                 }
-                Python::attach(|py| {
-                    let (found, value) = match promoted {
-                        Some((c, _)) => (true, c.0.value.clone_ref(py)),
-                        None => (false, py.None()),
-                    };
-                    if found {
-                        this.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    resolve(py, &call_soon_threadsafe, &future, found, value);
-                    flush_warning(py, &shared.l2);
-                });
-            },
-        );
+                resolve(py, &call_soon_threadsafe, &future, found, value);
+                flush_warning(py, shared.l2());
+            });
+        });
         if !started {
-            flush_warning(slf.py(), &shared.l2);
+            flush_warning(slf.py(), shared.l2());
         }
         started
     }
@@ -668,22 +636,8 @@ impl PyResultCache {
         let k = self.key_of(key)?;
         let held = py.detach(|| self.counters.cache.remove(&k));
         if let Some(shared) = &self.l2 {
-            let redis_key = shared.l2.key(&shared.space, &k.0);
-            // Epoch first (from then on the entry is refused everywhere), then the message, then
-            // the delete, which only frees memory now.
-            py.detach(|| {
-                shared.l2.bump_blocking(
-                    &shared.space,
-                    false,
-                    &[],
-                    std::slice::from_ref(&redis_key),
-                );
-                shared.publisher.publish(&Message::InvalidateKey(k.0));
-                shared
-                    .l2
-                    .delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_key(L2_REVISION, &k));
+            flush_warning(py, shared.l2());
         }
         Ok(held)
     }
@@ -691,31 +645,16 @@ impl PyResultCache {
     fn invalidate_tags(&self, py: Python<'_>, tags: Vec<String>) {
         py.detach(|| self.counters.cache.invalidate_tags(&tags));
         if let Some(shared) = &self.l2 {
-            py.detach(|| {
-                shared.l2.bump_blocking(&shared.space, false, &tags, &[]);
-                shared
-                    .publisher
-                    .publish(&Message::InvalidateTags(tags.clone()));
-                shared
-                    .l2
-                    .delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_tags(L2_REVISION, &tags));
+            flush_warning(py, shared.l2());
         }
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
         py.detach(|| self.counters.cache.clear());
         if let Some(shared) = &self.l2 {
-            let pattern = shared.l2.pattern(&shared.space);
-            py.detach(|| {
-                shared.l2.bump_blocking(&shared.space, true, &[], &[]);
-                shared.publisher.publish(&Message::InvalidateAll);
-                shared
-                    .l2
-                    .delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_all(L2_REVISION));
+            flush_warning(py, shared.l2());
         }
     }
 
