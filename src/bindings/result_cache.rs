@@ -4,10 +4,12 @@
 //! form of the function's bound arguments (or of what its `key=` callable returned), seeded with
 //! the function's qualified name. Truthy results live `ttl`, falsy ones `deny_ttl`.
 //!
-//! Sync functions go through [`PyResultCache::call`], which does everything here: the hit path
-//! holds the GIL (a canonical write, a hash and a shard read lock); a miss waits for a
-//! concurrent call of the same key with the GIL released and re-attaches only to call the
-//! function. Async functions use [`PyResultCache::lookup`] and [`PyResultCache::store`]; their
+//! Sync functions go through [`PyResultCache::call`]: the hit path holds the GIL (a canonical
+//! write, a hash and a shard read lock); a miss is the core's `tier::read_through` (single
+//! flight, the L2, then the function) with the GIL released, re-attaching only to decode an L2
+//! entry or call the function. The L2 key space, its epochs, publisher and invalidation order
+//! are the core's `tier::SharedTier`, as for decisions: what stays here is Python's (values,
+//! `tags=`, the payload codec, the reentrancy guard, the async half). Async functions use [`PyResultCache::lookup`] and [`PyResultCache::store`]; their
 //! single flight lives in Python, since it waits on awaitables rather than threads.
 //!
 //! Values are only dropped with the GIL released (inserts and invalidations run detached), so
@@ -27,14 +29,14 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use super::authorizer::PyDecision;
 use super::convert::{to_canonical, to_python, with_canonical};
 use super::l2::{flush_warning, resolve, PyRedisConfig};
-use regoguard_core::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
+use regoguard_core::cache::{seconds, Tagged, Ticket, TtlCache};
 use regoguard_core::canonical;
 use regoguard_core::error::Error;
 use regoguard_core::key::{Key, KeySeed};
-use regoguard_core::l2::pubsub::{Listener, Message};
+use regoguard_core::l2::pubsub::Listener;
 use regoguard_core::l2::{Found, Observed};
 use regoguard_core::metrics;
-use regoguard_core::tier::{SharedTier, Spaces};
+use regoguard_core::tier::{read_through, CacheListener, ReadThrough, SharedTier, Spaces};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -94,34 +96,6 @@ impl Drop for Computing {
                 c.swap_remove(i);
             }
         });
-    }
-}
-
-/// Applies other instances' invalidations of one decorated function. Runs on the L2 runtime
-/// without the GIL: dropped results are decref'd at the next attach (`PyO3`'s deferred pool).
-struct ResultListener {
-    cache: std::sync::Weak<TtlCache<Cached>>,
-}
-
-impl Listener for ResultListener {
-    fn on_message(&self, message: Message) {
-        let Some(cache) = self.cache.upgrade() else {
-            return;
-        };
-        match message {
-            Message::InvalidateKey(k) => {
-                cache.remove(&Key(k));
-            }
-            Message::InvalidateTags(tags) => cache.invalidate_tags(&tags),
-            Message::InvalidateAll => cache.clear(),
-            Message::Reload | Message::SetData { .. } => {}
-        }
-    }
-
-    fn on_gap(&self) {
-        if let Some(cache) = self.cache.upgrade() {
-            cache.clear();
-        }
     }
 }
 
@@ -377,47 +351,41 @@ impl PyResultCache {
         let (func, args) = (func.clone().unbind(), args.clone().unbind());
         let kwargs = kwargs.map(|k| k.clone().unbind());
         let tags = tags.map(|t| t.clone().unbind());
-        let mut computed_ttl = None;
-        let mut observed = None;
-        let looked: PyResult<Lookup<Cached>> = py.detach(|| {
-            self.counters.cache.get_or_insert_with(&key, || {
-                if let Some(shared) = &self.l2 {
-                    let (found, seen) = shared.get_blocking(L2_REVISION, &key);
-                    observed = seen;
-                    if let Some(found) = found {
-                        if let Some(p) = Python::attach(|py| self.promoted(py, shared, &found)) {
-                            return Ok(p);
-                        }
-                    }
-                }
-                let (cached, ttl) = Python::attach(|py| {
-                    self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref())
-                })?;
-                computed_ttl = Some(ttl);
-                Ok((cached, ttl))
-            })
+        let cache = &*self.counters.cache;
+        let shared = self.l2.as_ref();
+        let looked = py.detach(|| {
+            read_through(
+                cache,
+                shared,
+                L2_REVISION,
+                &key,
+                |found| shared.and_then(|s| Python::attach(|py| self.promoted(py, s, found))),
+                || {
+                    Python::attach(|py| {
+                        self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref())
+                    })
+                },
+            )
         });
-        if let Some(shared) = &self.l2 {
+        if let Some(shared) = shared {
             flush_warning(py, shared.l2());
         }
         let cached = match looked? {
-            Lookup::Hit(c) => {
+            // Answered without calling the function.
+            ReadThrough::Hit(c) | ReadThrough::Shared(c) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 c
             }
-            Lookup::Evaluated(c) => {
-                match computed_ttl {
-                    // Shared only if kept in L1 (not computed across an invalidation).
-                    Some(ttl) if self.l2.is_some() && self.counters.cache.get(&key).is_some() => {
-                        self.write_back(py, &key, &c, ttl, observed);
-                    }
-                    Some(_) => {}
-                    // Read from the L2: answered without calling the function.
-                    None => {
-                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    }
+            ReadThrough::Computed {
+                value,
+                ttl,
+                share,
+                observed,
+            } => {
+                if share {
+                    self.write_back(py, &key, &value, ttl, observed);
                 }
-                c
+                value
             }
         };
         Ok(cached.0.value.clone_ref(py))
@@ -488,9 +456,9 @@ impl PyResultCache {
                     .map(|b| format!("{b:02x}"))
                     .collect();
                 let space = format!("{L2_REVISION}:{id}");
-                let listener: Arc<dyn Listener> = Arc::new(ResultListener {
-                    cache: Arc::downgrade(&cache),
-                });
+                // Applies other instances' invalidations on the L2 runtime, without the GIL:
+                // dropped results are decref'd at the next attach (PyO3's deferred pool).
+                let listener: Arc<dyn Listener> = Arc::new(CacheListener::new(&cache));
                 // Its bus scope and its epoch space are its key space.
                 Some(SharedTier::new(
                     l2,

@@ -57,23 +57,14 @@ pub struct Pipeline {
 /// A check's entrypoint resolved in the current revision: the revision is held (without
 /// touching its reference count in the common case) until the check is done.
 pub struct Resolved {
-    compiled: Held,
+    compiled: arc_swap::Guard<Arc<Compiled>>,
     index: usize,
-}
-
-enum Held {
-    Current(arc_swap::Guard<Arc<Compiled>>),
-    /// Just compiled and registered (an entrypoint's first use).
-    Registered(Arc<Compiled>),
 }
 
 impl Resolved {
     #[inline]
     pub fn compiled(&self) -> &Arc<Compiled> {
-        match &self.compiled {
-            Held::Current(g) => g,
-            Held::Registered(c) => c,
-        }
+        &self.compiled
     }
 
     #[inline]
@@ -85,7 +76,7 @@ impl Resolved {
     #[inline]
     pub fn check<'a>(&'a self, canonical: &'a [u8], form: InputForm, started_ns: u64) -> Check<'a> {
         Check {
-            compiled: self.compiled(),
+            compiled: &self.compiled,
             index: self.index,
             canonical,
             form,
@@ -195,8 +186,9 @@ impl Pipeline {
             Some(name) => {
                 let Some(i) = guard.entrypoint_index(name) else {
                     let (compiled, index) = self.authorizer.register_entrypoint(name)?;
+                    // Just compiled and registered (its first use): held by its own count.
                     return Ok(Resolved {
-                        compiled: Held::Registered(compiled),
+                        compiled: arc_swap::Guard::from_inner(compiled),
                         index,
                     });
                 };
@@ -204,7 +196,7 @@ impl Pipeline {
             }
         };
         Ok(Resolved {
-            compiled: Held::Current(guard),
+            compiled: guard,
             index,
         })
     }
@@ -514,8 +506,8 @@ mod tests {
 
     #[test]
     fn begin_decides_hits_and_hands_back_misses() {
-        let f = PolicyFile::new("steps");
-        let p = Pipeline::new(f.config(), None).unwrap();
+        let file = PolicyFile::new("steps");
+        let p = Pipeline::new(file.config(), None).unwrap();
         let bytes = canonical::to_bytes(
             &Value::from_json_str(r#"{"user":"admin"}"#).unwrap(),
             "input",
@@ -534,71 +526,69 @@ mod tests {
         };
         assert_eq!(hit.source, Source::L1);
         // The same bytes as a request document are another key (rule 7).
-        let r = resolved.check(&bytes, InputForm::Request, clock::now_ns());
-        assert!(matches!(p.begin(&r), Step::Miss(_)));
+        let request = resolved.check(&bytes, InputForm::Request, clock::now_ns());
+        assert!(matches!(p.begin(&request), Step::Miss(_)));
     }
 
-    #[test]
-    fn a_pending_miss_finishes_without_the_l2_and_an_unreachable_l2_never_decides() {
-        let f = PolicyFile::new("pending");
-        let p = Arc::new(Pipeline::new(f.config(), Some(unreachable_l2(Some(b"0123456789abcdef-test-key")))).unwrap());
-        assert!(p.wants_l2(), "decisions=\"always\" asks the L2");
-        let bytes =
-            canonical::to_bytes(&Value::from_json_str(r#"{"user":"eve"}"#).unwrap(), "input")
-                .unwrap();
+    const KEY: &[u8] = b"0123456789abcdef-test-key";
+
+    /// The first check of `{"user": user}`: a miss, kept.
+    fn first_miss(p: &Pipeline, user: &str) -> Pending {
+        let input = Value::from_json_str(&format!(r#"{{"user":"{user}"}}"#)).unwrap();
+        let bytes = canonical::to_bytes(&input, "input").unwrap();
         let resolved = p.resolve(None).unwrap();
         let c = resolved.check(&bytes, InputForm::Plain, clock::now_ns());
         let Step::Miss(key) = p.begin(&c) else {
             panic!("a first check cannot hit");
         };
-        let pending = Pending::new(&c, key);
+        Pending::new(&c, key)
+    }
+
+    fn found(payload: &[u8]) -> Found {
+        Found {
+            payload: payload.to_vec(),
+            remaining: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_pending_miss_finishes_without_the_l2_and_an_unreachable_l2_never_decides() {
+        let f = PolicyFile::new("pending");
+        let p = Pipeline::new(f.config(), Some(unreachable_l2(Some(KEY)))).unwrap();
+        assert!(p.wants_l2(), "decisions=\"always\" asks the L2");
+        let pending = first_miss(&p, "eve");
         // Nothing found: no decision, and the miss is counted.
         assert!(p.finish(&pending, None, None).is_none());
         assert_eq!(p.authorizer().metrics.snapshot().l2_misses, 1);
-        // A forged or foreign payload does not decode into a decision.
-        let junk = Found {
-            payload: b"not json".to_vec(),
-            remaining: Duration::from_secs(60),
-        };
+        // A payload that is no decision does not become one.
         let ticket = p.authorizer().cache().map(DecisionCache::ticket);
-        assert!(p.finish(&pending, Some(junk), ticket).is_none());
+        assert!(p
+            .finish(&pending, Some(found(b"not json")), ticket)
+            .is_none());
+        assert!(p
+            .finish(&pending, Some(found(b"\"yes\"")), ticket)
+            .is_none());
         let d = p.decide(&pending.check(), pending.key()).unwrap();
         assert!(!d.outcome.allow);
         assert_eq!(d.source, Source::Engine);
     }
 
     #[test]
-    fn an_l2_answer_is_promoted_to_l1() {
+    fn an_l2_answer_is_promoted_to_l1_unless_invalidated_meanwhile() {
         let f = PolicyFile::new("promote");
-        let p = Pipeline::new(f.config(), Some(unreachable_l2(Some(b"0123456789abcdef-test-key")))).unwrap();
-        let bytes =
-            canonical::to_bytes(&Value::from_json_str(r#"{"user":"bob"}"#).unwrap(), "input")
-                .unwrap();
-        let resolved = p.resolve(None).unwrap();
-        let c = resolved.check(&bytes, InputForm::Plain, clock::now_ns());
-        let Step::Miss(key) = p.begin(&c) else {
-            panic!("a first check cannot hit");
-        };
-        let pending = Pending::new(&c, key);
-        let found = Found {
-            payload: b"true".to_vec(),
-            remaining: Duration::from_secs(60),
-        };
+        let p = Pipeline::new(f.config(), Some(unreachable_l2(Some(KEY)))).unwrap();
+        let pending = first_miss(&p, "bob");
         let ticket = p.authorizer().cache().map(DecisionCache::ticket);
-        let d = p.finish(&pending, Some(found), ticket).unwrap();
+        let d = p.finish(&pending, Some(found(b"true")), ticket).unwrap();
         assert_eq!(d.source, Source::L2);
-        let Step::Done(hit) = p.begin(&c) else {
+        let Step::Done(hit) = p.begin(&pending.check()) else {
             panic!("the L2's answer was promoted");
         };
         assert_eq!(hit.source, Source::L1);
         // An invalidation while the L2 was asked: the answer serves this call, never L1.
         let stale = p.authorizer().cache().map(DecisionCache::ticket);
         p.invalidate_all();
-        let found = Found {
-            payload: b"true".to_vec(),
-            remaining: Duration::from_secs(60),
-        };
-        assert!(p.finish(&pending, Some(found), stale).is_some());
-        assert!(matches!(p.begin(&c), Step::Miss(_)));
+        assert!(p.finish(&pending, Some(found(b"true")), stale).is_some());
+        assert!(matches!(p.begin(&pending.check()), Step::Miss(_)));
     }
 }

@@ -12,9 +12,10 @@
 //! frees memory.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::cache::{Lookup, Tagged, TtlCache};
 use crate::canonical;
 use crate::decision::Outcome;
 use crate::key::Key;
@@ -172,6 +173,101 @@ impl SharedTier {
     }
 }
 
+/// How [`read_through`] answered.
+pub enum ReadThrough<V> {
+    /// From L1 (or computed meanwhile by a concurrent caller of the same key).
+    Hit(V),
+    /// From the L2, promoted to L1.
+    Shared(V),
+    /// Computed here. `share`: it is kept in L1 (so not computed across an invalidation) and
+    /// there is an L2 to write it back to, under the epochs `observed` before computing.
+    Computed {
+        value: V,
+        ttl: Duration,
+        share: bool,
+        observed: Option<Observed>,
+    },
+}
+
+/// The blocking miss path of a cache with an optional shared tier: single flight on `key` in
+/// `cache`; the first caller reads the L2 (`decode` turns a verified entry into a value and its
+/// lifetime) and computes only when it had nothing. The caller writes a `Computed` value back
+/// when `share` says so (the payload is its own).
+///
+/// # Errors
+/// Whatever `compute` returns (nothing is cached then).
+///
+/// # Concurrency
+/// Blocks on the L2 and on a concurrent computation of `key`: call it without the GIL.
+pub fn read_through<V: Tagged + Clone + Send + Sync + 'static, E>(
+    cache: &TtlCache<V>,
+    tier: Option<&SharedTier>,
+    revision: &str,
+    key: &Key,
+    decode: impl FnOnce(&Found) -> Option<(V, Duration)>,
+    compute: impl FnOnce() -> Result<(V, Duration), E>,
+) -> Result<ReadThrough<V>, E> {
+    let mut computed_ttl = None;
+    let mut observed = None;
+    let looked = cache.get_or_insert_with(key, || {
+        if let Some(tier) = tier {
+            let (found, seen) = tier.get_blocking(revision, key);
+            observed = seen;
+            if let Some(v) = found.as_ref().and_then(decode) {
+                return Ok(v);
+            }
+        }
+        let (value, ttl) = compute()?;
+        computed_ttl = Some(ttl);
+        Ok((value, ttl))
+    })?;
+    Ok(match (looked, computed_ttl) {
+        (Lookup::Hit(v), _) => ReadThrough::Hit(v),
+        (Lookup::Evaluated(v), None) => ReadThrough::Shared(v),
+        (Lookup::Evaluated(value), Some(ttl)) => ReadThrough::Computed {
+            share: tier.is_some() && cache.get(key).is_some(),
+            value,
+            ttl,
+            observed,
+        },
+    })
+}
+
+/// Applies other instances' invalidations of one cache's entries to its L1 (held weakly).
+pub struct CacheListener<V> {
+    cache: Weak<TtlCache<V>>,
+}
+
+impl<V> CacheListener<V> {
+    pub fn new(cache: &Arc<TtlCache<V>>) -> Self {
+        Self {
+            cache: Arc::downgrade(cache),
+        }
+    }
+}
+
+impl<V: Tagged + Clone + Send + Sync + 'static> Listener for CacheListener<V> {
+    fn on_message(&self, message: Message) {
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
+        match message {
+            Message::InvalidateKey(k) => {
+                cache.remove(&Key(k));
+            }
+            Message::InvalidateTags(tags) => cache.invalidate_tags(&tags),
+            Message::InvalidateAll => cache.clear(),
+            Message::Reload | Message::SetData { .. } => {}
+        }
+    }
+
+    fn on_gap(&self) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.clear();
+        }
+    }
+}
+
 /// The L2 payload of a decision: the canonical JSON of its result; `None` for a result with
 /// no JSON form (counted in `unshareable`: it stays L1-only).
 pub fn encode_outcome(l2: &L2, outcome: &Outcome) -> Option<Vec<u8>> {
@@ -189,4 +285,40 @@ pub fn encode_outcome(l2: &L2, outcome: &Outcome) -> Option<Vec<u8>> {
 pub fn decode_outcome(entrypoint: &str, payload: &[u8]) -> Option<Outcome> {
     let value = canonical::decode(payload).ok()?;
     Outcome::from_value(entrypoint, value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(allow: bool) -> Arc<Outcome> {
+        Arc::new(Outcome::from_value("e", regorus::Value::Bool(allow)).unwrap())
+    }
+
+    #[test]
+    fn read_through_computes_once_and_never_caches_an_error() {
+        let cache: TtlCache<Arc<Outcome>> = TtlCache::new(16);
+        let key = Key([7; 32]);
+        let ttl = Duration::from_secs(60);
+        let no_l2 =
+            |_: &Found| -> Option<(Arc<Outcome>, Duration)> { panic!("there is no L2 to read") };
+        let failed = read_through(&cache, None, "r", &key, no_l2, || {
+            Err::<(Arc<Outcome>, Duration), _>("boom")
+        });
+        assert!(matches!(failed, Err("boom")));
+        let first = read_through(&cache, None, "r", &key, no_l2, || {
+            Ok::<_, ()>((outcome(true), ttl))
+        });
+        match first {
+            Ok(ReadThrough::Computed { share, value, .. }) => {
+                assert!(value.allow);
+                assert!(!share, "nothing to share without an L2");
+            }
+            _ => panic!("the first call computes"),
+        }
+        let second = read_through(&cache, None, "r", &key, no_l2, || -> Result<_, ()> {
+            panic!("a cached value is not computed again")
+        });
+        assert!(matches!(second, Ok(ReadThrough::Hit(v)) if v.allow));
+    }
 }
