@@ -1,8 +1,6 @@
 //! `Authorizer` and `Decision` for Python.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::errors::{IntoPyErr, IntoPyResult};
 use pyo3::exceptions::PyTypeError;
@@ -15,18 +13,17 @@ use super::convert::{to_canonical, to_python, to_value, with_written, write_valu
 use super::l2::{flush_warning, helpers, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use regoguard_core::authorizer::{
-    Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm,
+    Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm, Step,
 };
 use regoguard_core::cache::CacheConfig;
 use regoguard_core::canonical::{self, CanonicalWriter};
 use regoguard_core::clock;
 use regoguard_core::decision::{DecisionId, Outcome, Source};
-use regoguard_core::engine::{Compiled, Evaluator};
+use regoguard_core::engine::Evaluator;
 use regoguard_core::error::{Error, Result};
 use regoguard_core::key::Key;
-use regoguard_core::l2::pubsub::{AuthorizerListener, Listener, Message, Publisher};
-use regoguard_core::l2::{DecisionPolicy, Found, L2};
 use regoguard_core::metrics::{self, HistogramSnapshot};
+use regoguard_core::pipeline::{Pending, Pipeline};
 
 /// The `cache=` argument: omitted (the default cache), `None` (no cache) or a `CacheConfig`.
 pub enum CacheArg {
@@ -180,22 +177,11 @@ impl PyDecision {
     }
 }
 
-/// The invalidation epochs of decisions in the L2: one space for every revision, so an
-/// `invalidate` revokes what any revision shared.
-const DECISION_EPOCHS: &str = "d";
-
 /// The embedded authorizer. See `_regoguard.pyi` for the user reference.
 #[pyclass(name = "Authorizer", module = "regoguard._regoguard", frozen)]
 pub struct PyAuthorizer {
-    inner: Arc<Authorizer>,
-    l2: Option<Arc<L2>>,
-    /// Sends this authorizer's reloads, data changes and invalidations to the other instances.
-    publisher: Option<Publisher>,
-    /// Applies theirs; the bus holds it weakly.
-    _listener: Option<Arc<dyn Listener>>,
-    /// Smoothed duration of an L1 miss decided here (nanoseconds): against the L2's round trip,
-    /// it decides whether the L2 is worth consulting (`decisions="auto"`).
-    miss_ewma_ns: AtomicU64,
+    /// The core's decision pipeline (the authorizer, its L1 and its L2): this class translates.
+    pipeline: Arc<Pipeline>,
 }
 
 #[pymethods]
@@ -231,13 +217,6 @@ impl PyAuthorizer {
                     .cast::<PyRedisConfig>()
                     .map_err(|_| Error::config("redis must be a RedisConfig or None"))
                     .py()?;
-                if config.get().config().signing_key.is_none() {
-                    // Redis never decides alone: a shared decision must carry our signature.
-                    return Err(Error::config(
-                        "Authorizer(redis=...) needs RedisConfig(signing_key=...): decisions read from Redis must be signed",
-                    )
-                    .into_pyerr());
-                }
                 Some(config.get().l2(py)?)
             }
             _ => None,
@@ -267,7 +246,8 @@ impl PyAuthorizer {
             budget: regoguard_core::budget::Budget::new(eval_timeout_seconds, eval_memory_bytes)
                 .py()?,
         };
-        let inner = Arc::new(py.detach(|| Authorizer::new(config)).py()?);
+        let pipeline = Arc::new(py.detach(|| Pipeline::new(config, l2)).py()?);
+        let inner = pipeline.authorizer();
         log_interpreter_fallbacks(py, &inner.current());
         regoguard_core::builtins::http::configure(inner.current().owner(), net);
         if inner.decision_log().is_some() {
@@ -275,25 +255,7 @@ impl PyAuthorizer {
             py.import("regoguard._decision_log")?
                 .call_method0("_ensure_drain")?;
         }
-        let (publisher, listener) = match &l2 {
-            Some(l2) => {
-                let listener: Arc<dyn Listener> = Arc::new(AuthorizerListener {
-                    authorizer: Arc::downgrade(&inner),
-                });
-                (
-                    Some(l2.listen("a", Arc::downgrade(&listener))),
-                    Some(listener),
-                )
-            }
-            None => (None, None),
-        };
-        Ok(Self {
-            inner,
-            l2,
-            publisher,
-            _listener: listener,
-            miss_ewma_ns: AtomicU64::new(0),
-        })
+        Ok(Self { pipeline })
     }
 
     /// Decides for one input. An L1 hit keeps the GIL (it is faster than releasing it); a miss
@@ -350,63 +312,32 @@ impl PyAuthorizer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let a = &*this.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
+        let p = &this.pipeline;
+        let resolved = p.resolve(entrypoint).py()?;
         let started_ns = clock::now_ns();
-        let (key, hit, owned) = with_written(
+        let step = with_written(
             |w| write_value(w, input, "input"),
             |bytes| {
-                let c = Check {
-                    compiled: &compiled,
-                    index,
-                    canonical: bytes,
-                    form: InputForm::Plain,
-                    started_ns,
-                };
-                Ok(match a.lookup(&c) {
-                    (key, Some(outcome), now) => (key, Some(a.hit(&c, outcome, now)), Vec::new()),
-                    (key, None, _) => (key, None, bytes.to_vec()),
+                let c = resolved.check(bytes, InputForm::Plain, started_ns);
+                Ok(match p.begin(&c) {
+                    Step::Done(decided) => Ok(decided),
+                    Step::Miss(key) => Err(Pending::new(&c, key)),
                 })
             },
         )
         .py()?;
-        if let Some(decided) = hit {
-            return ready(py, Bound::new(py, PyDecision::new(decided))?.into_any());
-        }
-        if let Some(l2) = this.l2.as_ref().filter(|l2| this.consult_l2(l2)) {
+        drop(resolved);
+        let pending = match step {
+            Ok(decided) => return ready(py, Bound::new(py, PyDecision::new(decided))?.into_any()),
+            Err(pending) => Arc::new(pending),
+        };
+        if p.wants_l2() {
             let running = helpers(py)?.call_method0("running_loop")?;
             if !running.is_none() {
                 let future = running.call_method0("create_future")?.unbind();
                 let call_soon = running.getattr("call_soon_threadsafe")?.unbind();
-                let rev = compiled.revision.display.to_string();
-                let redis_key = l2.key(&format!("d:{rev}"), &key.0);
-                let ticket = a.cache().map(regoguard_core::cache::DecisionCache::ticket);
-                let (authz, compiled2, fut2) =
-                    (slf.clone().unbind(), compiled.clone(), future.clone_ref(py));
-                let l2c = l2.clone();
-                let bytes2 = owned.clone();
-                let started = l2.spawn_get(redis_key, DECISION_EPOCHS, rev, move |found, _| {
-                    if found.is_none() {
-                        authz
-                            .get()
-                            .inner
-                            .metrics
-                            .l2_misses
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    let decided = match (found, ticket) {
-                        (Some(f), Some(t)) => {
-                            let c = Check {
-                                compiled: &compiled2,
-                                index,
-                                canonical: &bytes2,
-                                form: InputForm::Plain,
-                                started_ns,
-                            };
-                            promote(&authz.get().inner, &c, key, &f, t)
-                        }
-                        _ => None,
-                    };
+                let (fut2, p2) = (future.clone_ref(py), p.clone());
+                let started = p.ask_l2(&pending, move |decided| {
                     Python::attach(|py| {
                         let value = decided
                             .and_then(|d| Py::new(py, PyDecision::new(d)).ok())
@@ -419,33 +350,21 @@ impl PyAuthorizer {
                             found,
                             value.unwrap_or_else(|| py.None()),
                         );
-                        flush_warning(py, &l2c);
+                        flush(py, &p2);
                     });
                 });
                 if started {
                     let pending = PyPendingDecision {
                         authorizer: slf.clone().unbind(),
-                        compiled,
-                        index,
-                        key,
-                        bytes: owned,
-                        started_ns,
-                        form: InputForm::Plain,
+                        pending,
                         spec: None,
                     };
                     return helpers(py)?.call_method1("finish", (Bound::new(py, pending)?, future));
                 }
-                flush_warning(py, l2);
+                flush(py, p);
             }
         }
-        let c = Check {
-            compiled: &compiled,
-            index,
-            canonical: &owned,
-            form: InputForm::Plain,
-            started_ns,
-        };
-        let decided = this.evaluate_miss(py, &c, &key).py()?;
+        let decided = this.decide_miss(py, &pending.check(), pending.key()).py()?;
         ready(py, Bound::new(py, PyDecision::new(decided))?.into_any())
     }
 
@@ -457,8 +376,9 @@ impl PyAuthorizer {
         inputs: &Bound<'_, PyAny>,
         entrypoint: Option<&str>,
     ) -> PyResult<Vec<PyDecision>> {
-        let a = &*self.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
+        let p = &*self.pipeline;
+        let resolved = p.resolve(entrypoint).py()?;
+        let (compiled, index) = (resolved.compiled(), resolved.index());
         let mut batch = Vec::new();
         for (i, item) in inputs.try_iter()?.enumerate() {
             let bytes = to_canonical(&item?, "")
@@ -470,21 +390,17 @@ impl PyAuthorizer {
             batch
                 .par_iter()
                 .map(|bytes| {
-                    let started_ns = clock::now_ns();
-                    let c = Check {
-                        compiled: &compiled,
+                    p.check(&Check {
+                        compiled,
                         index,
                         canonical: bytes,
                         form: InputForm::Plain,
-                        started_ns,
-                    };
-                    match a.lookup(&c) {
-                        (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
-                        (key, None, _) => a.decide_miss(&c, &key),
-                    }
+                        started_ns: clock::now_ns(),
+                    })
                 })
                 .collect()
         });
+        flush(py, p);
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             out.push(PyDecision::new(r.py()?));
@@ -494,7 +410,7 @@ impl PyAuthorizer {
 
     /// Compiles and registers `entrypoint` now, so a misspelt rule fails at startup.
     fn prepare(&self, py: Python<'_>, entrypoint: &str) -> PyResult<()> {
-        let a = &*self.inner;
+        let a = &**self.inner();
         if a.current_guard().entrypoint_index(entrypoint).is_none() {
             py.detach(|| a.register_entrypoint(entrypoint)).py()?;
         }
@@ -504,17 +420,17 @@ impl PyAuthorizer {
     /// A hash of every policy and data byte (16 hex digits).
     #[getter]
     fn revision(&self) -> String {
-        self.inner.current().revision.display.to_string()
+        self.inner().current().revision.display.to_string()
     }
 
     #[getter]
     fn entrypoint(&self) -> String {
-        self.inner.config().entrypoint.clone()
+        self.inner().config().entrypoint.clone()
     }
 
     fn reload(&self, py: Python<'_>) -> PyResult<String> {
-        let revision = py.detach(|| self.inner.reload()).py()?.to_string();
-        self.publish(py, &Message::Reload);
+        let revision = py.detach(|| self.pipeline.reload()).py()?.to_string();
+        flush(py, &self.pipeline);
         Ok(revision)
     }
 
@@ -533,22 +449,11 @@ impl PyAuthorizer {
         let value = to_value(value, &root)
             .map_err(|e| Error::data(e.to_string()))
             .py()?;
-        let message = self
-            .publisher
-            .as_ref()
-            .and_then(|_| canonical::to_bytes(&value, &root).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(|value| Message::SetData {
-                path: segments.clone(),
-                value,
-            });
         let revision = py
-            .detach(|| self.inner.set_data(&segments, value))
+            .detach(|| self.pipeline.set_data(&segments, value))
             .py()?
             .to_string();
-        if let Some(m) = message {
-            self.publish(py, &m);
-        }
+        flush(py, &self.pipeline);
         Ok(revision)
     }
 
@@ -556,41 +461,18 @@ impl PyAuthorizer {
     /// pub/sub, in every instance on the channel.
     #[pyo3(signature = (*, tags))]
     fn invalidate(&self, py: Python<'_>, tags: Vec<String>) {
-        self.inner.invalidate_tags(&tags);
-        // Epoch first (the entries are refused everywhere from then on), then the message, then
-        // the delete, which only frees memory.
-        if let Some(l2) = &self.l2 {
-            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, false, &tags, &[]));
-        }
-        self.publish(py, &Message::InvalidateTags(tags.clone()));
-        if let Some(l2) = &self.l2 {
-            let space = format!("d:{}", self.inner.current().revision.display);
-            py.detach(|| l2.delete_blocking(Vec::new(), &l2.tag_space(&space), &tags, None));
-        }
+        py.detach(|| self.pipeline.invalidate_tags(&tags));
+        flush(py, &self.pipeline);
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
-        self.inner.invalidate_all();
-        if let Some(l2) = &self.l2 {
-            py.detach(|| l2.bump_blocking(DECISION_EPOCHS, true, &[], &[]));
-        }
-        self.publish(py, &Message::InvalidateAll);
-        if let Some(l2) = &self.l2 {
-            let space = format!("d:{}", self.inner.current().revision.display);
-            py.detach(|| {
-                l2.delete_blocking(
-                    Vec::new(),
-                    &l2.tag_space(&space),
-                    &[],
-                    Some(l2.pattern(&space)),
-                )
-            });
-        }
+        py.detach(|| self.pipeline.invalidate_all());
+        flush(py, &self.pipeline);
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let a = &*self.inner;
-        self.sync_l2_errors();
+        let a = &**self.inner();
+        self.pipeline.sync_l2_errors();
         let s = a.metrics.snapshot();
         let compiled = a.current();
         let d = PyDict::new(py);
@@ -640,7 +522,7 @@ impl PyAuthorizer {
         d.set_item("decision_seconds", times)?;
         d.set_item("decision_logs", s.decision_logs)?;
         d.set_item("decision_logs_dropped", s.decision_logs_dropped)?;
-        if let Some(l2) = &self.l2 {
+        if let Some(l2) = self.pipeline.l2() {
             let l2d = PyDict::new(py);
             stats_into(&l2d, l2)?;
             d.set_item("l2", l2d)?;
@@ -650,23 +532,23 @@ impl PyAuthorizer {
 
     /// This authorizer's series in the Prometheus text format 0.0.4.
     fn metrics_text(&self) -> String {
-        self.sync_l2_errors();
-        metrics::render(&[self.inner.sample(None)], &[])
+        self.pipeline.sync_l2_errors();
+        metrics::render(&[self.inner().sample(None)], &[])
     }
 
     /// The decision-log settings, or `None` when decisions are not logged.
     #[getter]
     fn decision_log(&self) -> Option<PyDecisionLogConfig> {
-        self.inner
+        self.inner()
             .decision_log()
             .map(|c| PyDecisionLogConfig { inner: c.clone() })
     }
 
     fn __repr__(&self) -> String {
-        let c = self.inner.current();
+        let c = self.inner().current();
         format!(
             "Authorizer(entrypoint='{}', revision='{}')",
-            self.inner.config().entrypoint,
+            self.inner().config().entrypoint,
             c.revision.display
         )
     }
@@ -692,7 +574,7 @@ pub fn render_metrics(
     let several = authorizers.len() > 1;
     let mut samples = Vec::with_capacity(authorizers.len());
     for a in &authorizers {
-        let inner = &a.get().inner;
+        let inner = &a.get().inner();
         let label = several.then(|| inner.config().entrypoint.clone());
         if let Some(l) = &label {
             if samples
@@ -725,7 +607,11 @@ pub fn drain_decision_logs(max_records: usize, render: bool) -> (usize, Vec<Stri
 }
 
 impl PyAuthorizer {
-    /// Writes the input with `write`, then serves it from L1 or evaluates it.
+    fn inner(&self) -> &Arc<Authorizer> {
+        self.pipeline.authorizer()
+    }
+
+    /// Writes the input with `write`, then serves it from L1 or decides the miss.
     fn decide(
         &self,
         py: Python<'_>,
@@ -733,32 +619,14 @@ impl PyAuthorizer {
         form: InputForm,
         write: impl FnOnce(&mut CanonicalWriter) -> Result<()>,
     ) -> PyResult<PyDecision> {
-        let a = &*self.inner;
-        let guard = a.current_guard();
-        let registered;
-        let (compiled, index): (&Arc<Compiled>, usize) = match entrypoint {
-            None => (&guard, 0),
-            Some(name) => {
-                if let Some(i) = guard.entrypoint_index(name) {
-                    (&guard, i)
-                } else {
-                    registered = a.register_entrypoint(name).py()?;
-                    (&registered.0, registered.1)
-                }
-            }
-        };
+        let p = &*self.pipeline;
+        let resolved = p.resolve(entrypoint).py()?;
         let started_ns = clock::now_ns();
         let decided = with_written(write, |bytes| {
-            let c = Check {
-                compiled,
-                index,
-                canonical: bytes,
-                form,
-                started_ns,
-            };
-            match a.lookup(&c) {
-                (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
-                (key, None, _) => self.evaluate_miss(py, &c, &key),
+            let c = resolved.check(bytes, form, started_ns);
+            match p.begin(&c) {
+                Step::Done(decided) => Ok(decided),
+                Step::Miss(key) => self.decide_miss(py, &c, &key),
             }
         })
         .py()?;
@@ -776,24 +644,18 @@ impl PyAuthorizer {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let a = &*this.inner;
-        let (compiled, index) = a.entrypoint(a.current(), entrypoint).py()?;
+        let p = &*this.pipeline;
+        let resolved = p.resolve(entrypoint).py()?;
         let started_ns = clock::now_ns();
         let s = spec.get();
         let done = with_written(write, |bytes| {
-            let c = Check {
-                compiled: &compiled,
-                index,
-                canonical: bytes,
-                form: InputForm::Request,
-                started_ns,
-            };
-            Ok(match a.lookup(&c) {
-                (_, Some(outcome), now) => Ok(a.hit(&c, outcome, now)),
-                (key, None, _) if s.defers_miss() => Err((key, bytes.to_vec())),
-                (key, None, _) => {
+            let c = resolved.check(bytes, InputForm::Request, started_ns);
+            Ok(match p.begin(&c) {
+                Step::Done(decided) => Ok(decided),
+                Step::Miss(key) if s.defers_miss() => Err(Pending::new(&c, key)),
+                Step::Miss(key) => {
                     let t = clock::now_ns();
-                    let decided = this.evaluate_miss(py, &c, &key)?;
+                    let decided = this.decide_miss(py, &c, &key)?;
                     s.observe_miss(clock::now_ns().saturating_sub(t));
                     Ok(decided)
                 }
@@ -802,15 +664,10 @@ impl PyAuthorizer {
         .py()?;
         match done {
             Ok(decided) => Ok(Py::new(py, PyDecision::new(decided))?.into_any()),
-            Err((key, bytes)) => {
+            Err(pending) => {
                 let pending = PyPendingDecision {
                     authorizer: slf.clone().unbind(),
-                    compiled,
-                    index,
-                    key,
-                    bytes,
-                    started_ns,
-                    form: InputForm::Request,
+                    pending: Arc::new(pending),
                     spec: Some(spec.clone().unbind()),
                 };
                 Ok(Py::new(py, pending)?.into_any())
@@ -818,131 +675,28 @@ impl PyAuthorizer {
         }
     }
 
-    /// An L1 miss decided by the engine (or a concurrent caller), timed, and shared through the
-    /// L2 when that pays.
-    fn evaluate_miss(&self, py: Python<'_>, c: &Check<'_>, key: &Key) -> Result<Decided> {
-        let a = &*self.inner;
-        let Some(l2) = &self.l2 else {
-            return py.detach(|| a.decide_miss(c, key));
-        };
-        let started = clock::now_ns();
-        let decided = py.detach(|| a.decide_miss(c, key))?;
-        let took_ns = clock::now_ns().saturating_sub(started);
-        let old = self.miss_ewma_ns.load(Ordering::Relaxed);
-        self.miss_ewma_ns.store(
-            if old == 0 {
-                took_ns
-            } else {
-                old - old / 8 + took_ns / 8
-            },
-            Ordering::Relaxed,
-        );
-        let write = match l2.config().decisions {
-            DecisionPolicy::Always => true,
-            DecisionPolicy::Auto => Duration::from_nanos(took_ns) > l2.rtt(),
-            DecisionPolicy::Never => false,
-        };
-        if write && decided.source == Source::Engine {
-            self.write_back(l2, c.compiled, key, &decided.outcome, decided.ttl_cap);
-            flush_warning(py, l2);
-        }
-        Ok(decided)
-    }
-
-    /// Shares an evaluated outcome through the L2 (fire and forget), for as long as L1 would
-    /// keep it.
-    fn write_back(
-        &self,
-        l2: &Arc<L2>,
-        compiled: &Compiled,
-        key: &Key,
-        outcome: &Outcome,
-        cap: Option<Duration>,
-    ) {
-        let Some(cache) = self.inner.cache() else {
-            return;
-        };
-        let ttl = cap.map_or(cache.ttl_for(outcome), |c| c.min(cache.ttl_for(outcome)));
-        if ttl.is_zero() {
-            return;
-        }
-        let Ok(payload) = canonical::to_bytes(&outcome.result, "result") else {
-            l2.counters.unshareable.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let rev = &*compiled.revision.display;
-        let space = format!("d:{rev}");
-        let tags = outcome.tags.iter().map(ToString::to_string).collect();
-        l2.spawn_set(
-            l2.key(&space, &key.0),
-            DECISION_EPOCHS,
-            rev,
-            &payload,
-            ttl,
-            tags,
-            l2.tag_space(&space),
-            None,
-        );
-    }
-
-    /// Sends `message` to the other instances (bounded by the timeout, GIL released).
-    fn publish(&self, py: Python<'_>, message: &Message) {
-        if let Some(p) = &self.publisher {
-            py.detach(|| p.publish(message));
-            flush_warning(py, p.l2());
-        }
-    }
-
-    /// Whether `check_async` should ask the L2 before evaluating.
-    fn consult_l2(&self, l2: &L2) -> bool {
-        self.inner.cache().is_some()
-            && match l2.config().decisions {
-                DecisionPolicy::Always => true,
-                DecisionPolicy::Auto => {
-                    Duration::from_nanos(self.miss_ewma_ns.load(Ordering::Relaxed)) > l2.rtt()
-                }
-                DecisionPolicy::Never => false,
-            }
-    }
-
-    /// Brings the Redis client's error count into the authorizer's metrics (the client may be
-    /// shared with decorated functions using the same `RedisConfig`).
-    fn sync_l2_errors(&self) {
-        if let Some(l2) = &self.l2 {
-            let errors = l2.counters.errors.load(Ordering::Relaxed);
-            self.inner
-                .metrics
-                .l2_errors
-                .fetch_max(errors, Ordering::Relaxed);
-        }
+    /// An L1 miss decided by the pipeline with the GIL released (it may evaluate, or wait for a
+    /// concurrent evaluation of the same key).
+    fn decide_miss(&self, py: Python<'_>, c: &Check<'_>, key: &Key) -> Result<Decided> {
+        let decided = py.detach(|| self.pipeline.decide(c, key));
+        flush(py, &self.pipeline);
+        decided
     }
 }
 
-/// A decision read from the L2: verified already; decoded, promoted to L1 and counted here.
-fn promote(
-    a: &Authorizer,
-    c: &Check<'_>,
-    key: Key,
-    found: &Found,
-    ticket: regoguard_core::cache::Ticket,
-) -> Option<Decided> {
-    let cache = a.cache()?;
-    let value = canonical::decode(&found.payload).ok()?;
-    let outcome = Arc::new(Outcome::from_value(&c.compiled.entrypoints[c.index].name, value).ok()?);
-    cache.promote(key, outcome.clone(), found.remaining, ticket);
-    Some(a.served_from_l2(c, outcome))
+/// Logs the L2's pending rate-limited warning, if the pipeline has an L2.
+fn flush(py: Python<'_>, pipeline: &Pipeline) {
+    if let Some(l2) = pipeline.l2() {
+        flush_warning(py, l2);
+    }
 }
 
-/// The part of a `check_async` that missed L1 and is waiting for the L2.
+/// The part of a `check_async` that missed L1 and is waiting for the L2, or a slow request
+/// miss handed to a worker thread.
 #[pyclass(name = "PendingDecision", module = "regoguard._regoguard", frozen)]
 pub struct PyPendingDecision {
     authorizer: Py<PyAuthorizer>,
-    compiled: Arc<Compiled>,
-    index: usize,
-    key: Key,
-    bytes: Vec<u8>,
-    started_ns: u64,
-    form: InputForm,
+    pending: Arc<Pending>,
     /// The request spec whose moving average this miss feeds (a deferred request miss).
     spec: Option<Py<PyRequestSpec>>,
 }
@@ -952,15 +706,10 @@ impl PyPendingDecision {
     /// Evaluates (the L2 missed, or a slow request miss on a worker thread), releasing the GIL.
     fn evaluate(&self, py: Python<'_>) -> PyResult<PyDecision> {
         let this = self.authorizer.get();
-        let c = Check {
-            compiled: &self.compiled,
-            index: self.index,
-            canonical: &self.bytes,
-            form: self.form,
-            started_ns: self.started_ns,
-        };
         let t = clock::now_ns();
-        let decided = this.evaluate_miss(py, &c, &self.key).py()?;
+        let decided = this
+            .decide_miss(py, &self.pending.check(), self.pending.key())
+            .py()?;
         if let Some(spec) = &self.spec {
             spec.get().observe_miss(clock::now_ns().saturating_sub(t));
         }
@@ -1056,7 +805,7 @@ impl Drop for PyAuthorizer {
     fn drop(&mut self) {
         // Forget this authorizer's allow_net.
         regoguard_core::builtins::http::configure(
-            self.inner.current().owner(),
+            self.inner().current().owner(),
             regoguard_core::builtins::http::NetConfig::default(),
         );
     }

@@ -4,10 +4,12 @@
 //! form of the function's bound arguments (or of what its `key=` callable returned), seeded with
 //! the function's qualified name. Truthy results live `ttl`, falsy ones `deny_ttl`.
 //!
-//! Sync functions go through [`PyResultCache::call`], which does everything here: the hit path
-//! holds the GIL (a canonical write, a hash and a shard read lock); a miss waits for a
-//! concurrent call of the same key with the GIL released and re-attaches only to call the
-//! function. Async functions use [`PyResultCache::lookup`] and [`PyResultCache::store`]; their
+//! Sync functions go through [`PyResultCache::call`]: the hit path holds the GIL (a canonical
+//! write, a hash and a shard read lock); a miss is the core's `tier::read_through` (single
+//! flight, the L2, then the function) with the GIL released, re-attaching only to decode an L2
+//! entry or call the function. The L2 key space, its epochs, publisher and invalidation order
+//! are the core's `tier::SharedTier`, as for decisions: what stays here is Python's (values,
+//! `tags=`, the payload codec, the reentrancy guard, the async half). Async functions use [`PyResultCache::lookup`] and [`PyResultCache::store`]; their
 //! single flight lives in Python, since it waits on awaitables rather than threads.
 //!
 //! Values are only dropped with the GIL released (inserts and invalidations run detached), so
@@ -27,13 +29,14 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use super::authorizer::PyDecision;
 use super::convert::{to_canonical, to_python, with_canonical};
 use super::l2::{flush_warning, resolve, PyRedisConfig};
-use regoguard_core::cache::{seconds, Lookup, Tagged, Ticket, TtlCache};
+use regoguard_core::cache::{seconds, Tagged, Ticket, TtlCache};
 use regoguard_core::canonical;
 use regoguard_core::error::Error;
 use regoguard_core::key::{Key, KeySeed};
-use regoguard_core::l2::pubsub::{Listener, Message, Publisher};
-use regoguard_core::l2::{Found, Observed, L2};
+use regoguard_core::l2::pubsub::Listener;
+use regoguard_core::l2::{Found, Observed};
 use regoguard_core::metrics;
+use regoguard_core::tier::{read_through, CacheListener, ReadThrough, SharedTier, Spaces};
 
 /// Domain of every result-cache key, so no result key can equal a decision key (whose seeds are
 /// keyed by a policy revision instead). Changing it changes every key.
@@ -42,19 +45,6 @@ const KEY_DOMAIN: &[u8] = b"regoguard/cached_authorization/v1";
 /// The "revision" of result entries in the L2: the key domain's version. Changing the key
 /// domain or the payload layout changes it.
 const L2_REVISION: &str = "r1";
-
-/// A result cache's place in the L2.
-struct Shared {
-    l2: Arc<L2>,
-    /// Sends this function's invalidations to the other instances.
-    publisher: Publisher,
-    /// Applies theirs; the bus holds it weakly.
-    _listener: Arc<dyn Listener>,
-    /// `r1:<first 16 bytes of BLAKE3(name, root, identity) in hex>`: keys are
-    /// `<prefix>:<space>:<key>`.
-    space: String,
-    tag_space: String,
-}
 
 /// One stored result and the tags its `tags=` callable gave it.
 struct Stored {
@@ -106,34 +96,6 @@ impl Drop for Computing {
                 c.swap_remove(i);
             }
         });
-    }
-}
-
-/// Applies other instances' invalidations of one decorated function. Runs on the L2 runtime
-/// without the GIL: dropped results are decref'd at the next attach (`PyO3`'s deferred pool).
-struct ResultListener {
-    cache: std::sync::Weak<TtlCache<Cached>>,
-}
-
-impl Listener for ResultListener {
-    fn on_message(&self, message: Message) {
-        let Some(cache) = self.cache.upgrade() else {
-            return;
-        };
-        match message {
-            Message::InvalidateKey(k) => {
-                cache.remove(&Key(k));
-            }
-            Message::InvalidateTags(tags) => cache.invalidate_tags(&tags),
-            Message::InvalidateAll => cache.clear(),
-            Message::Reload | Message::SetData { .. } => {}
-        }
-    }
-
-    fn on_gap(&self) {
-        if let Some(cache) = self.cache.upgrade() {
-            cache.clear();
-        }
     }
 }
 
@@ -198,7 +160,7 @@ pub struct PyResultCache {
     max_entries: u64,
     ttl: Duration,
     deny_ttl: Duration,
-    l2: Option<Shared>,
+    l2: Option<SharedTier>,
 }
 
 impl PyResultCache {
@@ -302,14 +264,14 @@ impl PyResultCache {
 
     /// The L2 payload of a result: the canonical form of `{"t": tags, "v": value}`, or `None`
     /// (counted) for a value with no JSON form, which stays L1-only.
-    fn l2_payload(&self, py: Python<'_>, shared: &Shared, cached: &Cached) -> Option<Vec<u8>> {
+    fn l2_payload(&self, py: Python<'_>, shared: &SharedTier, cached: &Cached) -> Option<Vec<u8>> {
         let d = PyDict::new(py);
         let tags: Vec<&str> = cached.0.tags.iter().map(|t| &**t).collect();
         let ok = d.set_item("t", tags).is_ok() && d.set_item("v", cached.0.value.bind(py)).is_ok();
         let payload = to_canonical(&d, "result").ok().filter(|_| ok);
         if payload.is_none() {
             shared
-                .l2
+                .l2()
                 .counters
                 .unshareable
                 .fetch_add(1, Ordering::Relaxed);
@@ -331,18 +293,7 @@ impl PyResultCache {
             return;
         }
         if let Some(payload) = self.l2_payload(py, shared, cached) {
-            let tags = cached.0.tags.iter().map(ToString::to_string).collect();
-            let k = shared.l2.key(&shared.space, &key.0);
-            shared.l2.spawn_set(
-                k,
-                &shared.space,
-                L2_REVISION,
-                &payload,
-                ttl,
-                tags,
-                shared.tag_space.clone(),
-                observed,
-            );
+            shared.spawn_set(L2_REVISION, key, &payload, ttl, &cached.0.tags, observed);
         }
     }
 
@@ -351,7 +302,7 @@ impl PyResultCache {
     fn promoted(
         &self,
         py: Python<'_>,
-        shared: &Shared,
+        shared: &SharedTier,
         found: &Found,
     ) -> Option<(Cached, Duration)> {
         let decoded = (|| {
@@ -377,7 +328,7 @@ impl PyResultCache {
         })();
         if decoded.is_none() {
             shared
-                .l2
+                .l2()
                 .counters
                 .bad_entries
                 .fetch_add(1, Ordering::Relaxed);
@@ -400,48 +351,41 @@ impl PyResultCache {
         let (func, args) = (func.clone().unbind(), args.clone().unbind());
         let kwargs = kwargs.map(|k| k.clone().unbind());
         let tags = tags.map(|t| t.clone().unbind());
-        let mut computed_ttl = None;
-        let mut observed = None;
-        let looked: PyResult<Lookup<Cached>> = py.detach(|| {
-            self.counters.cache.get_or_insert_with(&key, || {
-                if let Some(shared) = &self.l2 {
-                    let k = shared.l2.key(&shared.space, &key.0);
-                    let (found, seen) = shared.l2.get_blocking(&k, &shared.space, L2_REVISION);
-                    observed = seen;
-                    if let Some(found) = found {
-                        if let Some(p) = Python::attach(|py| self.promoted(py, shared, &found)) {
-                            return Ok(p);
-                        }
-                    }
-                }
-                let (cached, ttl) = Python::attach(|py| {
-                    self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref())
-                })?;
-                computed_ttl = Some(ttl);
-                Ok((cached, ttl))
-            })
+        let cache = &*self.counters.cache;
+        let shared = self.l2.as_ref();
+        let looked = py.detach(|| {
+            read_through(
+                cache,
+                shared,
+                L2_REVISION,
+                &key,
+                |found| shared.and_then(|s| Python::attach(|py| self.promoted(py, s, found))),
+                || {
+                    Python::attach(|py| {
+                        self.compute(py, &func, &args, kwargs.as_ref(), tags.as_ref())
+                    })
+                },
+            )
         });
-        if let Some(shared) = &self.l2 {
-            flush_warning(py, &shared.l2);
+        if let Some(shared) = shared {
+            flush_warning(py, shared.l2());
         }
         let cached = match looked? {
-            Lookup::Hit(c) => {
+            // Answered without calling the function.
+            ReadThrough::Hit(c) | ReadThrough::Shared(c) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 c
             }
-            Lookup::Evaluated(c) => {
-                match computed_ttl {
-                    // Shared only if kept in L1 (not computed across an invalidation).
-                    Some(ttl) if self.l2.is_some() && self.counters.cache.get(&key).is_some() => {
-                        self.write_back(py, &key, &c, ttl, observed);
-                    }
-                    Some(_) => {}
-                    // Read from the L2: answered without calling the function.
-                    None => {
-                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    }
+            ReadThrough::Computed {
+                value,
+                ttl,
+                share,
+                observed,
+            } => {
+                if share {
+                    self.write_back(py, &key, &value, ttl, observed);
                 }
-                c
+                value
             }
         };
         Ok(cached.0.value.clone_ref(py))
@@ -512,18 +456,17 @@ impl PyResultCache {
                     .map(|b| format!("{b:02x}"))
                     .collect();
                 let space = format!("{L2_REVISION}:{id}");
-                let tag_space = l2.tag_space(&space);
-                let listener: Arc<dyn Listener> = Arc::new(ResultListener {
-                    cache: Arc::downgrade(&cache),
-                });
-                let publisher = l2.listen(&space, Arc::downgrade(&listener));
-                Some(Shared {
+                // Applies other instances' invalidations on the L2 runtime, without the GIL:
+                // dropped results are decref'd at the next attach (PyO3's deferred pool).
+                let listener: Arc<dyn Listener> = Arc::new(CacheListener::new(&cache));
+                // Its bus scope and its epoch space are its key space.
+                Some(SharedTier::new(
                     l2,
-                    publisher,
-                    _listener: listener,
-                    space,
-                    tag_space,
-                })
+                    &space,
+                    space.clone(),
+                    Spaces::Fixed,
+                    listener,
+                ))
             }
         };
         let counters = Arc::new(Counters {
@@ -629,36 +572,29 @@ impl PyResultCache {
         let (key, ticket) = (miss.get().key, miss.get().ticket);
         let cache: Py<Self> = slf.clone().unbind();
         let miss_ref: Py<PyCacheMiss> = miss.clone().unbind();
-        let k = shared.l2.key(&shared.space, &key.0);
-        let started = shared.l2.spawn_get(
-            k,
-            &shared.space,
-            L2_REVISION.to_owned(),
-            move |found, observed| {
-                *miss_ref.get().observed.lock() = observed;
-                let this = cache.get();
-                let Some(shared) = &this.l2 else { return };
-                let promoted =
-                    found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
-                if let Some((c, ttl)) = &promoted {
-                    // Not attached: a value replaced here is dropped without the GIL (deferred).
-                    this.counters.cache.insert(key, c.clone(), *ttl, ticket);
+        let started = shared.spawn_get(L2_REVISION, &key, move |found, observed| {
+            *miss_ref.get().observed.lock() = observed;
+            let this = cache.get();
+            let Some(shared) = &this.l2 else { return };
+            let promoted = found.and_then(|f| Python::attach(|py| this.promoted(py, shared, &f)));
+            if let Some((c, ttl)) = &promoted {
+                // Not attached: a value replaced here is dropped without the GIL (deferred).
+                this.counters.cache.insert(key, c.clone(), *ttl, ticket);
+            }
+            Python::attach(|py| {
+                let (found, value) = match promoted {
+                    Some((c, _)) => (true, c.0.value.clone_ref(py)),
+                    None => (false, py.None()),
+                };
+                if found {
+                    this.counters.hits.fetch_add(1, Ordering::Relaxed);
                 }
-                Python::attach(|py| {
-                    let (found, value) = match promoted {
-                        Some((c, _)) => (true, c.0.value.clone_ref(py)),
-                        None => (false, py.None()),
-                    };
-                    if found {
-                        this.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    resolve(py, &call_soon_threadsafe, &future, found, value);
-                    flush_warning(py, &shared.l2);
-                });
-            },
-        );
+                resolve(py, &call_soon_threadsafe, &future, found, value);
+                flush_warning(py, shared.l2());
+            });
+        });
         if !started {
-            flush_warning(slf.py(), &shared.l2);
+            flush_warning(slf.py(), shared.l2());
         }
         started
     }
@@ -668,22 +604,8 @@ impl PyResultCache {
         let k = self.key_of(key)?;
         let held = py.detach(|| self.counters.cache.remove(&k));
         if let Some(shared) = &self.l2 {
-            let redis_key = shared.l2.key(&shared.space, &k.0);
-            // Epoch first (from then on the entry is refused everywhere), then the message, then
-            // the delete, which only frees memory now.
-            py.detach(|| {
-                shared.l2.bump_blocking(
-                    &shared.space,
-                    false,
-                    &[],
-                    std::slice::from_ref(&redis_key),
-                );
-                shared.publisher.publish(&Message::InvalidateKey(k.0));
-                shared
-                    .l2
-                    .delete_blocking(vec![redis_key], &shared.tag_space, &[], None);
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_key(L2_REVISION, &k));
+            flush_warning(py, shared.l2());
         }
         Ok(held)
     }
@@ -691,31 +613,16 @@ impl PyResultCache {
     fn invalidate_tags(&self, py: Python<'_>, tags: Vec<String>) {
         py.detach(|| self.counters.cache.invalidate_tags(&tags));
         if let Some(shared) = &self.l2 {
-            py.detach(|| {
-                shared.l2.bump_blocking(&shared.space, false, &tags, &[]);
-                shared
-                    .publisher
-                    .publish(&Message::InvalidateTags(tags.clone()));
-                shared
-                    .l2
-                    .delete_blocking(Vec::new(), &shared.tag_space, &tags, None);
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_tags(L2_REVISION, &tags));
+            flush_warning(py, shared.l2());
         }
     }
 
     fn invalidate_all(&self, py: Python<'_>) {
         py.detach(|| self.counters.cache.clear());
         if let Some(shared) = &self.l2 {
-            let pattern = shared.l2.pattern(&shared.space);
-            py.detach(|| {
-                shared.l2.bump_blocking(&shared.space, true, &[], &[]);
-                shared.publisher.publish(&Message::InvalidateAll);
-                shared
-                    .l2
-                    .delete_blocking(Vec::new(), &shared.tag_space, &[], Some(pattern));
-            });
-            flush_warning(py, &shared.l2);
+            py.detach(|| shared.invalidate_all(L2_REVISION));
+            flush_warning(py, shared.l2());
         }
     }
 

@@ -16,6 +16,7 @@ use crate::engine::{self, Compiled, Evaluator, PolicyFile, Revision};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::metrics::Metrics;
+pub use crate::request::InputForm;
 
 /// Where the base document comes from.
 #[derive(Clone, Debug)]
@@ -65,17 +66,6 @@ struct Sources {
     entrypoints: Vec<Arc<str>>,
 }
 
-/// What the canonical bytes of a check hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputForm {
-    /// The whole input document.
-    Plain,
-    /// A request document without its derived fields ([`crate::request::complete`] adds them
-    /// before evaluation). They are functions of fields the key covers, so leaving them out of
-    /// the key keeps it exact and makes it cheaper to hash.
-    Request,
-}
-
 /// A decision made by [`Authorizer::check`].
 #[derive(Clone, Debug)]
 pub struct Decided {
@@ -88,6 +78,14 @@ pub struct Decided {
     /// How long this outcome may be shared at most, beyond the cache's own TTLs (caching rule
     /// 8): `Some(ZERO)` for a decision that read the moment and must not be kept.
     pub ttl_cap: Option<std::time::Duration>,
+}
+
+/// Where a check stands after its L1 lookup ([`Authorizer::begin`]).
+pub enum Step {
+    /// An L1 hit, decided.
+    Done(Decided),
+    /// A miss, with its key.
+    Miss(Key),
 }
 
 /// One decision in progress: what it is about and when it started.
@@ -263,6 +261,17 @@ impl Authorizer {
         (key, hit, now)
     }
 
+    /// The L1 step of a check: the decision of a hit, or the key of a miss (to hand to
+    /// [`Authorizer::decide_miss`], or to the L2 first: [`crate::pipeline`]). Never blocks,
+    /// never evaluates.
+    #[inline]
+    pub fn begin(&self, c: &Check<'_>) -> Step {
+        match self.lookup(c) {
+            (_, Some(outcome), now) => Step::Done(self.hit(c, outcome, now)),
+            (key, None, _) => Step::Miss(key),
+        }
+    }
+
     /// Completes a decision after [`Authorizer::lookup`] missed: waits for a concurrent
     /// evaluation of the same key or evaluates, and caches the outcome when allowed.
     ///
@@ -297,24 +306,11 @@ impl Authorizer {
                     (o, Source::Engine)
                 }),
         };
-        let id = DecisionId::next();
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
         match evaluated {
-            Ok((outcome, source)) => {
-                self.metrics.decided(outcome.allow, source, elapsed);
-                if let Some(log) = &self.log {
-                    self.log(log, c, id, Ok(&outcome), Some(source), elapsed);
-                }
-                Ok(Decided {
-                    id,
-                    outcome,
-                    source,
-                    revision: c.compiled.revision.display.clone(),
-                    evaluator: c.evaluator(),
-                    ttl_cap: cap.get(),
-                })
-            }
+            Ok((outcome, source)) => Ok(self.finished(c, outcome, source, elapsed, cap.get())),
             Err(e) => {
+                let id = DecisionId::next();
                 self.metrics.failed();
                 if crate::budget::is_exceeded(&e) {
                     self.metrics.budget_exceeded.fetch_add(1, Ordering::Relaxed);
@@ -331,45 +327,45 @@ impl Authorizer {
         }
     }
 
-    /// Builds the decision of an L1 hit found by [`Authorizer::lookup`] at `now_ns`.
+    /// The one way a decision is finished, whatever answered it: counted, logged (if sampled)
+    /// and given its id.
     #[inline]
-    pub fn hit(&self, c: &Check<'_>, outcome: Arc<Outcome>, now_ns: u64) -> Decided {
-        let elapsed = now_ns.saturating_sub(c.started_ns);
-        self.metrics.decided(outcome.allow, Source::L1, elapsed);
+    fn finished(
+        &self,
+        c: &Check<'_>,
+        outcome: Arc<Outcome>,
+        source: Source,
+        elapsed_ns: u64,
+        ttl_cap: Option<std::time::Duration>,
+    ) -> Decided {
+        self.metrics.decided(outcome.allow, source, elapsed_ns);
         let id = DecisionId::next();
         if let Some(log) = &self.log {
-            self.log(log, c, id, Ok(&outcome), Some(Source::L1), elapsed);
+            self.log(log, c, id, Ok(&outcome), Some(source), elapsed_ns);
         }
         Decided {
             id,
             outcome,
-            source: Source::L1,
+            source,
             revision: c.compiled.revision.display.clone(),
             evaluator: c.evaluator(),
-            ttl_cap: None,
+            ttl_cap,
         }
+    }
+
+    /// Builds the decision of an L1 hit found by [`Authorizer::lookup`] at `now_ns`.
+    #[inline]
+    pub fn hit(&self, c: &Check<'_>, outcome: Arc<Outcome>, now_ns: u64) -> Decided {
+        let elapsed = now_ns.saturating_sub(c.started_ns);
+        self.finished(c, outcome, Source::L1, elapsed, None)
     }
 
     /// Builds the decision of an L1 miss answered by the L2 (already verified and promoted).
     pub fn served_from_l2(&self, c: &Check<'_>, outcome: Arc<Outcome>) -> Decided {
         let elapsed = clock::now_ns().saturating_sub(c.started_ns);
         self.metrics.miss();
-        self.metrics
-            .l2_hits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.decided(outcome.allow, Source::L2, elapsed);
-        let id = DecisionId::next();
-        if let Some(log) = &self.log {
-            self.log(log, c, id, Ok(&outcome), Some(Source::L2), elapsed);
-        }
-        Decided {
-            id,
-            outcome,
-            source: Source::L2,
-            revision: c.compiled.revision.display.clone(),
-            evaluator: c.evaluator(),
-            ttl_cap: None,
-        }
+        self.metrics.l2_hits.fetch_add(1, Ordering::Relaxed);
+        self.finished(c, outcome, Source::L2, elapsed, None)
     }
 
     /// Samples and queues a decision-log record (never blocks; a full queue drops it).
@@ -441,8 +437,8 @@ impl Authorizer {
         Ok((outcome, cap))
     }
 
-    /// A whole check from canonical bytes (Rust callers; Python goes through the bindings,
-    /// which split it around the GIL).
+    /// A whole check from canonical bytes, L1 and engine only (Rust callers; with an L2, and
+    /// for Python, [`crate::pipeline::Pipeline`]).
     ///
     /// # Errors
     /// As [`Authorizer::entrypoint`] and [`Authorizer::decide_miss`].
@@ -456,9 +452,9 @@ impl Authorizer {
             form: InputForm::Plain,
             started_ns,
         };
-        match self.lookup(&c) {
-            (_, Some(outcome), now) => Ok(self.hit(&c, outcome, now)),
-            (key, None, _) => self.decide_miss(&c, &key),
+        match self.begin(&c) {
+            Step::Done(d) => Ok(d),
+            Step::Miss(key) => self.decide_miss(&c, &key),
         }
     }
 

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::{Map, Value as Json};
 
-use crate::authorizer::InputForm;
 use crate::clock;
 use crate::decision::{DecisionId, Outcome, Source};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::request::InputForm;
 
 /// What is masked by default: credentials in the request headers.
 pub const DEFAULT_MASK: [&str; 5] = [

@@ -221,7 +221,7 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
         // A failed add_policy leaves the engine as it was, so the next file still parses.
         if let Err(e) = engine.add_policy(f.path.clone(), text) {
             let mut issue = issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error");
-            crate::tooling::hint_rego_v0(&mut issue, rego_v0);
+            hint_rego_v0(&mut issue, rego_v0);
             issues.push(issue);
         }
     }
@@ -281,7 +281,7 @@ impl Revision {
 /// One entrypoint of a revision.
 pub struct Entrypoint {
     pub name: Arc<str>,
-    /// The rule evaluated: `name`, or `name.allow` when `name` is a package (`tooling::package_allow`).
+    /// The rule evaluated: `name`, or `name.allow` when `name` is a package ([`package_allow`]).
     pub rule: Arc<str>,
     /// Keys of this entrypoint under this revision, one domain per input form.
     pub seeds: FormSeeds,
@@ -404,7 +404,7 @@ impl Compiled {
         {
             Ok(policy) => (name.to_owned(), policy),
             Err(e) => {
-                let Some(rule) = crate::tooling::package_allow(&self.engine, name) else {
+                let Some(rule) = package_allow(&self.engine, name) else {
                     return Err(compile_error(name, &e));
                 };
                 let policy = self
@@ -689,5 +689,36 @@ fn eval_error(entrypoint: &str, e: &dyn std::fmt::Display) -> Error {
         Error::evaluation(entrypoint, message)
     } else {
         Error::evaluation(entrypoint, text.0.trim())
+    }
+}
+
+/// The rule an entrypoint naming a *package* evaluates: `<package>.allow`, as fastapi-opa and
+/// OPA's HTTP API clients read `result.allow` from the package document. `None` when `name`
+/// is no package with an `allow` rule (the caller reports its original error).
+pub fn package_allow(engine: &Engine, name: &str) -> Option<String> {
+    let packages = engine.get_packages().ok()?;
+    let wanted = name.strip_prefix("data.")?;
+    if !packages
+        .iter()
+        .any(|p| p.strip_prefix("data.").unwrap_or(p) == wanted)
+    {
+        return None;
+    }
+    Some(format!("{name}.allow"))
+}
+
+/// Appends the hint a Rego v0 policy needs to a parse error that only v1 raises.
+pub fn hint_rego_v0(issue: &mut PolicyIssue, rego_v0: bool) {
+    if !rego_v0
+        && (issue.message.contains("`if` keyword is required")
+            || issue.message.contains("`contains` keyword is required"))
+    {
+        // On a line of its own after the snippet: the first line stays OPA's message.
+        if !issue.snippet.is_empty() {
+            issue.snippet.push('\n');
+        }
+        issue.snippet.push_str(
+            "hint: this looks like a Rego v0 policy: pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1",
+        );
     }
 }

@@ -40,7 +40,7 @@ pub struct EvalFailure {
     pub message: String,
     /// The id of the failed decision (`None` outside a decision, e.g. an unknown entrypoint at
     /// construction), so a 500's error id finds the decision-log record.
-    pub decision_id: Option<crate::decision::DecisionId>,
+    pub decision_id: Option<crate::id::DecisionId>,
 }
 
 /// Every failure the core can report.
@@ -87,7 +87,7 @@ impl Error {
     /// Names the decision an evaluation error belongs to (other errors are returned as they are).
     #[cold]
     #[must_use]
-    pub fn in_decision(mut self, id: crate::decision::DecisionId) -> Self {
+    pub fn in_decision(mut self, id: crate::id::DecisionId) -> Self {
         if let Error::Evaluation(f) = &mut self {
             f.decision_id = Some(id);
         }

@@ -37,7 +37,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -393,12 +393,10 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// [`crate::clock::now_ns`], never 0 (0 means "healthy" in `down_until_ns` and "never" in
+/// `last_warning_ns`).
 fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    crate::clock::now_ns().max(1)
 }
 
 fn ns(d: Duration) -> u64 {

@@ -130,8 +130,9 @@ pub struct Metrics {
     pub error: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_errors: AtomicU64,
-    /// Redis lookups; always 0 until the L2 lands, but exposed so dashboards and alerts can be
-    /// written now.
+    /// L2 lookups of L1 misses (`check_async`, [`crate::pipeline::Pipeline::finish`]) that
+    /// found a decision / found none; L2 errors are the Redis client's (shared with decorated
+    /// functions), brought in when read.
     pub l2_hits: AtomicU64,
     pub l2_misses: AtomicU64,
     pub l2_errors: AtomicU64,

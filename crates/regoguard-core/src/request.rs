@@ -20,6 +20,17 @@ use regorus::Value;
 
 use crate::canonical::CanonicalWriter;
 
+/// What the canonical bytes of a check hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputForm {
+    /// The whole input document.
+    Plain,
+    /// A request document without its derived fields ([`complete`] adds them
+    /// before evaluation). They are functions of fields the key covers, so leaving them out of
+    /// the key keeps it exact and makes it cheaper to hash.
+    Request,
+}
+
 /// Which request headers reach the policy (lower-cased names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderFilter {

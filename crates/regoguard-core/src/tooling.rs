@@ -12,7 +12,9 @@ use std::time::Instant;
 use regorus::{Engine, Value};
 
 use crate::engine::{self, PolicyFile};
-use crate::error::{anyhow_like::ErrorText, Error, PolicyIssue, Result};
+// Here for their users; they live in `engine` (which uses them) so `engine` needs no `tooling`.
+pub use crate::engine::{hint_rego_v0, package_allow};
+use crate::error::{anyhow_like::ErrorText, Error, Result};
 
 /// A `test_*` rule found in a policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,40 +352,10 @@ fn discover(f: &PolicyFile, out: &mut Vec<TestCase>) {
     }
 }
 
-/// The rule an entrypoint naming a *package* evaluates: `<package>.allow`, as fastapi-opa and
-/// OPA's HTTP API clients read `result.allow` from the package document. `None` when `name`
-/// is no package with an `allow` rule (the caller reports its original error).
-pub fn package_allow(engine: &Engine, name: &str) -> Option<String> {
-    let packages = engine.get_packages().ok()?;
-    let wanted = name.strip_prefix("data.")?;
-    if !packages
-        .iter()
-        .any(|p| p.strip_prefix("data.").unwrap_or(p) == wanted)
-    {
-        return None;
-    }
-    Some(format!("{name}.allow"))
-}
-
-/// Appends the hint a Rego v0 policy needs to a parse error that only v1 raises.
-pub fn hint_rego_v0(issue: &mut PolicyIssue, rego_v0: bool) {
-    if !rego_v0
-        && (issue.message.contains("`if` keyword is required")
-            || issue.message.contains("`contains` keyword is required"))
-    {
-        // On a line of its own after the snippet: the first line stays OPA's message.
-        if !issue.snippet.is_empty() {
-            issue.snippet.push('\n');
-        }
-        issue.snippet.push_str(
-            "hint: this looks like a Rego v0 policy: pass rego_v0=True to parse it as v0, or add `if`/`contains` for v1",
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::PolicyIssue;
 
     fn file(text: &str) -> PolicyFile {
         PolicyFile {

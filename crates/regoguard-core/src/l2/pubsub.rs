@@ -37,8 +37,6 @@ use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
 use super::{handle, CallError, HmacSha256, InFlight, L2, MAX_BACKOFF, MIN_BACKOFF};
-use crate::authorizer::Authorizer;
-use crate::canonical;
 
 /// What one instance tells the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,40 +530,9 @@ async fn subscribe(l2: Weak<L2>) {
     }
 }
 
-/// An authorizer's listener: applies other instances' reloads, data changes and invalidations.
-pub struct AuthorizerListener {
-    pub authorizer: Weak<Authorizer>,
-}
-
-impl Listener for AuthorizerListener {
-    fn on_message(&self, message: Message) {
-        let Some(a) = self.authorizer.upgrade() else {
-            return;
-        };
-        match message {
-            Message::InvalidateTags(tags) => a.invalidate_tags(&tags),
-            Message::InvalidateAll | Message::InvalidateKey(_) => a.invalidate_all(),
-            Message::Reload => blocking(move || {
-                let _ = a.reload();
-            }),
-            Message::SetData { path, value } => blocking(move || {
-                if let Ok(v) = canonical::decode(value.as_bytes()) {
-                    let _ = a.set_data(&path, v);
-                }
-            }),
-        }
-    }
-
-    fn on_gap(&self) {
-        if let Some(a) = self.authorizer.upgrade() {
-            a.invalidate_all();
-        }
-    }
-}
-
 /// Runs `f` on the L2 runtime's blocking pool (at most two threads), so reloads never stall
 /// the task that reads Redis.
-fn blocking(f: impl FnOnce() + Send + 'static) {
+pub fn blocking(f: impl FnOnce() + Send + 'static) {
     if let Some(h) = handle() {
         let guard = InFlight::new();
         h.spawn_blocking(move || {
