@@ -611,6 +611,33 @@ def test_http_send_is_bounded_by_its_timeout(
     assert time.monotonic() - started < 1.4  # the server answers after 1.5 s
 
 
+def test_http_send_timeout_is_clamped_to_the_evaluation_budget(
+    authorizer: Callable[..., regoguard.Authorizer], server: Any
+) -> None:
+    """http.send's own timeout (5 s here) never outlives the evaluation budget (0.3 s): the
+    request is cut when the budget runs out, so the check ends long before the server answers
+    (after 1.5 s) and nothing is granted."""
+    import time
+
+    base, _ = server
+    for evaluator in EVALUATORS:
+        a = authorizer(
+            HTTP_POLICY,
+            entrypoint="data.t.r",
+            evaluator=evaluator,
+            cache=None,
+            allow_net=[base],
+            eval_timeout_seconds=0.3,
+        )
+        started = time.monotonic()
+        try:
+            d = a.check({"url": f"{base}/slow", "opts": {"timeout": "5s"}})
+            assert not d.allow
+        except regoguard.EvaluationError:
+            pass
+        assert time.monotonic() - started < 1.4, evaluator
+
+
 def test_http_send_inter_query_cache_honours_max_age_and_force_cache(
     authorizer: Callable[..., regoguard.Authorizer], server: Any
 ) -> None:
