@@ -212,6 +212,33 @@ CASES: dict[str, list[tuple[str, Any]]] = {
             (["fd00::/8"], ["fd00::1", "1.2.3.4"]),
         ]
     ],
+    "uri": [
+        (f"uri.{f}(input.a)", {"a": a})
+        for f in ("parse", "is_valid")
+        for a in [
+            "https://user:pw@Host.example:8080/p/a%20b?q=1&r=2#frag",
+            "mailto:a@b.c",
+            "/rel/path?x",
+            "spiffe://td/ns/prod",
+            "http://[::1]:80/",
+            "http://[::1/",
+            "http://h:port/",
+            "::bad",
+            "a:b/c",
+            "./a:b",
+            "",
+            "*",
+            "http://x/%zz",
+            "http://x/a%2Fb",
+            "http://x/?",
+            "a b",
+            "http://x y/",
+            "x\u0001",
+            "//host/p",
+            "#only-fragment%41",
+            1,
+        ]
+    ],
 }
 
 ALL_CASES = [
@@ -407,6 +434,8 @@ ARG = st.one_of(
             '"x"',
             '"a*"',
             '"[a-b]+"',
+            '"https://h.example:8/p?q#f"',
+            '"::x"',
         ]
     ),
     st.sampled_from(
@@ -427,6 +456,12 @@ CALL = st.one_of(
     st.tuples(st.just("regex.globs_match"), ARG, ARG),
     st.tuples(st.sampled_from(["net.cidr_intersects", "net.cidr_contains_matches"]), ARG, ARG),
     st.tuples(st.just("net.cidr_merge"), ARG),
+    st.tuples(
+        st.sampled_from(
+            ["uri.parse", "uri.is_valid", "crypto.sha256", "crypto.x509.parse_certificates"]
+        ),
+        ARG,
+    ),
     st.tuples(
         st.sampled_from(["plus", "minus", "mul", "div", "rem", "and", "or", "lt", "equal"]),
         ARG,

@@ -271,9 +271,7 @@ VERIFY: list[tuple[str, str, Any]] = [
 ]
 
 
-def _check(
-    opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
-) -> Any:
+def _check(opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any) -> Any:
     policy = policy_of(expr)
     expected = opa_value_of(opa, policy, "data.t.r.v", inp)
     for evaluator in EVALUATORS:
@@ -294,9 +292,7 @@ def test_parse_certificates_matches_opa_field_for_field(
     _check(opa, authorizer, "crypto.x509.parse_certificates(input.c)", {"c": inp})
 
 
-@pytest.mark.parametrize(
-    ("certs", "options"), [pytest.param(c, o, id=n) for n, c, o in VERIFY]
-)
+@pytest.mark.parametrize(("certs", "options"), [pytest.param(c, o, id=n) for n, c, o in VERIFY])
 def test_parse_and_verify_matches_opa(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], certs: str, options: Any
 ) -> None:
@@ -462,7 +458,8 @@ OTHER: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(
-    ("expr", "inp"), [pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(OTHER)]
+    ("expr", "inp"),
+    [pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(OTHER)],
 )
 def test_requests_and_keys_match_opa(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
