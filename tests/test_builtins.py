@@ -105,7 +105,18 @@ CASES: dict[str, list[tuple[str, Any]]] = {
         ("json.verify_schema(input.a)", {"a": a})
         for a in [{"type": "object"}, '{"type": "string"}', 7]
     ]
-    + [("json.verify_schema(input.a)[0]", {"a": a}) for a in [{"type": 12}, "{"]],
+    + [("json.verify_schema(input.a)[0]", {"a": a}) for a in [{"type": 12}, "{"]]
+    # OPA: a non-string is not valid JSON/YAML text (false), not a type error.
+    + [
+        (f"{f}.is_valid(input.a)", {"a": a})
+        for f in ("json", "yaml")
+        for a in [1, None, [1], "{", "a: 1", '{"a": [1, 2]}']
+    ],
+    # Non-string object keys reach the result as OPA renders them: compact JSON text.
+    "keys": [
+        ('{[1, 2]: "a", {"k": [1, "x"]}: "b", {3}: "c", 4: "d"}', None),
+        ('[k | some k, _ in {[1]: 1, {"a": {"b": 2}}: 2}]', None),
+    ],
     "aws": [
         ("providers.aws.sign_req(input.a, input.b, input.c)", {"a": a, "b": b, "c": c})
         for a, b, c in [
@@ -337,6 +348,57 @@ def test_rego_metadata_rule_and_chain_match_opa(
             authorizer(wrapped, entrypoint="data.t.out", evaluator=evaluator).check({}).result["v"]
         )
         assert same(got, expected), f"{evaluator}: {got!r} != OPA {expected!r}"
+
+
+# -- small semantic differences from OPA, each checked against the oracle ----------------------
+
+
+def test_walk_with_an_array_path_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
+) -> None:
+    """`walk` paths are arrays of keys and indexes; regorus 0.14's RVM cannot compile `walk`
+    loops, so `auto` runs the policy on the interpreter (and `rvm` is refused at construction)."""
+    policy = policy_of('[[p, w] | walk({"a": [1, {"b": 2}]}, [p, w]); is_number(w)]')
+    expected = opa_value(opa, policy, "data.t.r.v", {})
+    for evaluator in ("auto", "interpreter"):
+        a = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert same(ours(a, None), expected), evaluator
+    with pytest.raises(regoguard.ConfigError, match="walk"):
+        authorizer(policy, entrypoint="data.t.r", evaluator="rvm")
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ("x := 1e400", "invalid number"),  # OPA keeps it as an arbitrary-precision number
+        ("f(a) := 1\nx := y if { y := f([1, 2]) with f as count }", "count"),
+    ],
+)
+@pytest.mark.parametrize("evaluator", ["auto", "rvm", "interpreter"])
+def test_what_regorus_cannot_express_is_refused_at_construction(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], body: str, what: str, evaluator: str
+) -> None:
+    """OPA accepts these (a `1e400` literal; mocking a function with a builtin); regorus cannot
+    evaluate them, so the policy is a PolicyError when it is loaded, never a wrong answer."""
+    policy = f"package t\n\n{body}\n"
+    assert opa_value(opa, policy, "data.t.x", {}) is not opa_oracle.UNDEFINED
+    with pytest.raises(regoguard.PolicyError, match=what) as e:
+        authorizer(policy, entrypoint="data.t.x", evaluator=evaluator)
+    assert re.search(r"authz\.rego:\d+:\d+", str(e.value)), str(e.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known difference (README): OPA's gobwas/glob never matches `{**/,}x`; regorus does",
+)
+def test_glob_alternative_with_a_super_wildcard_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
+) -> None:
+    policy = policy_of('[glob.match("{**/,}x", ["/"], s) | some s in ["x", "a/x", "a/b/x"]]')
+    expected = opa_value(opa, policy, "data.t.r.v", {})
+    for evaluator in EVALUATORS:
+        a = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert same(ours(a, None), expected), evaluator
 
 
 # -- construction: unknown functions, the evaluator choice ------------------------------------
