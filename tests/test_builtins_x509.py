@@ -318,6 +318,24 @@ def test_an_invalid_chain_never_grants(
         assert authz.check({"c": certs}).result is False, f"{evaluator}: {name} granted"
 
 
+def test_certificates_that_all_sign_each_other_end_the_search(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
+) -> None:
+    """Forty CAs with one name and one key verify each other's signatures; with the root
+    expired no path succeeds. The search is bounded (Go's 100 signature checks) instead of
+    walking every path, and the answer is OPA's: not valid."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = make_cert("loop", key, ca=True, org=None, not_after=NOW - YEAR / 2, serial=1)
+    cas = [make_cert("loop", key, ca=True, org=None, serial=i + 2) for i in range(40)]
+    leaf = make_cert("leaf", LEAF_KEY, (cas[0], key), serial=99)
+    _check(
+        opa,
+        authorizer,
+        "crypto.x509.parse_and_verify_certificates(input.c)",
+        {"c": pem(root, *cas, leaf)},
+    )
+
+
 def test_a_verified_chain_is_cached_no_longer_than_its_first_not_after(
     authorizer: Callable[..., regoguard.Authorizer],
 ) -> None:

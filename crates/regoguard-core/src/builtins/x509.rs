@@ -329,13 +329,22 @@ fn go_url(s: &str) -> Value {
 }
 
 fn percent_decode(s: &str) -> String {
+    fn hex(c: u8) -> Option<u8> {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(x);
+        if b[i] == b'%' {
+            // Bytes, not a str slice: a multi-byte character after `%` must not split.
+            if let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(hi << 4 | lo);
                 i += 3;
                 continue;
             }
@@ -885,6 +894,10 @@ fn matches_host(leaf: &Node<'_>, host: &str) -> bool {
     })
 }
 
+/// Signature checks one verification may spend (Go's `maxChainSignatureChecks`): certificates
+/// that all sign each other cannot make the path search exponential.
+const MAX_SIGNATURE_CHECKS: usize = 100;
+
 /// The verified chain (leaf first, root last), or `None`.
 fn build_chain<'n, 'a>(
     nodes: &'n [Node<'a>],
@@ -893,7 +906,8 @@ fn build_chain<'n, 'a>(
 ) -> Option<Vec<&'n Node<'a>>> {
     let leaf = nodes.last()?;
     let mut chain = vec![leaf];
-    extend(nodes, &mut chain, now_ns, usages).then_some(chain)
+    let mut checks = 0;
+    extend(nodes, &mut chain, now_ns, usages, &mut checks).then_some(chain)
 }
 
 /// Depth-first search for a path from the chain's last certificate up to the root
@@ -903,6 +917,7 @@ fn extend<'n, 'a>(
     chain: &mut Vec<&'n Node<'a>>,
     now_ns: i128,
     usages: &[u64],
+    checks: &mut usize,
 ) -> bool {
     const MAX_DEPTH: usize = 16;
     let Some(&child) = chain.last() else {
@@ -927,6 +942,10 @@ fn extend<'n, 'a>(
                 continue;
             }
         }
+        *checks += 1;
+        if *checks > MAX_SIGNATURE_CHECKS {
+            return false;
+        }
         if !signed_by(&child.cert, &parent.cert) {
             continue;
         }
@@ -949,7 +968,7 @@ fn extend<'n, 'a>(
             {
                 return true;
             }
-        } else if extend(nodes, chain, now_ns, usages) {
+        } else if extend(nodes, chain, now_ns, usages, checks) {
             return true;
         }
         chain.pop();
@@ -1469,4 +1488,47 @@ fn parse_keypair(args: &[Value]) -> Result<Value> {
         ("SignedCertificateTimestamps", Value::Null),
         ("SupportedSignatureAlgorithms", Value::Null),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        assert_eq!(percent_decode("/a%20b"), "/a b");
+        assert_eq!(percent_decode("/%é%"), "/%é%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn go_url_shapes() {
+        let field = |v: &Value, k: &str| v[&Value::from(k)].clone();
+        let u = go_url("spiffe://td.example/ns/a%20b?x=1#f");
+        assert_eq!(field(&u, "Scheme"), Value::from("spiffe"));
+        assert_eq!(field(&u, "Host"), Value::from("td.example"));
+        assert_eq!(field(&u, "Path"), Value::from("/ns/a b"));
+        assert_eq!(field(&u, "RawQuery"), Value::from("x=1"));
+        let m = go_url("mailto:a@b.c");
+        assert_eq!(field(&m, "Opaque"), Value::from("a@b.c"));
+        assert_eq!(field(&m, "User"), Value::Null);
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors_not_panics() {
+        for input in [
+            "",
+            "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----",
+            "AAAA",
+        ] {
+            let _ = parse_certificates(&[Value::from(input)]);
+            let _ = parse_and_verify(&[Value::from(input)]);
+            let _ = parse_certificate_request(&[Value::from(input)]);
+            let _ = parse_private_keys(&[Value::from(input)]);
+            let _ = parse_rsa_private_key(&[Value::from(input)]);
+            let _ = parse_keypair(&[Value::from(input), Value::from(input)]);
+        }
+        let huge = "A".repeat(MAX_INPUT_LEN + 4);
+        assert!(parse_certificates(&[Value::from(huge)]).is_err());
+    }
 }
