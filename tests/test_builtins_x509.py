@@ -197,6 +197,40 @@ def _rich() -> x509.Certificate:
 RICH = _rich()
 
 
+def _constrained() -> x509.Certificate:
+    """An intermediate CA limited to example.com names and excluded from 10.0.0.0/8."""
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name("constrained", "regoguard"))
+        .issuer_name(ROOT.subject)
+        .public_key(INT_KEY.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.NameConstraints(
+                permitted_subtrees=[
+                    x509.DNSName("example.com"),
+                    x509.RFC822Name("example.com"),
+                    x509.UniformResourceIdentifier(".example.com"),
+                ],
+                excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))],
+            ),
+            critical=True,
+        )
+    )
+    return b.sign(ROOT_KEY, hashes.SHA256())
+
+
+CONSTRAINED = _constrained()
+INSIDE = make_cert(
+    "inside", LEAF_KEY, (CONSTRAINED, INT_KEY), sans=[x509.DNSName("api.example.com")]
+)
+OUTSIDE = make_cert("outside", LEAF_KEY, (CONSTRAINED, INT_KEY), sans=[x509.DNSName("evil.com")])
+UNDER_RICH = make_cert("under rich", LEAF_KEY, (RICH, OTHER_KEY))
+
+
 def forged() -> str:
     """The leaf (PEM) with one byte of its signature changed."""
     der = bytearray(LEAF.public_bytes(serialization.Encoding.DER))
@@ -216,6 +250,7 @@ PARSE: list[tuple[str, Any]] = [
     ("chain", pem(ROOT, INTER, LEAF)),
     ("ed25519", pem(ED_SELF)),
     ("policies, AIA, CRL distribution points", pem(RICH)),
+    ("name constraints", pem(CONSTRAINED)),
     ("base64 DER", b64der(ROOT, LEAF)),
     ("base64 PEM", base64.b64encode(pem(LEAF).encode()).decode()),
     ("garbage", "not a certificate"),
@@ -238,6 +273,7 @@ VERIFY: list[tuple[str, str, Any]] = [
     ("path length exceeded", pem(ROOT, INTER, INT2, UNDER_INT2), None),
     ("forged leaf signature", pem(ROOT, INTER) + forged(), None),
     ("one certificate", pem(ROOT), None),
+    ("outside the name constraints", pem(ROOT, CONSTRAINED, OUTSIDE), None),
     ("garbage", "nope", None),
     ("with DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "api.example.com"}),
     ("with wildcard DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "a.svc.example.com"}),
@@ -316,6 +352,24 @@ def test_an_invalid_chain_never_grants(
     for evaluator in EVALUATORS:
         authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
         assert authz.check({"c": certs}).result is False, f"{evaluator}: {name} granted"
+
+
+@pytest.mark.parametrize(
+    "certs",
+    [
+        pytest.param(pem(ROOT, CONSTRAINED, INSIDE), id="inside name constraints"),
+        pytest.param(pem(ROOT, RICH, UNDER_RICH), id="under policy constraints"),
+    ],
+)
+def test_constraints_not_evaluated_here_never_verify(
+    authorizer: Callable[..., regoguard.Authorizer], certs: str
+) -> None:
+    """Name and policy constraints are not evaluated (README): a chain through them is not
+    valid here even where Go would accept it; a denial, never a grant Go would refuse."""
+    policy = policy_of("crypto.x509.parse_and_verify_certificates(input.c)[0]")
+    for evaluator in EVALUATORS:
+        authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert ours(authz, {"c": certs}) is False, evaluator
 
 
 def test_certificates_that_all_sign_each_other_end_the_search(

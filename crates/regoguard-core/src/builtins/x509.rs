@@ -12,8 +12,10 @@
 //! a valid chain holds until its first `NotAfter`, an invalid one until the next `NotBefore`.
 //!
 //! Differences from Go, all refusals: SHA-1 and MD5 signatures never verify (Go refuses them
-//! too), nor do ECDSA P-521 or DSA signatures (ring lacks them); name constraints are not
-//! evaluated, so a CA carrying a critical name-constraints extension never verifies.
+//! too), nor do ECDSA P-521 or DSA signatures (ring lacks them); name constraints and policy
+//! constraints, mappings and `inhibitAnyPolicy` are not evaluated, so a chain through a
+//! certificate carrying one of them never verifies (a denial where Go might accept, never an
+//! acceptance where Go denies).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -412,8 +414,36 @@ fn sans_of(general_names: &[GeneralName<'_>], into: &mut Sans) {
     }
 }
 
-/// What Go reads from a certificate's extensions.
+/// One side (permitted or excluded) of a name-constraints extension.
 #[derive(Default)]
+struct NameSubtrees {
+    dns: Vec<String>,
+    ip: Vec<Value>,
+    email: Vec<String>,
+    uri: Vec<String>,
+}
+
+fn subtrees_of(trees: Option<&Vec<x509_parser::extensions::GeneralSubtree<'_>>>) -> NameSubtrees {
+    let mut out = NameSubtrees::default();
+    for t in trees.into_iter().flatten() {
+        match &t.base {
+            GeneralName::DNSName(d) => out.dns.push((*d).to_owned()),
+            GeneralName::RFC822Name(e) => out.email.push((*e).to_owned()),
+            GeneralName::URI(u) => out.uri.push((*u).to_owned()),
+            GeneralName::IPAddress(b) if b.len() == 8 || b.len() == 32 => {
+                let (ip, mask) = b.split_at(b.len() / 2);
+                out.ip
+                    .push(obj(vec![("IP", ip_text(ip)), ("Mask", bytes(mask))]));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What Go reads from a certificate's extensions (its flags are Go's own fields).
+#[derive(Default)]
+#[allow(clippy::struct_excessive_bools)]
 struct Exts {
     key_usage: u64,
     ext_key_usage: Vec<u64>,
@@ -435,6 +465,12 @@ struct Exts {
     sans: Sans,
     /// A critical extension Go would not handle (verification fails on it).
     unhandled_critical: Vec<Value>,
+    /// An extension Go enforces during verification and this module does not (name
+    /// constraints, policy constraints and mappings): a chain through it never verifies.
+    unverifiable: bool,
+    /// Name constraints, in Go's fields: permitted, excluded.
+    nc_critical: bool,
+    nc: [NameSubtrees; 2],
     list: Vec<Value>,
 }
 
@@ -500,14 +536,25 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
             ParsedExtension::SubjectAlternativeName(san) => {
                 sans_of(&san.general_names, &mut e.sans);
             }
-            // Go parses name constraints but this module does not evaluate them: a critical
-            // one is treated as unhandled (the wildcard arm), so such a chain never verifies.
+            ParsedExtension::NameConstraints(nc) => {
+                e.unverifiable = true;
+                e.nc_critical = x.critical;
+                e.nc = [
+                    subtrees_of(nc.permitted_subtrees.as_ref()),
+                    subtrees_of(nc.excluded_subtrees.as_ref()),
+                ];
+            }
             ParsedExtension::PolicyConstraints(c) => {
+                e.unverifiable = true;
                 e.require_explicit_policy = c.require_explicit_policy;
                 e.inhibit_policy_mapping = c.inhibit_policy_mapping;
             }
-            ParsedExtension::InhibitAnyPolicy(i) => e.inhibit_any_policy = Some(i.skip_certs),
+            ParsedExtension::InhibitAnyPolicy(i) => {
+                e.unverifiable = true;
+                e.inhibit_any_policy = Some(i.skip_certs);
+            }
             ParsedExtension::PolicyMappings(m) => {
+                e.unverifiable = true;
                 for p in &m.mappings {
                     e.policy_mappings.push(obj(vec![
                         (
@@ -542,6 +589,7 @@ fn certificate_value(cert: &X509Certificate<'_>, uri_strings: bool) -> Value {
     };
     let (pk_alg, pk) = public_key(tbs.public_key());
     let uris: Vec<Value> = e.sans.uri.iter().map(|u| go_url(u)).collect();
+    let [permitted, excluded] = e.nc;
     obj(vec![
         ("Raw", bytes(cert.as_raw())),
         ("RawTBSCertificate", bytes(tbs.as_ref())),
@@ -588,15 +636,15 @@ fn certificate_value(cert: &X509Certificate<'_>, uri_strings: bool) -> Value {
             list(e.sans.ip.iter().map(|b| ip_text(b)).collect()),
         ),
         ("URIs", list(uris)),
-        ("PermittedDNSDomainsCritical", Value::from(false)),
-        ("PermittedDNSDomains", Value::Null),
-        ("ExcludedDNSDomains", Value::Null),
-        ("PermittedIPRanges", Value::Null),
-        ("ExcludedIPRanges", Value::Null),
-        ("PermittedEmailAddresses", Value::Null),
-        ("ExcludedEmailAddresses", Value::Null),
-        ("PermittedURIDomains", Value::Null),
-        ("ExcludedURIDomains", Value::Null),
+        ("PermittedDNSDomainsCritical", Value::from(e.nc_critical)),
+        ("PermittedDNSDomains", strings(permitted.dns)),
+        ("ExcludedDNSDomains", strings(excluded.dns)),
+        ("PermittedIPRanges", list(permitted.ip)),
+        ("ExcludedIPRanges", list(excluded.ip)),
+        ("PermittedEmailAddresses", strings(permitted.email)),
+        ("ExcludedEmailAddresses", strings(excluded.email)),
+        ("PermittedURIDomains", strings(permitted.uri)),
+        ("ExcludedURIDomains", strings(excluded.uri)),
         ("CRLDistributionPoints", strings(e.crl_dp)),
         ("PolicyIdentifiers", list(e.policies)),
         ("Policies", list(e.policy_strings)),
@@ -923,7 +971,10 @@ fn extend<'n, 'a>(
     let Some(&child) = chain.last() else {
         return false;
     };
-    if !child.valid_at(now_ns) || !child.exts.unhandled_critical.is_empty() {
+    if !child.valid_at(now_ns)
+        || !child.exts.unhandled_critical.is_empty()
+        || child.exts.unverifiable
+    {
         return false;
     }
     if chain.len() > MAX_DEPTH {
@@ -964,6 +1015,7 @@ fn extend<'n, 'a>(
         if is_root {
             if parent.valid_at(now_ns)
                 && parent.exts.unhandled_critical.is_empty()
+                && !parent.exts.unverifiable
                 && chain_allows_usage(chain, usages)
             {
                 return true;
