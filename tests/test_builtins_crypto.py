@@ -70,6 +70,7 @@ RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_OTHER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 P256 = ec.generate_private_key(ec.SECP256R1())
 P384 = ec.generate_private_key(ec.SECP384R1())
+P521 = ec.generate_private_key(ec.SECP521R1())
 ED = ed25519.Ed25519PrivateKey.generate()
 
 
@@ -185,6 +186,22 @@ DV: list[tuple[str, dict[str, Any]]] = [
     ("PS512", {"t": tok(CLAIMS, RSA, "PS512"), "c": {"cert": pem_public(RSA), "aud": "api"}}),
     ("ES256", {"t": tok(CLAIMS, P256, "ES256"), "c": {"cert": pem_public(P256), "aud": "api"}}),
     ("ES384", {"t": tok(CLAIMS, P384, "ES384"), "c": {"cert": pem_public(P384), "aud": "api"}}),
+    ("ES512", {"t": tok(CLAIMS, P521, "ES512"), "c": {"cert": pem_public(P521), "aud": "api"}}),
+    (
+        "ES512 JWK",
+        {
+            "t": tok(CLAIMS, P521, "ES512"),
+            "c": {"cert": json.dumps(jwk_public(P521)), "aud": "api"},
+        },
+    ),
+    (
+        "ES512 tampered",
+        {"t": tok(CLAIMS, P521, "ES512")[:-4] + "AAAA", "c": {"cert": pem_public(P521)}},
+    ),
+    (
+        "wrong key type: ES512 token, P-256 cert",
+        {"t": tok(CLAIMS, P521, "ES512"), "c": {"cert": pem_public(P256), "aud": "api"}},
+    ),
     (
         "ES256 JWK",
         {
@@ -258,6 +275,26 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
         "io.jwt.verify_es384(input.t, input.k)",
         {"t": tok(CLAIMS, P256, "ES256"), "k": pem_public(P256)},
     ),
+    (
+        "io.jwt.verify_es512(input.t, input.k)",
+        {"t": tok(CLAIMS, P521, "ES512"), "k": pem_public(P521)},
+    ),
+    (
+        "io.jwt.verify_es512(input.t, input.k)",
+        {"t": tok(CLAIMS, P521, "ES512"), "k": json.dumps(jwk_public(P521))},
+    ),
+    (
+        "io.jwt.verify_es512(input.t, input.k)",
+        {"t": tok(CLAIMS, P521, "ES512")[:-4] + "AAAA", "k": pem_public(P521)},
+    ),
+    (
+        "io.jwt.verify_es512(input.t, input.k)",
+        {"t": tok(CLAIMS, P521, "ES512"), "k": pem_public(P384)},
+    ),
+    (
+        "io.jwt.verify_es512(input.t, input.k)",
+        {"t": tok(CLAIMS, P384, "ES384"), "k": pem_public(P384)},
+    ),
     ("io.jwt.verify_eddsa(input.t, input.k)", {"t": tok(CLAIMS, ED, "EdDSA"), "k": pem_public(ED)}),
     (
         "io.jwt.verify_eddsa(input.t, input.k)",
@@ -281,6 +318,18 @@ OTHER: list[tuple[str, dict[str, Any]]] = [
     (
         'io.jwt.verify_es256(io.jwt.encode_sign({"alg": "ES256"}, {"sub": "a"}, input.k), input.p)',
         {"k": jwk_private(P256), "p": pem_public(P256)},
+    ),
+    (
+        'io.jwt.verify_es512(io.jwt.encode_sign({"alg": "ES512"}, {"sub": "a"}, input.k), input.p)',
+        {"k": jwk_private(P521), "p": pem_public(P521)},
+    ),
+    (
+        'io.jwt.decode_verify(io.jwt.encode_sign({"alg": "ES512"}, {"sub": "a"}, input.k), input.c)',
+        {"k": jwk_private(P521), "c": {"cert": pem_public(P521)}},
+    ),
+    (
+        'io.jwt.encode_sign({"alg": "ES512"}, {"sub": "a"}, input.k)',
+        {"k": jwk_private(P521, x=jwk_private(P384)["x"])},
     ),
     (
         'io.jwt.verify_ps256(io.jwt.encode_sign({"alg": "PS256"}, {"sub": "a"}, input.k), input.p)',

@@ -254,8 +254,10 @@ pub fn to_python<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>>
             for (k, item) in fields.iter_sorted() {
                 let key = match k {
                     Value::String(s) => PyString::new(py, s).into_any(),
-                    // Non-string keys (possible in Rego) become their JSON text.
-                    other => PyString::new(py, &other.to_json_str().unwrap_or_default()).into_any(),
+                    // Non-string keys (possible in Rego) become their compact JSON text, as
+                    // OPA renders them (`[1,2]`, not regorus's pretty-printed form).
+                    other => PyString::new(py, &serde_json::to_string(other).unwrap_or_default())
+                        .into_any(),
                 };
                 dict.set_item(key, to_python(py, item)?)?;
             }

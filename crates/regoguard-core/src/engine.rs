@@ -492,8 +492,9 @@ impl Compiled {
             .entrypoints
             .get(index)
             .ok_or_else(|| Error::evaluation("?", format!("no entrypoint number {index}")))?;
-        // Which authorizer's allow_net http.send consults (a thread-local swap, no allocation).
-        let _net = crate::builtins::http::Current::enter(self.owner);
+        // Which authorizer's allow_net http.send consults, and its time budget (http.send's
+        // timeout is clamped to what is left of it); a thread-local swap, no allocation.
+        let _net = crate::builtins::http::Current::enter(self.owner, self.budget.timeout);
         WORKERS.with(|cell| {
             // A re-entrant call (never expected: evaluation calls no Python) gets a one-off worker.
             let Ok(mut workers) = cell.try_borrow_mut() else {

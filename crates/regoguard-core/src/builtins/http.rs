@@ -107,16 +107,17 @@ pub fn configure(owner: u64, config: NetConfig) {
 }
 
 thread_local! {
-    static OWNER: Cell<u64> = const { Cell::new(0) };
+    static OWNER: Cell<(u64, Duration)> = const { Cell::new((0, MAX_TIMEOUT)) };
 }
 
-/// Marks the evaluations on this thread as authorizer `owner`'s until dropped (no allocation).
-pub struct Current(u64);
+/// Marks the evaluations on this thread as authorizer `owner`'s, with its evaluation time
+/// budget, until dropped (no allocation, no clock read).
+pub struct Current((u64, Duration));
 
 impl Current {
     #[inline]
-    pub fn enter(owner: u64) -> Self {
-        Current(OWNER.with(|o| o.replace(owner)))
+    pub fn enter(owner: u64, budget: Duration) -> Self {
+        Current(OWNER.with(|o| o.replace((owner, budget))))
     }
 }
 
@@ -125,6 +126,16 @@ impl Drop for Current {
     fn drop(&mut self) {
         OWNER.with(|o| o.set(self.0));
     }
+}
+
+/// What is left of the evaluation's time budget: the budget less the time since the
+/// evaluation's clock was read ([`eval_context::now_unix_ns`]). A request never outlives the
+/// evaluation that made it (README, "Evaluation budgets").
+fn remaining_budget() -> Duration {
+    let budget = OWNER.with(|o| o.get().1);
+    let started = eval_context::now_unix_ns();
+    let elapsed = crate::clock::unix_ns().saturating_sub(started);
+    budget.saturating_sub(Duration::from_nanos(elapsed))
 }
 
 struct Cached {
@@ -241,7 +252,7 @@ fn send(args: &[Value]) -> Result<Value> {
 }
 
 fn send_checked(req: &Value) -> Result<Value> {
-    let owner = OWNER.with(Cell::get);
+    let owner = OWNER.with(|o| o.get().0);
     let config = configs().read().get(&owner).cloned();
     let Some(config) = config else {
         bail!("http.send: not allowed (Authorizer(allow_net=[...]) names the URL prefixes a policy may fetch)");
@@ -254,7 +265,11 @@ fn send_checked(req: &Value) -> Result<Value> {
     if !config.allows(url.as_str()) {
         bail!("http.send: {url} is not under an allow_net prefix");
     }
-    let timeout = timeout_of(req)?;
+    // OPA's own timeout, clamped to what the evaluation budget has left (at least 1 ms, so
+    // the call fails as a timeout rather than not being attempted at all).
+    let timeout = timeout_of(req)?
+        .min(remaining_budget())
+        .max(Duration::from_millis(1));
     let cache_wanted = flag(req, "cache", false)?;
     let force_cache = flag(req, "force_cache", false)?;
     let force_secs =
@@ -499,9 +514,11 @@ mod tests {
             990_001,
             NetConfig::new(std::slice::from_ref(&base)).expect("config"),
         );
-        let _owner = Current::enter(990_001);
+        let _owner = Current::enter(990_001, MAX_TIMEOUT);
 
-        let scope = eval_context::Scope::begin_at(1_000);
+        // The evaluation's clock is the wall clock: http.send measures its budget from it.
+        let t0 = crate::clock::unix_ns();
+        let scope = eval_context::Scope::begin_at(t0);
         let r = send(&[request(&base, ", \"cache\": true")]).expect("send");
         assert_eq!(field(&r, "status_code"), Some(&Value::from(200u64)));
         assert_eq!(
@@ -513,17 +530,17 @@ mod tests {
             v,
             eval_context::Validity {
                 volatile: false,
-                until_unix_ns: Some(1_000 + 60_000_000_000)
+                until_unix_ns: Some(t0 + 60_000_000_000)
             }
         );
 
         // Without a cache option the response has no lifetime: the decision is volatile.
-        let scope = eval_context::Scope::begin_at(1_000);
+        let scope = eval_context::Scope::begin();
         send(&[request(&base, "")]).expect("send");
         assert!(scope.finish().volatile);
 
         // Another authorizer (no allow_net) cannot use it.
-        let _other = Current::enter(990_002);
+        let _other = Current::enter(990_002, MAX_TIMEOUT);
         assert!(send(&[request(&base, "")]).is_err());
         configure(990_001, NetConfig::default());
     }

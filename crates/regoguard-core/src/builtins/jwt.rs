@@ -7,9 +7,9 @@
 //! and `[false, {}, {}]` ([`Reason::is_error`]).
 //!
 //! Signatures are checked with `ring` (constant-time HMAC comparison, RSA PKCS#1 v1.5 and PSS,
-//! ECDSA P-256/P-384, Ed25519). Two deliberate differences from OPA, both refusals:
-//! RSA keys below 2048 bits do not verify, and an ES512 (P-521, which ring lacks) token never
-//! verifies. `alg: none` is never accepted. Tokens and keys are bounded
+//! ECDSA P-256/P-384, Ed25519) and `RustCrypto`'s `p521` (ES512, which ring lacks). One
+//! deliberate difference from OPA, a refusal: RSA keys below 2048 bits do not verify.
+//! `alg: none` is never accepted. Tokens and keys are bounded
 //! ([`MAX_TOKEN_LEN`], [`MAX_KEY_LEN`]) so a huge input costs nothing but its length check.
 
 use anyhow::{anyhow, bail, Result};
@@ -348,12 +348,31 @@ fn check(alg: Alg, key: &Key, signed: &[u8], signature: &[u8]) -> bool {
         ) => UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point)
             .verify(signed, signature)
             .is_ok(),
-        // ES512 (P-521): ring has no P-521, so such a token never verifies here.
+        (
+            Alg::ES512,
+            Key::Ec {
+                curve: Curve::P521,
+                point,
+            },
+        ) => p521_verify(point, signed, signature),
         (Alg::EdDSA, Key::Ed25519(k)) => UnparsedPublicKey::new(&sig::ED25519, k)
             .verify(signed, signature)
             .is_ok(),
         _ => false,
     }
+}
+
+/// ES512: ECDSA over P-521 with SHA-512, the signature as the fixed 132-byte `r || s` of JWS.
+/// ring has no P-521; `RustCrypto`'s `p521` checks it (and refuses a point off the curve).
+fn p521_verify(point: &[u8], signed: &[u8], signature: &[u8]) -> bool {
+    use p521::ecdsa::signature::Verifier;
+    let (Ok(key), Ok(sig)) = (
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point),
+        p521::ecdsa::Signature::from_slice(signature),
+    ) else {
+        return false;
+    };
+    key.verify(signed, &sig).is_ok()
 }
 
 /// Whether one of `keys` verifies the token's signature (OPA's `io.jwt.verify_*`: the header's
@@ -811,6 +830,21 @@ fn sign(alg: Alg, jwk: &Json, signing_input: &[u8]) -> Result<Vec<u8>> {
                 .map_err(|_| anyhow!("ECDSA signing failed"))?
                 .as_ref()
                 .to_vec())
+        }
+        (Alg::ES512, "EC") => {
+            use p521::ecdsa::signature::Signer;
+            let key = p521::ecdsa::SigningKey::from_slice(&f("d")?)
+                .map_err(|e| anyhow!("invalid EC key: {e}"))?;
+            let mut point = vec![4u8];
+            point.extend(f("x")?);
+            point.extend(f("y")?);
+            // As ring does for P-256/P-384: the private key must match the JWK's public point.
+            let public = p521::ecdsa::VerifyingKey::from(&key);
+            if public.to_encoded_point(false).as_bytes() != point.as_slice() {
+                bail!("invalid EC key: the public point does not match the private key");
+            }
+            let sig: p521::ecdsa::Signature = key.sign(signing_input);
+            Ok(sig.to_bytes().to_vec())
         }
         (Alg::EdDSA, "OKP") => {
             let pair = sig::Ed25519KeyPair::from_seed_and_public_key(&f("d")?, &f("x")?)

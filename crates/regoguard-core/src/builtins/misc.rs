@@ -1,5 +1,8 @@
 //! Small pure builtins of OPA v1 that regorus 0.14 lacks: arrays, strings, regex globs, and
-//! the function forms of OPA's infix operators (`plus(1, 2)`, `lt(a, b)`, ...).
+//! the function forms of OPA's infix operators (`plus(1, 2)`, `lt(a, b)`, ...). Also two
+//! replacements of regorus builtins whose answer differs from OPA's: `json.is_valid` and
+//! `yaml.is_valid` of a non-string are `false` in OPA (regorus: a type error, so undefined).
+//! Registered names take precedence over regorus's own on both evaluators.
 
 use anyhow::{bail, Result};
 use regorus::unstable::comparison::compare;
@@ -26,6 +29,16 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin::pure("lte", 2, |a| cmp(BoolOp::Le, a)),
     Builtin::pure("gt", 2, |a| cmp(BoolOp::Gt, a)),
     Builtin::pure("gte", 2, |a| cmp(BoolOp::Ge, a)),
+    Builtin::pure("json.is_valid", 1, |a| {
+        Ok(Value::from(
+            matches!(&a[0], Value::String(s) if Value::from_json_str(s).is_ok()),
+        ))
+    }),
+    Builtin::pure("yaml.is_valid", 1, |a| {
+        Ok(Value::from(
+            matches!(&a[0], Value::String(s) if Value::from_yaml_str(s).is_ok()),
+        ))
+    }),
 ];
 
 pub(super) fn string<'a>(name: &str, n: usize, v: &'a Value) -> Result<&'a str> {

@@ -35,6 +35,8 @@ pub mod misc;
 pub mod net;
 pub mod schema;
 pub mod template;
+pub mod uri;
+pub mod x509;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -77,6 +79,8 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
         template::BUILTINS,
         jwt::BUILTINS,
         crypto::BUILTINS,
+        x509::BUILTINS,
+        uri::BUILTINS,
     ];
     families.iter().flat_map(|f| f.iter())
 }

@@ -1,0 +1,543 @@
+"""crypto.x509.* against the OPA Go engine, on both evaluators, cached and not.
+
+Certificates, requests and keys are made here with ``cryptography``: a root CA, an
+intermediate and leaves with the extensions policies read (SANs of every kind, key usages,
+basic constraints). Chain verification cases are the attack tests: an expired or not yet valid
+certificate, a foreign root, a leaf posing as a CA, a wrong key usage, a wrong host, a forged
+signature; none may verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import regoguard
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests import opa_oracle
+from tests.test_builtins import EVALUATORS, ours, policy_of, same
+from tests.test_builtins import opa_value as opa_value_of
+
+UTC = datetime.UTC
+NOW = datetime.datetime.now(UTC).replace(microsecond=0)
+YEAR = datetime.timedelta(days=365)
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "DE")]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "unit"))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def make_cert(
+    subject: str,
+    key: Any,
+    issuer: tuple[x509.Certificate, Any] | None = None,
+    *,
+    ca: bool = False,
+    path_len: int | None = None,
+    not_before: datetime.datetime = NOW - YEAR,
+    not_after: datetime.datetime = NOW + YEAR,
+    sans: list[x509.GeneralName] | None = None,
+    eku: list[x509.ObjectIdentifier] | None = None,
+    serial: int = 0x1234567890ABCDEF1234567890ABCDEF,
+    org: str | None = "regoguard",
+) -> x509.Certificate:
+    issuer_name = issuer[0].subject if issuer else _name(subject, org)
+    signer = issuer[1] if issuer else key
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject, org))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer:
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()),
+            critical=False,
+        )
+    b = b.add_extension(
+        x509.KeyUsage(
+            digital_signature=not ca,
+            content_commitment=False,
+            key_encipherment=not ca,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        critical=True,
+    )
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return b.sign(signer, algorithm)
+
+
+def pem(*certs: x509.Certificate) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+
+
+ROOT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+INT_KEY = ec.generate_private_key(ec.SECP256R1())
+LEAF_KEY = ec.generate_private_key(ec.SECP384R1())
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+ROOT = make_cert("Root CA", ROOT_KEY, ca=True, path_len=1, org="regoguard root")
+INTER = make_cert("Intermediate", INT_KEY, (ROOT, ROOT_KEY), ca=True, path_len=0)
+SANS: list[x509.GeneralName] = [
+    x509.DNSName("api.example.com"),
+    x509.DNSName("*.svc.example.com"),
+    x509.RFC822Name("ops@example.com"),
+    x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
+    x509.IPAddress(ipaddress.ip_address("fd00::1")),
+    x509.UniformResourceIdentifier("spiffe://example.org/ns/prod/sa/api"),
+]
+SERVER = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+LEAF = make_cert("api.example.com", LEAF_KEY, (INTER, INT_KEY), sans=SANS, eku=SERVER)
+LEAF_CLIENT_ONLY = make_cert(
+    "client", LEAF_KEY, (INTER, INT_KEY), eku=[ExtendedKeyUsageOID.CLIENT_AUTH]
+)
+LEAF_NO_EKU = make_cert("no-eku", LEAF_KEY, (INTER, INT_KEY), sans=[x509.DNSName("x.example")])
+LEAF_EXPIRED = make_cert(
+    "expired", LEAF_KEY, (INTER, INT_KEY), not_before=NOW - 2 * YEAR, not_after=NOW - YEAR
+)
+LEAF_FUTURE = make_cert(
+    "future", LEAF_KEY, (INTER, INT_KEY), not_before=NOW + YEAR, not_after=NOW + 2 * YEAR
+)
+# A leaf (not a CA) used as an intermediate: must not sign anything.
+NOT_CA = make_cert("not a ca", INT_KEY, (ROOT, ROOT_KEY), ca=False)
+UNDER_NOT_CA = make_cert("under not ca", LEAF_KEY, (NOT_CA, INT_KEY))
+OTHER_ROOT = make_cert("Root CA", OTHER_KEY, ca=True, org="regoguard root")
+ED_SELF = make_cert("ed25519", ED_KEY, serial=7, org=None)
+DIRECT = make_cert("direct", LEAF_KEY, (ROOT, ROOT_KEY), sans=[x509.DNSName("direct.example")])
+# Path length: the intermediate allows none below it.
+INT2 = make_cert("Intermediate 2", LEAF_KEY, (INTER, INT_KEY), ca=True)
+UNDER_INT2 = make_cert("too deep", ED_KEY, (INT2, LEAF_KEY))
+
+
+def _rich() -> x509.Certificate:
+    """A CA certificate with the extensions Go has fields for beyond the common ones."""
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name("rich", "regoguard"))
+        .issuer_name(ROOT.subject)
+        .public_key(OTHER_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.CertificatePolicies(
+                [x509.PolicyInformation(x509.ObjectIdentifier("2.23.140.1.2.1"), None)]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        x509.oid.AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier("http://ocsp.example.com"),
+                    ),
+                    x509.AccessDescription(
+                        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier("http://ca.example.com/ca.crt"),
+                    ),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier("http://crl.example.com/ca.crl")],
+                        None,
+                        None,
+                        None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.PolicyConstraints(0, None), critical=True)
+        .add_extension(x509.InhibitAnyPolicy(1), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, x509.ObjectIdentifier("1.2.3.4")]
+            ),
+            critical=False,
+        )
+    )
+    return b.sign(ROOT_KEY, hashes.SHA384())
+
+
+RICH = _rich()
+
+
+def _constrained() -> x509.Certificate:
+    """An intermediate CA limited to example.com names and excluded from 10.0.0.0/8."""
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name("constrained", "regoguard"))
+        .issuer_name(ROOT.subject)
+        .public_key(INT_KEY.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.NameConstraints(
+                permitted_subtrees=[
+                    x509.DNSName("example.com"),
+                    x509.RFC822Name("example.com"),
+                    x509.UniformResourceIdentifier(".example.com"),
+                ],
+                excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))],
+            ),
+            critical=True,
+        )
+    )
+    return b.sign(ROOT_KEY, hashes.SHA256())
+
+
+CONSTRAINED = _constrained()
+INSIDE = make_cert(
+    "inside", LEAF_KEY, (CONSTRAINED, INT_KEY), sans=[x509.DNSName("api.example.com")]
+)
+OUTSIDE = make_cert("outside", LEAF_KEY, (CONSTRAINED, INT_KEY), sans=[x509.DNSName("evil.com")])
+UNDER_RICH = make_cert("under rich", LEAF_KEY, (RICH, OTHER_KEY))
+
+
+def forged() -> str:
+    """The leaf (PEM) with one byte of its signature changed."""
+    der = bytearray(LEAF.public_bytes(serialization.Encoding.DER))
+    der[-3] ^= 1
+    body = base64.encodebytes(bytes(der)).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+
+
+def b64der(*certs: x509.Certificate) -> str:
+    return base64.b64encode(
+        b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    ).decode()
+
+
+PARSE: list[tuple[str, Any]] = [
+    ("root", pem(ROOT)),
+    ("chain", pem(ROOT, INTER, LEAF)),
+    ("ed25519", pem(ED_SELF)),
+    ("policies, AIA, CRL distribution points", pem(RICH)),
+    ("name constraints", pem(CONSTRAINED)),
+    ("base64 DER", b64der(ROOT, LEAF)),
+    ("base64 PEM", base64.b64encode(pem(LEAF).encode()).decode()),
+    ("garbage", "not a certificate"),
+    ("wrong PEM type", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+    ("empty", ""),
+    ("not a string", 5),
+]
+
+# (name, certificates, options or None)
+VERIFY: list[tuple[str, str, Any]] = [
+    ("root, intermediate, leaf", pem(ROOT, INTER, LEAF), None),
+    ("root, leaf", pem(ROOT, DIRECT), None),
+    ("leaf without EKU", pem(ROOT, INTER, LEAF_NO_EKU), None),
+    ("client-auth leaf (server auth by default)", pem(ROOT, INTER, LEAF_CLIENT_ONLY), None),
+    ("expired leaf", pem(ROOT, INTER, LEAF_EXPIRED), None),
+    ("not yet valid leaf", pem(ROOT, INTER, LEAF_FUTURE), None),
+    ("foreign root with the same name", pem(OTHER_ROOT, INTER, LEAF), None),
+    ("missing intermediate", pem(ROOT, LEAF), None),
+    ("a non-CA as intermediate", pem(ROOT, NOT_CA, UNDER_NOT_CA), None),
+    ("path length exceeded", pem(ROOT, INTER, INT2, UNDER_INT2), None),
+    ("forged leaf signature", pem(ROOT, INTER) + forged(), None),
+    ("one certificate", pem(ROOT), None),
+    ("outside the name constraints", pem(ROOT, CONSTRAINED, OUTSIDE), None),
+    ("garbage", "nope", None),
+    ("with DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "api.example.com"}),
+    ("with wildcard DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "a.svc.example.com"}),
+    ("wildcard is one label", pem(ROOT, INTER, LEAF), {"DNSName": "a.b.svc.example.com"}),
+    ("with a wrong DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "evil.example.com"}),
+    ("with an IP as DNSName", pem(ROOT, INTER, LEAF), {"DNSName": "10.1.2.3"}),
+    (
+        "client auth asked",
+        pem(ROOT, INTER, LEAF_CLIENT_ONLY),
+        {"KeyUsages": ["KeyUsageClientAuth"]},
+    ),
+    (
+        "code signing asked",
+        pem(ROOT, INTER, LEAF),
+        {"KeyUsages": ["KeyUsageCodeSigning"]},
+    ),
+    ("any usage", pem(ROOT, INTER, LEAF_CLIENT_ONLY), {"KeyUsages": ["KeyUsageAny"]}),
+    ("bad usage name", pem(ROOT, INTER, LEAF), {"KeyUsages": ["Nope"]}),
+    (
+        "CurrentTime in the past (before the leaf)",
+        pem(ROOT, INTER, LEAF_FUTURE),
+        {"CurrentTime": int((NOW + YEAR + YEAR / 2).timestamp()) * 10**9},
+    ),
+    (
+        "CurrentTime after expiry",
+        pem(ROOT, INTER, LEAF),
+        {"CurrentTime": int((NOW + 2 * YEAR).timestamp()) * 10**9},
+    ),
+    ("unknown option", pem(ROOT, INTER, LEAF), {"Nope": 1}),
+    ("DNSName not a string", pem(ROOT, INTER, LEAF), {"DNSName": 1}),
+]
+
+
+def _check(opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any) -> Any:
+    policy = policy_of(expr)
+    expected = opa_value_of(opa, policy, "data.t.r.v", inp)
+    for evaluator in EVALUATORS:
+        for cache in (None, regoguard.CacheConfig()):
+            authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator, cache=cache)
+            for _ in range(2):
+                got = ours(authz, inp)
+                assert same(got, expected), (
+                    f"{evaluator} cache={cache is not None}: gave {got!r}, OPA {expected!r}"
+                )
+    return expected
+
+
+@pytest.mark.parametrize(("inp"), [pytest.param(c, id=n) for n, c in PARSE])
+def test_parse_certificates_matches_opa_field_for_field(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], inp: Any
+) -> None:
+    _check(opa, authorizer, "crypto.x509.parse_certificates(input.c)", {"c": inp})
+
+
+@pytest.mark.parametrize(("certs", "options"), [pytest.param(c, o, id=n) for n, c, o in VERIFY])
+def test_parse_and_verify_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], certs: str, options: Any
+) -> None:
+    if options is None:
+        expr = "crypto.x509.parse_and_verify_certificates(input.c)"
+    else:
+        expr = "crypto.x509.parse_and_verify_certificates_with_options(input.c, input.o)"
+    _check(opa, authorizer, expr, {"c": certs, "o": options})
+
+
+@pytest.mark.parametrize("name", [n for n, _, o in VERIFY if o is None][3:])
+def test_an_invalid_chain_never_grants(
+    authorizer: Callable[..., regoguard.Authorizer], name: str
+) -> None:
+    certs = next(c for n, c, _ in VERIFY if n == name)
+    policy = (
+        "package t\n\ndefault allow := false\n\nallow if {\n"
+        "\t[valid, chain] := crypto.x509.parse_and_verify_certificates(input.c)\n"
+        "\tvalid\n\tcount(chain) > 0\n}\n"
+    )
+    for evaluator in EVALUATORS:
+        authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
+        assert authz.check({"c": certs}).result is False, f"{evaluator}: {name} granted"
+
+
+@pytest.mark.parametrize(
+    "certs",
+    [
+        pytest.param(pem(ROOT, CONSTRAINED, INSIDE), id="inside name constraints"),
+        pytest.param(pem(ROOT, RICH, UNDER_RICH), id="under policy constraints"),
+    ],
+)
+def test_constraints_not_evaluated_here_never_verify(
+    authorizer: Callable[..., regoguard.Authorizer], certs: str
+) -> None:
+    """Name and policy constraints are not evaluated (README): a chain through them is not
+    valid here even where Go would accept it; a denial, never a grant Go would refuse."""
+    policy = policy_of("crypto.x509.parse_and_verify_certificates(input.c)[0]")
+    for evaluator in EVALUATORS:
+        authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert ours(authz, {"c": certs}) is False, evaluator
+
+
+def test_certificates_that_all_sign_each_other_end_the_search(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
+) -> None:
+    """Forty CAs with one name and one key verify each other's signatures; with the root
+    expired no path succeeds. The search is bounded (Go's 100 signature checks) instead of
+    walking every path, and the answer is OPA's: not valid."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = make_cert("loop", key, ca=True, org=None, not_after=NOW - YEAR / 2, serial=1)
+    cas = [make_cert("loop", key, ca=True, org=None, serial=i + 2) for i in range(40)]
+    leaf = make_cert("leaf", LEAF_KEY, (cas[0], key), serial=99)
+    _check(
+        opa,
+        authorizer,
+        "crypto.x509.parse_and_verify_certificates(input.c)",
+        {"c": pem(root, *cas, leaf)},
+    )
+
+
+def test_a_verified_chain_is_cached_no_longer_than_its_first_not_after(
+    authorizer: Callable[..., regoguard.Authorizer],
+) -> None:
+    """Caching rule 8: the decision read the clock through the chain's validity, so even with
+    the policy's 60 s it is not served once the leaf has expired."""
+    import time
+
+    end = datetime.datetime.now(UTC).replace(microsecond=0) + datetime.timedelta(seconds=2)
+    short = make_cert("short", LEAF_KEY, (ROOT, ROOT_KEY), not_after=end)
+    policy = (
+        'package t\n\nr := {"allow": v, "cache_ttl_seconds": 60} if {\n'
+        "\t[v, _] := crypto.x509.parse_and_verify_certificates(input.c)\n}\n"
+    )
+    authz = authorizer(policy, entrypoint="data.t.r", cache=regoguard.CacheConfig())
+    inp = {"c": pem(ROOT, short)}
+    assert authz.check(inp).allow is True
+    second = authz.check(inp)
+    assert second.allow is True and second.source == "l1"
+    while time.time() <= end.timestamp() + 1.05:  # Go: valid through the NotAfter second
+        time.sleep(0.05)
+    after = authz.check(inp)
+    assert after.allow is False, "a decision made with the chain was served past its NotAfter"
+    assert after.source == "engine"
+
+
+CSR_KEY = ec.generate_private_key(ec.SECP256R1())
+CSR = (
+    x509.CertificateSigningRequestBuilder()
+    .subject_name(_name("csr.example.com", "regoguard"))
+    .add_extension(
+        x509.SubjectAlternativeName(
+            [
+                x509.DNSName("csr.example.com"),
+                x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
+                x509.RFC822Name("a@example.com"),
+            ]
+        ),
+        critical=False,
+    )
+    .sign(CSR_KEY, hashes.SHA256())
+)
+CSR_PEM = CSR.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: Any, fmt: serialization.PrivateFormat) -> str:
+    return str(
+        key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+    )
+
+
+OTHER: list[tuple[str, Any]] = [
+    ("crypto.x509.parse_certificate_request(input.a)", {"a": CSR_PEM}),
+    (
+        "crypto.x509.parse_certificate_request(input.a)",
+        {"a": base64.b64encode(CSR.public_bytes(serialization.Encoding.DER)).decode()},
+    ),
+    ("crypto.x509.parse_certificate_request(input.a)", {"a": pem(ROOT)}),
+    ("crypto.x509.parse_certificate_request(input.a)", {"a": "junk"}),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {"a": _key_pem(ROOT_KEY, serialization.PrivateFormat.TraditionalOpenSSL)},
+    ),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {"a": _key_pem(ROOT_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {
+            "a": base64.b64encode(
+                _key_pem(ROOT_KEY, serialization.PrivateFormat.TraditionalOpenSSL).encode()
+            ).decode()
+        },
+    ),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {"a": _key_pem(CSR_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    ("crypto.x509.parse_rsa_private_key(input.a)", {"a": "junk"}),
+    ("crypto.x509.parse_rsa_private_key(input.a)", {"a": ""}),
+    ("crypto.x509.parse_rsa_private_key(input.a)", {"a": pem(ROOT)}),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {"a": _key_pem(ED_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    (
+        "crypto.x509.parse_rsa_private_key(input.a)",
+        {"a": _key_pem(LEAF_KEY, serialization.PrivateFormat.TraditionalOpenSSL)},
+    ),
+    (
+        "crypto.parse_private_keys(input.a)",
+        {
+            "a": _key_pem(ROOT_KEY, serialization.PrivateFormat.TraditionalOpenSSL)
+            + _key_pem(LEAF_KEY, serialization.PrivateFormat.TraditionalOpenSSL)
+            + pem(ROOT)
+            + _key_pem(CSR_KEY, serialization.PrivateFormat.PKCS8)
+            + _key_pem(ED_KEY, serialization.PrivateFormat.PKCS8)
+        },
+    ),
+    (
+        "crypto.parse_private_keys(input.a)",
+        {
+            "a": base64.b64encode(
+                _key_pem(ROOT_KEY, serialization.PrivateFormat.PKCS8).encode()
+            ).decode()
+        },
+    ),
+    ("crypto.parse_private_keys(input.a)", {"a": ""}),
+    ("crypto.parse_private_keys(input.a)", {"a": "junk"}),
+    ("crypto.parse_private_keys(input.a)", {"a": pem(ROOT)}),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {"c": pem(ROOT), "k": _key_pem(ROOT_KEY, serialization.PrivateFormat.TraditionalOpenSSL)},
+    ),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {"c": pem(LEAF, INTER), "k": _key_pem(LEAF_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {
+            "c": base64.b64encode(pem(ED_SELF).encode()).decode(),
+            "k": base64.b64encode(
+                _key_pem(ED_KEY, serialization.PrivateFormat.PKCS8).encode()
+            ).decode(),
+        },
+    ),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {"c": pem(ROOT), "k": _key_pem(OTHER_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {"c": pem(ROOT), "k": _key_pem(LEAF_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    ("crypto.x509.parse_keypair(input.c, input.k)", {"c": "junk", "k": "junk"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("expr", "inp"),
+    [pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(OTHER)],
+)
+def test_requests_and_keys_match_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
+) -> None:
+    _check(opa, authorizer, expr, inp)
+
+
+def test_oracle_marker() -> None:
+    assert opa_oracle.UNDEFINED is opa_oracle.UNDEFINED
