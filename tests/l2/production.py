@@ -1,0 +1,413 @@
+"""Real production-shaped Redis deployments for the tests: TLS with a test CA, a 3-node Cluster,
+a Sentinel with one master, and a TCP proxy that can stop forwarding (a partition that keeps
+connections open). Every process is started on loopback and stopped by its PID."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .conftest import REDIS_SERVER, RedisServer, _read, free_port
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+# -- a test CA -------------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+class TestCA:
+    """A CA (written to ``ca.pem``) that issues server and client certificates."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, folder: Path, name: str = "regoguard test CA") -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.ca_file = folder / "ca.pem"
+        self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, stem: str, *, server: bool) -> tuple[Path, Path]:
+        """A certificate for 127.0.0.1/localhost (server) or a client; returns (cert, key)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(stem))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [
+                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+                        if server
+                        else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+                    ]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        cert_file, key_file = self.folder / f"{stem}.pem", self.folder / f"{stem}-key.pem"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, key_file)
+        return cert_file, key_file
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+class Proc:
+    """A redis-server (or sentinel) subprocess with a plaintext loopback port to inspect it."""
+
+    def __init__(self, args: list[str], port: int) -> None:
+        if not os.path.exists(REDIS_SERVER):
+            pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [REDIS_SERVER, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.command("PING") == "PONG":
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{args!r} did not start") from None
+                time.sleep(0.02)
+
+    def command(self, *args: str | bytes | int) -> Any:
+        return RedisServer.command(self, *args)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def base_args(port: int, folder: Path) -> list[str]:
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
+
+
+class TlsServer:
+    """A redis-server whose TLS port requires a client certificate of ``ca``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.ca = TestCA(folder / "ca")
+        cert, key = self.ca.issue("server", server=True)
+        self.client_cert, self.client_key = self.ca.issue("client", server=False)
+        self.tls_port = free_port()
+        plain = free_port()
+        self.proc = Proc(
+            [
+                *base_args(plain, folder),
+                "--tls-port",
+                str(self.tls_port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(self.ca.ca_file),
+                "--tls-auth-clients",
+                "yes",
+            ],
+            plain,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.tls_port}/0"
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        return {
+            "ca_file": str(self.ca.ca_file),
+            "cert_file": str(self.client_cert),
+            "key_file": str(self.client_key),
+        }
+
+    def tls_command(self, *args: str) -> Any:
+        """One command over TLS with Python's own client (checks the server really is TLS)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca.ca_file))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        with (
+            socket.create_connection(("127.0.0.1", self.tls_port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
+            parts = [a.encode() for a in args]
+            s.sendall(
+                b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+            )
+            return _read(s.makefile("rb"))
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Cluster:
+    """Three masters, no replicas, created with ``redis-cli --cluster create``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.nodes: list[Proc] = []
+        try:
+            for _ in range(3):
+                port = free_port()
+                d = folder / str(port)
+                d.mkdir(parents=True)
+                self.nodes.append(
+                    Proc(
+                        [
+                            *base_args(port, d),
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            str(d / "nodes.conf"),
+                            "--cluster-node-timeout",
+                            "2000",
+                        ],
+                        port,
+                    )
+                )
+            subprocess.run(
+                [
+                    REDIS_CLI,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
+            deadline = time.monotonic() + 20
+            while not all(
+                b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not become ready")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def keys(self, pattern: str) -> list[bytes]:
+        return [k for n in self.nodes for k in n.command("KEYS", pattern)]
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+class Sentinel:
+    """One master (and optionally a replica) and one Sentinel monitoring it as ``mymaster``."""
+
+    def __init__(self, folder: Path, *, replica: bool = False) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        mport = free_port()
+        _mkdir(folder / "m")
+        self.master = Proc(base_args(mport, folder / "m"), mport)
+        self.replica: Proc | None = None
+        if replica:
+            rport = free_port()
+            _mkdir(folder / "r")
+            self.replica = Proc(
+                [*base_args(rport, folder / "r"), "--replicaof", "127.0.0.1", str(mport)], rport
+            )
+        sport = free_port()
+        conf = folder / "sentinel.conf"
+        conf.write_text(
+            f"port {sport}\nbind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {mport} 1\n"
+            "sentinel down-after-milliseconds mymaster 2000\n"
+        )
+        try:
+            self.sentinel = Proc([str(conf), "--sentinel"], sport)
+        except BaseException:
+            self.master.stop()
+            if self.replica is not None:
+                self.replica.stop()
+            raise
+
+    def master_port(self) -> int:
+        host_port = self.sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        return int(host_port[1])
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/mymaster/0"
+
+    def stop(self) -> None:
+        self.sentinel.stop()
+        self.master.stop()
+        if self.replica is not None:
+            self.replica.stop()
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+# -- a proxy that can stop forwarding --------------------------------------------------------
+
+
+class Proxy:
+    """Forwards loopback TCP to ``port``; ``pause()`` stops moving bytes on every connection
+    (old and new) without closing any, as a partition would; ``resume()`` moves them again."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while not self.closed:
+                self.flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
