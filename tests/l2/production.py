@@ -356,6 +356,7 @@ class Proxy:
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
+        self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = [self.listener]
@@ -376,7 +377,12 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
-            self.sockets += [client, upstream]
+            with self.lock:
+                if self.closed:
+                    client.close()
+                    upstream.close()
+                    return
+                self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -404,10 +410,13 @@ class Proxy:
         self.flowing.set()
 
     def close(self) -> None:
-        self.closed = True
+        with self.lock:
+            self.closed = True
+            sockets, self.sockets = self.sockets, []
         self.flowing.set()
-        for s in self.sockets:
+        for s in sockets:
             try:
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            s.close()

@@ -7,11 +7,14 @@
 //! pipeline in `l2.rs` runs unchanged in each mode.
 //!
 //! # Cluster
-//! The L2 sends no multi-key command that must be atomic: pipelines are plain (not
-//! `MULTI`), which the cluster connection splits by slot, and `UNLINK` is split by slot too. The
-//! one script (raising an epoch) is sent once per key, and `SCAN` goes to every primary
+//! The L2 sends no multi-key command that must be atomic: its pipelines are plain (not
+//! `MULTI`), so [`Conn`] sends each of their commands to its own slot (the `redis` crate would
+//! send a whole pipeline to one node), `UNLINK` is split by slot by the crate, the one script
+//! (raising an epoch) is sent once per key, and `SCAN` goes to every primary
 //! ([`Conn::scan_match`]). So keys need no hash tag, and one decision space is spread over the
-//! whole cluster instead of filling one slot.
+//! whole cluster instead of filling one slot. (A hash tag could not keep a decision with its
+//! tag indexes anyway: a tag's set is shared by decisions of every slot, so only one slot for
+//! the whole space would, and then one shard takes all the load.)
 //!
 //! Pub/sub uses regular `PUBLISH`/`SUBSCRIBE`: a Cluster forwards a regular message to every
 //! node, so one subscription to any node hears every instance, and losing that node is a lost
@@ -497,7 +500,23 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            // The cluster client sends a pipeline to one slot's node; ours are not atomic, so
+            // each command goes to its own slot, all at once (the node connections are
+            // multiplexed: one round trip per node, as a pipeline would be).
+            Conn::Cluster(c) => {
+                if pipeline.is_transaction() {
+                    return c.req_packed_commands(pipeline, offset, count);
+                }
+                let c = c.clone();
+                Box::pin(async move {
+                    let each = pipeline.cmd_iter().map(|cmd| {
+                        let mut c = c.clone();
+                        async move { c.req_packed_command(cmd).await }
+                    });
+                    let values = futures_util::future::try_join_all(each).await?;
+                    Ok(values.into_iter().skip(offset).take(count).collect())
+                })
+            }
             Conn::Sentinel(s) => Box::pin(async move {
                 let r = match s.master().await {
                     Ok(mut c) => c.req_packed_commands(pipeline, offset, count).await,
