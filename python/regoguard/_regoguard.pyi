@@ -249,7 +249,7 @@ class RedisConfig:
             A server that fails verification is an error like any other (a miss, counted and
             logged), never retried in plaintext.
         heartbeat_seconds: Every instance publishes a signed heartbeat on ``channel`` this
-            often (default 5.0; 0 or ``None``: off). An instance that hears nothing verified,
+            often (default 5.0; 0: off). An instance that hears nothing verified,
             its own heartbeat included, for ``heartbeat_misses`` intervals treats the
             subscription as lost: it drops its L1s, counts it in ``heartbeat_losses``, logs a
             warning and resubscribes, until it hears again.
@@ -276,7 +276,7 @@ class RedisConfig:
         cert_file: _StrPath | None = None,
         key_file: _StrPath | None = None,
         tls_insecure: bool = False,
-        heartbeat_seconds: float | None = 5.0,
+        heartbeat_seconds: float = 5.0,
         heartbeat_misses: int = 3,
     ) -> Self: ...
     @property

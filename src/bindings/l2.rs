@@ -56,7 +56,7 @@ impl PyRedisConfig {
     #[pyo3(signature = (url, *, ttl_seconds = 300.0, timeout_seconds = 0.05, key_prefix = "regoguard",
                         signing_key = None, channel = None, decisions = "auto", ca_file = None,
                         cert_file = None, key_file = None, tls_insecure = false,
-                        heartbeat_seconds = Some(5.0), heartbeat_misses = 3))]
+                        heartbeat_seconds = 5.0, heartbeat_misses = 3))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python constructor
     fn new(
         url: &Bound<'_, PyAny>,
@@ -70,7 +70,7 @@ impl PyRedisConfig {
         cert_file: Option<std::path::PathBuf>,
         key_file: Option<std::path::PathBuf>,
         tls_insecure: bool,
-        heartbeat_seconds: Option<f64>,
+        heartbeat_seconds: f64,
         heartbeat_misses: i64,
     ) -> PyResult<Self> {
         let url = url
@@ -115,7 +115,7 @@ impl PyRedisConfig {
             .with_tls(tls)
             .py()?
             .with_heartbeat(
-                heartbeat_seconds,
+                Some(heartbeat_seconds),
                 u32::try_from(heartbeat_misses)
                     .map_err(|_| {
                         Error::config(format!(
@@ -129,7 +129,7 @@ impl PyRedisConfig {
             config,
             ttl_seconds,
             timeout_seconds,
-            heartbeat_seconds: heartbeat_seconds.unwrap_or(0.0),
+            heartbeat_seconds,
             l2: OnceLock::new(),
         })
     }

@@ -233,6 +233,20 @@ class TlsServer:
         self.proc.stop()
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 class Cluster:
     """Three masters, no replicas, created with ``redis-cli --cluster create``."""
 
@@ -240,7 +254,7 @@ class Cluster:
         self.nodes: list[Proc] = []
         try:
             for _ in range(3):
-                port = free_port()
+                port = cluster_port()
                 d = folder / str(port)
                 d.mkdir(parents=True)
                 self.nodes.append(
@@ -273,9 +287,7 @@ class Cluster:
                 timeout=30,
             )
             deadline = time.monotonic() + 20
-            while not all(
-                b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes
-            ):
+            while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not become ready")
                 time.sleep(0.05)

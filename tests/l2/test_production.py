@@ -89,7 +89,6 @@ def test_production_config_defaults() -> None:
     cfg = RedisConfig("redis://:hunter2@localhost:6379/0")
     assert (cfg.heartbeat_seconds, cfg.heartbeat_misses, cfg.tls) == (5.0, 3, False)
     assert RedisConfig("redis://localhost", heartbeat_seconds=0).heartbeat_seconds == 0.0
-    assert RedisConfig("redis://localhost", heartbeat_seconds=None).heartbeat_seconds == 0.0
     secure = RedisConfig("rediss+sentinel://:hunter2@a:1,b:2/m/1", tls_insecure=True)
     assert secure.tls and secure.tls_insecure
     assert "hunter2" not in repr(secure) and "hunter2" not in secure.url
@@ -226,7 +225,7 @@ def test_cluster_spreads_keys_and_invalidates_everywhere(
     cluster: Cluster, prefix: str, policy_dir: Callable[..., Path]
 ) -> None:
     cfg = RedisConfig(cluster.url, key_prefix=prefix, signing_key=KEY, timeout_seconds=1.0)
-    f, calls = shared(cfg)
+    f, _ = shared(cfg)
     for i in range(30):
         f(i)
     wait_for(lambda: cfg.stats()["writes"] == 30)
@@ -315,7 +314,15 @@ def test_forged_heartbeats_are_ignored(redis_server: RedisServer, prefix: str) -
     shared(cfg)
     wait_for(lambda: cfg.stats()["subscribed"] and cfg.stats()["heartbeats_received"] == 1)
     body = json.dumps(
-        {"v": 2, "from": "", "scope": "", "sender": "evil.1", "seq": 1, "ts": 0, "kind": "heartbeat"}
+        {
+            "v": 2,
+            "from": "",
+            "scope": "",
+            "sender": "evil.1",
+            "seq": 1,
+            "ts": 0,
+            "kind": "heartbeat",
+        }
     )
     redis_server.command("PUBLISH", cfg.channel, f"{'0' * 64} {body}")
     redis_server.command("PUBLISH", cfg.channel, f"- {body}")

@@ -728,6 +728,58 @@ mod tests {
         );
     }
 
+    struct Counting(AtomicU64);
+
+    impl Listener for Counting {
+        fn on_message(&self, _: Message) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_gap(&self) {}
+    }
+
+    #[test]
+    fn heartbeats_are_heard_only_when_verified_and_reach_no_listener() {
+        let signed = l2(Some(b"0123456789abcdef-secret"));
+        let counting = Arc::new(Counting(AtomicU64::new(0)));
+        let listener: Arc<dyn Listener> = counting.clone();
+        signed.bus.listeners.lock().push(Registered {
+            id: "other".into(),
+            scope: String::new(),
+            listener: Arc::downgrade(&listener),
+        });
+        let now = unix_ms();
+        let wire = signed.encode_heartbeat(now);
+        assert!(signed
+            .decode_any(wire.as_bytes())
+            .is_some_and(|(_, m)| m.is_none()));
+        assert!(
+            signed.deliver(wire.as_bytes()),
+            "a valid heartbeat is heard"
+        );
+        assert!(!signed.deliver(wire.as_bytes()), "a replayed one is not");
+        // Forged: another key, no signature, a tampered body.
+        let other = l2(Some(b"another-secret-of-16+"));
+        let forged = other.encode_heartbeat(now);
+        assert!(!signed.deliver(forged.as_bytes()));
+        let body = wire.split_once(' ').unwrap().1;
+        assert!(!signed.deliver(format!("- {body}").as_bytes()));
+        let later = signed.encode_heartbeat(now);
+        assert!(!signed.deliver(later.replace("heartbeat", "heartbeaT").as_bytes()));
+        assert!(signed.deliver(later.as_bytes()));
+        assert_eq!(signed.bus.heartbeats.received.load(Ordering::Relaxed), 2);
+        assert_eq!(signed.bus.rejected.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            signed.bus.received.load(Ordering::Relaxed),
+            0,
+            "not a message"
+        );
+        assert_eq!(
+            counting.0.load(Ordering::Relaxed),
+            0,
+            "no listener sees one"
+        );
+    }
+
     fn origin(sender: &str, seq: u64, ts: u64) -> Origin {
         Origin {
             from: "x".into(),
