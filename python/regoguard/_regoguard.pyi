@@ -212,7 +212,7 @@ class RedisConfig:
             (or ``rediss+cluster://``) for a Cluster, any nodes as seeds; or
             ``redis+sentinel://host:port[,host:port]/master_name[/db]`` (or
             ``rediss+sentinel://``) for the master a Sentinel names, asked again after a
-            connection error or a ``READONLY`` reply (a failover). The password is shown as
+            connection error or a ``READONLY`` reply (a failover), and every 2 s. The password is shown as
             ``***`` everywhere (``repr``, ``url``, errors, warnings).
         ttl_seconds: Longest lifetime of an entry in Redis (default 300.0); an entry never
             outlives what the L1 would keep it for either. A hit is promoted to L1 for what is

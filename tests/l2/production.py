@@ -322,6 +322,13 @@ class Sentinel:
             self.replica = Proc(
                 [*base_args(rport, folder / "r"), "--replicaof", "127.0.0.1", str(mport)], rport
             )
+            # In sync before the Sentinel starts: it then sees the replica in its first INFO
+            # (the next is 10 s later).
+            deadline = time.monotonic() + 10
+            while b"master_link_status:up" not in self.replica.command("INFO", "replication"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync")
+                time.sleep(0.02)
         sport = free_port()
         conf = folder / "sentinel.conf"
         conf.write_text(

@@ -26,7 +26,9 @@
 //!
 //! # Sentinel
 //! The master is asked of the Sentinels (the `redis` crate checks its `ROLE`), and asked again
-//! after any connection error or a `READONLY` reply (a failover demoted it).
+//! after any connection error or a `READONLY` reply (a failover demoted it), and every
+//! [`SENTINEL_RECHECK`] in the background: after a manual failover the old master keeps
+//! accepting writes until the Sentinels demote it, about 10 s later.
 //!
 //! # TLS
 //! `rediss` schemes use rustls with the platform's roots, or only `ca_file`'s when given;
@@ -360,6 +362,8 @@ impl Target {
                 TargetKind::Sentinel(Arc::new(SentinelShared {
                     client: tokio::sync::Mutex::new(b.build().map_err(|e| bad(&e))?),
                     current: Mutex::new(None),
+                    checked_ns: std::sync::atomic::AtomicU64::new(0),
+                    checking: std::sync::atomic::AtomicBool::new(false),
                 }))
             }
         };
@@ -426,11 +430,18 @@ fn mode_tls(urls: &[String]) -> bool {
     urls.iter().all(|u| u.starts_with("rediss://"))
 }
 
+/// How often the Sentinels are asked again whether the master moved, while the old one still
+/// answers (a manual failover leaves it accepting writes until the Sentinels demote it).
+const SENTINEL_RECHECK: Duration = Duration::from_secs(2);
+
 /// The Sentinel client and the master connection it gave.
 struct SentinelShared {
     client: tokio::sync::Mutex<SentinelClient>,
-    /// The master's connection; `None` until resolved, and again after it failed.
-    current: Mutex<Option<ConnectionManager>>,
+    /// The master's connection and address; `None` until resolved, and again after it failed.
+    current: Mutex<Option<(ConnectionManager, ConnectionAddr)>>,
+    /// When the master was last asked for (`super::now_ns`), and whether a check runs now.
+    checked_ns: std::sync::atomic::AtomicU64,
+    checking: std::sync::atomic::AtomicBool,
 }
 
 /// A connection to the master a Sentinel names, resolved again after a failure.
@@ -443,13 +454,50 @@ pub struct SentinelConn {
 impl SentinelConn {
     async fn master(&self) -> redis::RedisResult<ConnectionManager> {
         let cached = self.shared.current.lock().clone();
-        if let Some(c) = cached {
+        if let Some((c, _)) = cached {
+            self.recheck_in_background();
             return Ok(c);
         }
+        self.resolve().await
+    }
+
+    /// Asks the Sentinels for the master and connects to it (keeping the connection when the
+    /// master did not move).
+    async fn resolve(&self) -> redis::RedisResult<ConnectionManager> {
+        use std::sync::atomic::Ordering;
         let client = self.shared.client.lock().await.async_get_client().await?;
+        self.shared
+            .checked_ns
+            .store(super::now_ns(), Ordering::Relaxed);
+        let addr = client.get_connection_info().addr().clone();
+        let mut current = self.shared.current.lock();
+        if let Some((c, a)) = &*current {
+            if *a == addr {
+                return Ok(c.clone());
+            }
+        }
         let conn = ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
-        *self.shared.current.lock() = Some(conn.clone());
+        *current = Some((conn.clone(), addr));
         Ok(conn)
+    }
+
+    /// At most every [`SENTINEL_RECHECK`], one background task asks whether the master moved.
+    fn recheck_in_background(&self) {
+        use std::sync::atomic::Ordering;
+        let last = self.shared.checked_ns.load(Ordering::Relaxed);
+        if super::now_ns().saturating_sub(last) < super::ns(SENTINEL_RECHECK)
+            || self.shared.checking.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SENTINEL_RECHECK, this.resolve()).await;
+            this.shared
+                .checked_ns
+                .store(super::now_ns(), Ordering::Relaxed);
+            this.shared.checking.store(false, Ordering::Relaxed);
+        });
     }
 
     /// Forgets the master after an error that may mean it moved.
@@ -536,7 +584,7 @@ impl ConnectionLike for Conn {
                 .current
                 .lock()
                 .as_ref()
-                .map_or(0, ConnectionLike::get_db),
+                .map_or(0, |(c, _)| c.get_db()),
         }
     }
 }
