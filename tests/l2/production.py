@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .conftest import REDIS_SERVER, RedisServer, _read, free_port
+from .conftest import REDIS_SERVER, _read, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
@@ -150,7 +150,16 @@ class Proc:
                 time.sleep(0.02)
 
     def command(self, *args: str | bytes | int) -> Any:
-        return RedisServer.command(self, *args)  # type: ignore[arg-type]
+        """One command over a fresh connection (RESP2); an error reply raises RuntimeError."""
+        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=5) as s,
+            s.makefile("rb") as f,
+        ):
+            s.sendall(
+                b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+            )
+            return _read(f)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -222,12 +231,13 @@ class TlsServer:
         with (
             socket.create_connection(("127.0.0.1", self.tls_port), timeout=5) as raw,
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+            s.makefile("rb") as f,
         ):
             parts = [a.encode() for a in args]
             s.sendall(
                 b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
             )
-            return _read(s.makefile("rb"))
+            return _read(f)
 
     def stop(self) -> None:
         self.proc.stop()

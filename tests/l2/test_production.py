@@ -7,6 +7,7 @@ ignored; a partition that keeps the connection open but stops delivery drops the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -141,6 +142,7 @@ def two_processes(url: str, kwargs: dict[str, Any], prefix: str, tmp_path: Path)
     then invalidates its tag, and the child's L1 drops it."""
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
+    kwargs = {**kwargs, "heartbeat_seconds": 0.2}
     child = subprocess.Popen(
         [sys.executable, str(script), url, prefix, json.dumps(kwargs)],
         stdin=subprocess.PIPE,
@@ -164,6 +166,8 @@ def two_processes(url: str, kwargs: dict[str, Any], prefix: str, tmp_path: Path)
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "dropped"
+        # Heartbeats go round in every mode (this process's own and the child's).
+        wait_for(lambda: cfg.stats()["heartbeats_received"] >= 2)
         # And the shared entry is revoked: this process computes it again.
         can_read.invalidate_all()
         assert can_read(1) is True and calls == [1]
@@ -236,10 +240,25 @@ def test_cluster_spreads_keys_and_invalidates_everywhere(
     wait_for(lambda: not cluster.keys(f"{prefix}:r1:*"))
     assert cfg.stats()["errors"] == 0
     # The authorizer's decisions, tag invalidations (one epoch script per key) included.
-    a = Authorizer(policy_dir(POLICY), redis=cfg)
+    folder = policy_dir(POLICY)
+    cfg_a, cfg_b = (
+        RedisConfig(
+            cluster.url, key_prefix=prefix, signing_key=KEY, timeout_seconds=1.0, decisions="always"
+        )
+        for _ in range(2)
+    )
+    a, b = Authorizer(folder, redis=cfg_a), Authorizer(folder, redis=cfg_b)
+
+    async def main() -> None:
+        assert (await a.check_async({"user": "alice"})).source == "engine"
+        wait_for(lambda: cfg_a.stats()["writes"] == 1)
+        d = await b.check_async({"user": "alice"})
+        assert d.allow and d.source == "l2"
+
+    asyncio.run(main())
     a.invalidate(tags=["x", "y"])
     a.invalidate_all()
-    assert cfg.stats()["errors"] == 0
+    assert cfg_a.stats()["errors"] == 0 and cfg_b.stats()["errors"] == 0
 
 
 def test_sentinel_two_processes(sentinel: Sentinel, prefix: str, tmp_path: Path) -> None:
@@ -256,8 +275,16 @@ def test_sentinel_failover_is_followed(prefix: str, tmp_path: Path) -> None:
         f(0)
         wait_for(lambda: cfg.stats()["writes"] == 1)
         wait_for(lambda: b"master_link_status:up" in s.replica.command("INFO", "replication"))
-        wait_for(lambda: bool(s.sentinel.command("SENTINEL", "REPLICAS", "mymaster")))
-        s.sentinel.command("SENTINEL", "FAILOVER", "mymaster")
+
+        def failover() -> bool:
+            try:
+                s.sentinel.command("SENTINEL", "FAILOVER", "mymaster")
+            except RuntimeError as e:  # the Sentinel has not vetted the replica yet
+                assert "NOGOODSLAVE" in str(e)
+                return False
+            return True
+
+        wait_for(failover, timeout=15)
         wait_for(lambda: s.master_port() == s.replica.port, timeout=20)
         # The old master is demoted: writes reach the new one once the L2 asked again.
         new_master, i = s.replica, 0
@@ -312,7 +339,9 @@ def test_forged_heartbeats_are_ignored(redis_server: RedisServer, prefix: str) -
         redis_server.url, key_prefix=prefix, signing_key=KEY, heartbeat_seconds=3600.0
     )
     shared(cfg)
-    wait_for(lambda: cfg.stats()["subscribed"] and cfg.stats()["heartbeats_received"] == 1)
+    # The first heartbeat goes out once subscribed, so this process hears it.
+    wait_for(lambda: cfg.stats()["heartbeats_received"] == 1)
+    heard = 1
     body = json.dumps(
         {
             "v": 2,
@@ -327,4 +356,4 @@ def test_forged_heartbeats_are_ignored(redis_server: RedisServer, prefix: str) -
     redis_server.command("PUBLISH", cfg.channel, f"{'0' * 64} {body}")
     redis_server.command("PUBLISH", cfg.channel, f"- {body}")
     wait_for(lambda: cfg.stats()["messages_rejected"] == 2)
-    assert cfg.stats()["heartbeats_received"] == 1
+    assert cfg.stats()["heartbeats_received"] == heard

@@ -61,8 +61,17 @@ impl Heartbeats {
     }
 }
 
-/// Publishes a heartbeat every interval while `l2` lives in this process.
+/// Publishes a heartbeat every interval while `l2` lives in this process, the first once the
+/// subscription is up (so this process hears it).
 pub(super) async fn publish(l2: Weak<L2>, pid: u32) {
+    for _ in 0..500 {
+        match l2.upgrade() {
+            Some(this) if !this.bus.subscribed() => {}
+            Some(_) => break,
+            None => return,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     loop {
         let Some(this) = l2.upgrade() else { return };
         let Some(every) = this.config.heartbeat else {
