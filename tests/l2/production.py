@@ -83,7 +83,8 @@ class TestCA:
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, stem: str, *, server: bool) -> tuple[Path, Path]:
-        """A certificate for 127.0.0.1/localhost (server) or a client; returns (cert, key)."""
+        """A certificate for 127.0.0.1/localhost (server, and client) or a client only;
+        returns (cert, key)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -96,12 +97,10 @@ class TestCA:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
+                # A server's certificate is a client's too: cluster nodes dial each other.
                 x509.ExtendedKeyUsage(
-                    [
-                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
-                        if server
-                        else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-                    ]
+                    [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH] * server
+                    + [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
                 critical=False,
             )
@@ -129,10 +128,11 @@ class TestCA:
 class Proc:
     """A redis-server (or sentinel) subprocess with a plaintext loopback port to inspect it."""
 
-    def __init__(self, args: list[str], port: int) -> None:
+    def __init__(self, args: list[str], port: int, tls: ssl.SSLContext | None = None) -> None:
         if not os.path.exists(REDIS_SERVER):
             pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
         self.port = port
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             [REDIS_SERVER, *args],
             stdout=subprocess.DEVNULL,
@@ -152,14 +152,11 @@ class Proc:
     def command(self, *args: str | bytes | int) -> Any:
         """One command over a fresh connection (RESP2); an error reply raises RuntimeError."""
         parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        with (
-            socket.create_connection(("127.0.0.1", self.port), timeout=5) as s,
-            s.makefile("rb") as f,
-        ):
-            s.sendall(
-                b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-            )
-            return _read(f)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+            if self.tls is None:
+                return _roundtrip(raw, parts)
+            with self.tls.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                return _roundtrip(s, parts)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -170,6 +167,12 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
             self.proc = None
+
+
+def _roundtrip(s: socket.socket, parts: list[bytes]) -> Any:
+    with s.makefile("rb") as f:
+        s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
+        return _read(f)
 
 
 def base_args(port: int, folder: Path) -> list[str]:
@@ -258,19 +261,45 @@ def cluster_port() -> int:
 
 
 class Cluster:
-    """Three masters, no replicas, created with ``redis-cli --cluster create``."""
+    """Three masters, no replicas, created with ``redis-cli --cluster create``; with ``ca``,
+    TLS only (clients and the cluster bus), client certificates optional."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, ca: TestCA | None = None) -> None:
         self.nodes: list[Proc] = []
+        self.ca = ca
+        tls_args: list[str] = []
+        cli_tls: list[str] = []
+        ctx: ssl.SSLContext | None = None
+        if ca is not None:
+            cert, key = ca.issue("cluster-node", server=True)
+            self.client_cert, self.client_key = ca.issue("cluster-client", server=False)
+            tls_args = [
+                "--tls-cluster",
+                "yes",
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(ca.ca_file),
+                "--tls-auth-clients",
+                "optional",
+            ]
+            cli_tls = ["--tls", "--cacert", str(ca.ca_file)]
+            ctx = ssl.create_default_context(cafile=str(ca.ca_file))
         try:
             for _ in range(3):
                 port = cluster_port()
                 d = folder / str(port)
                 d.mkdir(parents=True)
+                args = base_args(port, d)
+                if ca is not None:
+                    args[1] = "0"  # no plaintext port
+                    args += ["--tls-port", str(port), *tls_args]
                 self.nodes.append(
                     Proc(
                         [
-                            *base_args(port, d),
+                            *args,
                             "--cluster-enabled",
                             "yes",
                             "--cluster-config-file",
@@ -279,11 +308,13 @@ class Cluster:
                             "2000",
                         ],
                         port,
+                        ctx,
                     )
                 )
             subprocess.run(
                 [
                     REDIS_CLI,
+                    *cli_tls,
                     "--cluster",
                     "create",
                     *(f"127.0.0.1:{n.port}" for n in self.nodes),
@@ -307,7 +338,8 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        scheme = "redis" if self.ca is None else "rediss"
+        return f"{scheme}+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def keys(self, pattern: str) -> list[bytes]:
         return [k for n in self.nodes for k in n.command("KEYS", pattern)]

@@ -261,6 +261,23 @@ def test_cluster_spreads_keys_and_invalidates_everywhere(
     assert cfg_a.stats()["errors"] == 0 and cfg_b.stats()["errors"] == 0
 
 
+def test_tls_cluster_two_processes(
+    tmp_path_factory: pytest.TempPathFactory, prefix: str, tmp_path: Path
+) -> None:
+    folder = tmp_path_factory.mktemp("tls-cluster")
+    c = Cluster(folder, TestCA(folder / "ca"))
+    try:
+        kwargs = {
+            "ca_file": str(c.ca.ca_file) if c.ca else None,
+            "cert_file": str(c.client_cert),
+            "key_file": str(c.client_key),
+        }
+        two_processes(c.url, kwargs, prefix, tmp_path)
+        assert c.keys(f"{prefix}:*")
+    finally:
+        c.stop()
+
+
 def test_sentinel_two_processes(sentinel: Sentinel, prefix: str, tmp_path: Path) -> None:
     two_processes(sentinel.url, {}, prefix, tmp_path)
     assert sentinel.master.command("KEYS", f"{prefix}:*"), "the master the Sentinel names"
