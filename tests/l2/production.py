@@ -350,13 +350,36 @@ class Cluster:
 
 
 class Sentinel:
-    """One master (and optionally a replica) and one Sentinel monitoring it as ``mymaster``."""
+    """One master (and optionally a replica) and one Sentinel monitoring it as ``mymaster``;
+    with ``ca``, the master and the Sentinel speak TLS only."""
 
-    def __init__(self, folder: Path, *, replica: bool = False) -> None:
+    def __init__(self, folder: Path, *, replica: bool = False, ca: TestCA | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.ca = ca
         mport = free_port()
         _mkdir(folder / "m")
-        self.master = Proc(base_args(mport, folder / "m"), mport)
+        tls: list[str] = []
+        ctx: ssl.SSLContext | None = None
+        if ca is not None:
+            cert, key = ca.issue("sentinel-node", server=True)
+            self.client_cert, self.client_key = ca.issue("sentinel-client", server=False)
+            tls = [
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(ca.ca_file),
+                "--tls-auth-clients",
+                "optional",
+                "--tls-replication",
+                "yes",
+            ]
+            ctx = ssl.create_default_context(cafile=str(ca.ca_file))
+            args = base_args(0, folder / "m") + ["--tls-port", str(mport), *tls]
+        else:
+            args = base_args(mport, folder / "m")
+        self.master = Proc(args, mport, ctx)
         self.replica: Proc | None = None
         if replica:
             rport = free_port()
@@ -373,13 +396,18 @@ class Sentinel:
                 time.sleep(0.02)
         sport = free_port()
         conf = folder / "sentinel.conf"
+        listen = f"port {sport}\n"
+        if ca is not None:
+            # The same options, as config lines ("--tls-port" -> "tls-port ...").
+            pairs = [f"{k[2:]} {v}" for k, v in zip(tls[::2], tls[1::2], strict=True)]
+            listen = f"port 0\ntls-port {sport}\n" + "\n".join(pairs) + "\n"
         conf.write_text(
-            f"port {sport}\nbind 127.0.0.1\ndir {folder}\n"
+            f"{listen}bind 127.0.0.1\ndir {folder}\n"
             f"sentinel monitor mymaster 127.0.0.1 {mport} 1\n"
             "sentinel down-after-milliseconds mymaster 2000\n"
         )
         try:
-            self.sentinel = Proc([str(conf), "--sentinel"], sport)
+            self.sentinel = Proc([str(conf), "--sentinel"], sport, ctx)
         except BaseException:
             self.master.stop()
             if self.replica is not None:
@@ -392,7 +420,8 @@ class Sentinel:
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/mymaster/0"
+        scheme = "redis" if self.ca is None else "rediss"
+        return f"{scheme}+sentinel://127.0.0.1:{self.sentinel.port}/mymaster/0"
 
     def stop(self) -> None:
         self.sentinel.stop()

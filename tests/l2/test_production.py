@@ -283,6 +283,24 @@ def test_sentinel_two_processes(sentinel: Sentinel, prefix: str, tmp_path: Path)
     assert sentinel.master.command("KEYS", f"{prefix}:*"), "the master the Sentinel names"
 
 
+def test_tls_sentinel_two_processes(
+    tmp_path_factory: pytest.TempPathFactory, prefix: str, tmp_path: Path
+) -> None:
+    folder = tmp_path_factory.mktemp("tls-sentinel")
+    ca = TestCA(folder / "ca")
+    s = Sentinel(folder, ca=ca)
+    try:
+        kwargs = {
+            "ca_file": str(ca.ca_file),
+            "cert_file": str(s.client_cert),
+            "key_file": str(s.client_key),
+        }
+        two_processes(s.url, kwargs, prefix, tmp_path)
+        assert s.master.command("KEYS", f"{prefix}:*")
+    finally:
+        s.stop()
+
+
 def test_sentinel_failover_is_followed(prefix: str, tmp_path: Path) -> None:
     s = Sentinel(tmp_path / "failover", replica=True)
     try:
