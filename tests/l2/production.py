@@ -265,6 +265,8 @@ class Cluster:
     TLS only (clients and the cluster bus), client certificates optional."""
 
     def __init__(self, folder: Path, ca: TestCA | None = None) -> None:
+        if not os.path.exists(REDIS_CLI):
+            pytest.skip("redis-cli is not installed (scripts/test.sh installs it)")
         self.nodes: list[Proc] = []
         self.ca = ca
         tls_args: list[str] = []
