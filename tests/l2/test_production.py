@@ -86,6 +86,15 @@ def test_bad_production_config_is_a_config_error(
         RedisConfig(url, **kwargs)
 
 
+def test_a_key_file_without_a_key_is_a_config_error(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    cert, _ = ca.issue("client", server=False)
+    with pytest.raises(ConfigError, match="private key"):
+        RedisConfig("rediss://h:1", cert_file=cert, key_file=cert)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        RedisConfig("rediss://h:1", cert_file=cert, key_file=tmp_path / "missing.pem")
+
+
 def test_production_config_defaults() -> None:
     cfg = RedisConfig("redis://:hunter2@localhost:6379/0")
     assert (cfg.heartbeat_seconds, cfg.heartbeat_misses, cfg.tls) == (5.0, 3, False)
