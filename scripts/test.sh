@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 . scripts/_oracle.sh
 
-step "redis-server (Debian package; the Redis tests start their own on loopback)"
-if ! command -v redis-server >/dev/null; then
+# The Redis tests start their own servers on loopback: plain, TLS, a Cluster (made with
+# redis-cli), a Sentinel.
+step "redis-server, redis-cli (Debian packages)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 redis-server --version
 

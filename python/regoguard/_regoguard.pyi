@@ -210,8 +210,13 @@ class RedisConfig:
     counters. Nothing connects until first use.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``). The password is
-            shown as ``***`` everywhere (``repr``, ``url``, errors, warnings).
+        url: ``redis://[user:password@]host:port/db`` (or ``unix:///path``); ``rediss://`` for
+            TLS (the platform's roots, or ``ca_file``'s); ``redis+cluster://host:port,host:port``
+            (or ``rediss+cluster://``) for a Cluster, any nodes as seeds; or
+            ``redis+sentinel://host:port[,host:port]/master_name[/db]`` (or
+            ``rediss+sentinel://``) for the master a Sentinel names, asked again after a
+            connection error or a ``READONLY`` reply (a failover), and every 2 s. The password is shown as
+            ``***`` everywhere (``repr``, ``url``, errors, warnings).
         ttl_seconds: Longest lifetime of an entry in Redis (default 300.0); an entry never
             outlives what the L1 would keep it for either. A hit is promoted to L1 for what is
             left of its Redis TTL.
@@ -240,10 +245,24 @@ class RedisConfig:
             ``"always"``; or ``"never"``. Evaluated decisions are written under the same rule
             (``"auto"``: those that took longer than a round trip). ``Authorizer.check`` never
             waits for Redis; it only writes.
+        ca_file: PEM roots that replace the platform's for a ``rediss`` URL.
+        cert_file: PEM client certificate (chain) for mutual TLS; needs ``key_file``.
+        key_file: PEM private key of ``cert_file``.
+        tls_insecure: Accept any server certificate (default ``False``; test setups only).
+            A server that fails verification is an error like any other (a miss, counted and
+            logged), never retried in plaintext.
+        heartbeat_seconds: Every instance publishes a signed heartbeat on ``channel`` this
+            often (default 5.0; 0: off). An instance that hears nothing verified,
+            its own heartbeat included, for ``heartbeat_misses`` intervals treats the
+            subscription as lost: it drops its L1s, counts it in ``heartbeat_losses``, logs a
+            warning and resubscribes, until it hears again.
+        heartbeat_misses: Silent intervals before the subscription is lost (default 3, 1..100).
 
     Raises ``ConfigError`` for a URL the Redis client rejects, a TTL or timeout that is not a
     positive finite number of seconds, an empty or blank prefix or channel, a short or
-    non-bytes ``signing_key``, or an unknown ``decisions``.
+    non-bytes ``signing_key``, an unknown ``decisions``, a TLS file that cannot be read or
+    holds no PEM, ``cert_file`` without ``key_file`` (or the reverse), ``tls_insecure`` with
+    ``ca_file``, TLS options on a plaintext URL, or a heartbeat outside its range.
     """
 
     def __new__(
@@ -256,6 +275,12 @@ class RedisConfig:
         signing_key: bytes | str | None = None,
         channel: str | None = None,
         decisions: Literal["auto", "always", "never"] = "auto",
+        ca_file: _StrPath | None = None,
+        cert_file: _StrPath | None = None,
+        key_file: _StrPath | None = None,
+        tls_insecure: bool = False,
+        heartbeat_seconds: float = 5.0,
+        heartbeat_misses: int = 3,
     ) -> Self: ...
     @property
     def url(self) -> str:
@@ -273,6 +298,17 @@ class RedisConfig:
     def channel(self) -> str: ...
     @property
     def decisions(self) -> Literal["auto", "always", "never"]: ...
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS (a ``rediss`` URL)."""
+    @property
+    def tls_insecure(self) -> bool:
+        """Whether server certificates go unverified (``tls_insecure=True``)."""
+    @property
+    def heartbeat_seconds(self) -> float:
+        """The heartbeat interval in seconds (0.0: off)."""
+    @property
+    def heartbeat_misses(self) -> int: ...
     def stats(self) -> RedisStats:
         """Counters shared by everything built with this config: ``hits``, ``misses``,
         ``errors`` (timeouts and Redis errors), ``bad_entries`` (failed verification),
@@ -285,8 +321,12 @@ class RedisConfig:
         seen on the channel, this config's own included; a sender never acts on its own),
         ``messages_rejected`` (failed verification, or replays: a repeated or older sequence,
         a timestamp more than 30 s off, a state change older than one applied), ``subscription_gaps`` (lost
-        subscriptions, each dropping the L1s), ``healthy`` (Redis answered last time) and
-        ``subscribed``. Builds the client (without connecting) on first call."""
+        subscriptions, each dropping the L1s), ``heartbeats_sent``, ``heartbeats_received``
+        (verified heartbeats heard, this config's own included), ``heartbeat_losses``
+        (subscriptions treated as lost because nothing was heard for ``heartbeat_misses``
+        intervals), ``healthy`` (Redis answered last time), ``subscribed`` and
+        ``subscription_lost`` (lost by silence and not heard from since). Builds the client
+        (without connecting) on first call."""
 
 def _l2_shutdown() -> None:
     """Private: stops the L2 runtime; registered with ``atexit`` on first use of an L2."""

@@ -70,6 +70,10 @@ class RedisStats(TypedDict):
     subscription_gaps: int
     healthy: bool
     subscribed: bool
+    heartbeats_sent: int
+    heartbeats_received: int
+    heartbeat_losses: int
+    subscription_lost: bool
 
 
 class Stats(TypedDict):

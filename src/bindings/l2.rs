@@ -17,7 +17,8 @@ use regoguard_core::error::Error;
 use regoguard_core::l2::{self, DecisionPolicy, RedisConfig, L2};
 
 /// `RedisConfig(url, *, ttl_seconds=300.0, timeout_seconds=0.05, key_prefix="regoguard",
-/// signing_key=None, channel=None, decisions="auto")`.
+/// signing_key=None, channel=None, decisions="auto", ca_file=None, cert_file=None,
+/// key_file=None, tls_insecure=False, heartbeat_seconds=5.0, heartbeat_misses=3)`.
 #[pyclass(
     name = "RedisConfig",
     module = "regoguard._regoguard",
@@ -28,6 +29,7 @@ pub struct PyRedisConfig {
     config: RedisConfig,
     ttl_seconds: f64,
     timeout_seconds: f64,
+    heartbeat_seconds: f64,
     /// One client (and set of counters) per config object, built on first use.
     l2: OnceLock<Arc<L2>>,
 }
@@ -52,7 +54,10 @@ impl PyRedisConfig {
 impl PyRedisConfig {
     #[new]
     #[pyo3(signature = (url, *, ttl_seconds = 300.0, timeout_seconds = 0.05, key_prefix = "regoguard",
-                        signing_key = None, channel = None, decisions = "auto"))]
+                        signing_key = None, channel = None, decisions = "auto", ca_file = None,
+                        cert_file = None, key_file = None, tls_insecure = false,
+                        heartbeat_seconds = 5.0, heartbeat_misses = 3))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python constructor
     fn new(
         url: &Bound<'_, PyAny>,
         ttl_seconds: f64,
@@ -61,6 +66,12 @@ impl PyRedisConfig {
         signing_key: Option<&Bound<'_, PyAny>>,
         channel: Option<&str>,
         decisions: &str,
+        ca_file: Option<std::path::PathBuf>,
+        cert_file: Option<std::path::PathBuf>,
+        key_file: Option<std::path::PathBuf>,
+        tls_insecure: bool,
+        heartbeat_seconds: f64,
+        heartbeat_misses: i64,
     ) -> PyResult<Self> {
         let url = url
             .cast::<PyString>()
@@ -91,10 +102,34 @@ impl PyRedisConfig {
             DecisionPolicy::parse(decisions).py()?,
         )
         .py()?;
+        let path =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let tls = l2::connect::Tls::load(
+            path(&ca_file).as_deref(),
+            path(&cert_file).as_deref(),
+            path(&key_file).as_deref(),
+            tls_insecure,
+        )
+        .py()?;
+        let config = config
+            .with_tls(tls)
+            .py()?
+            .with_heartbeat(
+                Some(heartbeat_seconds),
+                u32::try_from(heartbeat_misses)
+                    .map_err(|_| {
+                        Error::config(format!(
+                            "heartbeat_misses must be between 1 and 100, got {heartbeat_misses}"
+                        ))
+                    })
+                    .py()?,
+            )
+            .py()?;
         Ok(Self {
             config,
             ttl_seconds,
             timeout_seconds,
+            heartbeat_seconds,
             l2: OnceLock::new(),
         })
     }
@@ -135,6 +170,33 @@ impl PyRedisConfig {
         self.config.decisions.as_str()
     }
 
+    /// Whether the connection uses TLS (a `rediss` URL).
+    #[getter]
+    fn tls(&self) -> bool {
+        l2::connect::Mode::parse(&self.config.url).is_ok_and(|m| m.uses_tls())
+    }
+
+    /// Whether server certificates go unverified (`tls_insecure=True`).
+    #[getter]
+    fn tls_insecure(&self) -> bool {
+        self.config.tls.insecure
+    }
+
+    /// The heartbeat interval in seconds (0.0: off).
+    #[getter]
+    fn heartbeat_seconds(&self) -> f64 {
+        if self.config.heartbeat.is_some() {
+            self.heartbeat_seconds
+        } else {
+            0.0
+        }
+    }
+
+    #[getter]
+    fn heartbeat_misses(&self) -> u32 {
+        self.config.heartbeat_misses
+    }
+
     /// The L2 counters of every cache built with this configuration.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -145,14 +207,15 @@ impl PyRedisConfig {
 
     fn __repr__(&self) -> String {
         format!(
-            "RedisConfig(url={:?}, ttl_seconds={:?}, timeout_seconds={:?}, key_prefix={:?}, signing_key={}, channel={:?}, decisions={:?})",
+            "RedisConfig(url={:?}, ttl_seconds={:?}, timeout_seconds={:?}, key_prefix={:?}, signing_key={}, channel={:?}, decisions={:?}, heartbeat_seconds={:?})",
             l2::redact_url(&self.config.url),
             self.ttl_seconds,
             self.timeout_seconds,
             self.config.key_prefix,
             if self.config.signing_key.is_some() { "<set>" } else { "None" },
             self.config.channel,
-            self.config.decisions.as_str()
+            self.config.decisions.as_str(),
+            self.heartbeat_seconds()
         )
     }
 }
@@ -164,6 +227,7 @@ pub fn stats_into(d: &Bound<'_, PyDict>, l2: &L2) -> PyResult<()> {
     }
     d.set_item("healthy", l2.healthy())?;
     d.set_item("subscribed", l2.bus.subscribed())?;
+    d.set_item("subscription_lost", l2.bus.heartbeats.is_lost())?;
     Ok(())
 }
 

@@ -42,14 +42,17 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::Sha256;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::cache::seconds;
 use crate::error::{Error, Result};
 
+pub mod connect;
+pub mod heartbeat;
 pub mod pubsub;
+
+use connect::Conn;
 
 /// When the Authorizer consults the L2 for decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +106,12 @@ pub struct RedisConfig {
     /// The pub/sub channel of cross-instance messages.
     pub channel: String,
     pub decisions: DecisionPolicy,
+    /// `rediss` roots, client certificate, verification (README, "Production Redis").
+    pub tls: connect::Tls,
+    /// The subscription heartbeat ([`heartbeat`]): the interval (`None`: off) and how many
+    /// silent intervals mean the subscription is lost.
+    pub heartbeat: Option<Duration>,
+    pub heartbeat_misses: u32,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -115,6 +124,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("key_prefix", &self.key_prefix)
             .field("signed", &self.signing_key.is_some())
             .field("channel", &self.channel)
+            .field("tls", &self.tls)
+            .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -135,8 +146,7 @@ impl RedisConfig {
         channel: Option<&str>,
         decisions: DecisionPolicy,
     ) -> Result<Self> {
-        redis::Client::open(url)
-            .map_err(|e| Error::config(scrub(&format!("url {}: {e}", redact_url(url)), url)))?;
+        connect::Mode::parse(url)?;
         let ttl = seconds("ttl_seconds", ttl_seconds)?;
         if ttl.is_zero() {
             return Err(Error::config("ttl_seconds must be > 0"));
@@ -173,7 +183,37 @@ impl RedisConfig {
             signing_key,
             channel,
             decisions,
+            tls: connect::Tls::default(),
+            heartbeat: Some(heartbeat::DEFAULT_INTERVAL),
+            heartbeat_misses: heartbeat::DEFAULT_MISSES,
         })
+    }
+
+    /// With TLS material (see [`connect::Tls::load`]).
+    ///
+    /// # Errors
+    /// `Error::Config` when TLS options are given for a plaintext URL.
+    pub fn with_tls(mut self, tls: connect::Tls) -> Result<Self> {
+        connect::Target::new(&self.url, &tls)?;
+        self.tls = tls;
+        Ok(self)
+    }
+
+    /// With the heartbeat every `seconds` (`None` or 0: off), lost after `misses` silent
+    /// intervals.
+    ///
+    /// # Errors
+    /// `Error::Config` for an interval that is not finite and in `[0.05, 3600]` s (0 turns it
+    /// off), or `misses` outside `1..=100`.
+    pub fn with_heartbeat(mut self, seconds: Option<f64>, misses: u32) -> Result<Self> {
+        self.heartbeat = heartbeat::interval(seconds)?;
+        if !(1..=100).contains(&misses) {
+            return Err(Error::config(format!(
+                "heartbeat_misses must be between 1 and 100, got {misses}"
+            )));
+        }
+        self.heartbeat_misses = misses;
+        Ok(self)
     }
 }
 
@@ -474,9 +514,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// A connection to one Redis, shared by every cache built with one `RedisConfig`.
 pub struct L2 {
     config: RedisConfig,
-    client: redis::Client,
+    /// The server, Cluster or Sentinel it connects to ([`connect`]).
+    target: connect::Target,
     /// The connection and the process that made it (see [`handle`] on `fork()`).
-    manager: Mutex<Option<(u32, Option<ConnectionManager>)>>,
+    manager: Mutex<Option<(u32, Option<Conn>)>>,
     pub counters: L2Counters,
     /// Skip Redis until this instant (`now_ns`); 0 when healthy.
     down_until_ns: AtomicU64,
@@ -521,15 +562,10 @@ impl L2 {
     /// # Errors
     /// `Error::Config` if the URL does not parse (already checked by [`RedisConfig::new`]).
     pub fn new(config: RedisConfig) -> Result<Arc<Self>> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            Error::config(scrub(
-                &format!("url {}: {e}", redact_url(&config.url)),
-                &config.url,
-            ))
-        })?;
+        let target = connect::Target::new(&config.url, &config.tls)?;
         Ok(Arc::new(Self {
             config,
-            client,
+            target,
             manager: Mutex::new(None),
             counters: L2Counters::default(),
             down_until_ns: AtomicU64::new(0),
@@ -629,7 +665,7 @@ impl L2 {
         });
     }
 
-    fn manager(&self, handle: &Handle) -> Option<ConnectionManager> {
+    fn manager(&self, handle: &Handle) -> Option<Conn> {
         let pid = std::process::id();
         let mut slot = self.manager.lock();
         if let Some((owner, conn)) = &*slot {
@@ -641,16 +677,10 @@ impl L2 {
         if let Some(inherited) = slot.take() {
             std::mem::forget(inherited);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.config.timeout))
-            .set_response_timeout(Some(self.config.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(MAX_BACKOFF);
-        // The manager spawns its tasks on the current runtime.
+        // The connection spawns its tasks on the current runtime.
         let conn = {
             let _entered = handle.enter();
-            ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()
+            self.target.connect_lazy(self.config.timeout)
         };
         *slot = Some((pid, conn.clone()));
         conn
@@ -658,9 +688,9 @@ impl L2 {
 
     /// Runs `f` on the runtime, bounded by the timeout.
     async fn call<T, F>(
-        conn: ConnectionManager,
+        conn: Conn,
         timeout: Duration,
-        f: impl FnOnce(ConnectionManager) -> F,
+        f: impl FnOnce(Conn) -> F,
     ) -> Result<T, CallError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
@@ -673,7 +703,7 @@ impl L2 {
     }
 
     /// The runtime and a connection if a call may be made now (else counted as skipped).
-    fn ready(self: &Arc<Self>) -> Option<(Handle, ConnectionManager)> {
+    fn ready(self: &Arc<Self>) -> Option<(Handle, Conn)> {
         if !self.admit() {
             return None;
         }
@@ -779,7 +809,7 @@ impl L2 {
 
     async fn get(
         &self,
-        conn: ConnectionManager,
+        conn: Conn,
         key: &str,
         space: &str,
         epochs: &EpochKeys,
@@ -1056,19 +1086,24 @@ impl L2 {
         handle.spawn(async move {
             let _guard = guard;
             let names2 = names.clone();
-            let result: Result<Vec<String>, _> =
+            // One script per key: each touches one slot, as a Cluster requires.
+            let result: Result<Vec<Vec<String>>, _> =
                 Self::call(conn, this.config.timeout, |mut c| async move {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(BUMP_SCRIPT).arg(names2.len());
+                    let mut pipe = redis::pipe();
                     for n in &names2 {
-                        cmd.arg(n);
+                        pipe.cmd("EVAL")
+                            .arg(BUMP_SCRIPT)
+                            .arg(1)
+                            .arg(n)
+                            .arg(now)
+                            .arg(keep_ms);
                     }
-                    cmd.arg(now).arg(keep_ms);
-                    cmd.query_async(&mut c).await
+                    pipe.query_async(&mut c).await
                 })
                 .await;
             let ok = match result {
                 Ok(values) => {
+                    let values: Vec<String> = values.into_iter().flatten().collect();
                     this.succeeded();
                     for (n, v) in names.iter().zip(&values) {
                         this.at_least_seen(n, v.parse().unwrap_or(0));
@@ -1124,27 +1159,12 @@ impl L2 {
                     doomed.extend(tag_sets);
                 }
                 if let Some(pattern) = pattern {
-                    let mut cursor: u64 = 0;
-                    loop {
-                        let pattern = pattern.clone();
-                        let (next, found): (u64, Vec<String>) =
-                            Self::call(conn.clone(), timeout, |mut c| async move {
-                                redis::cmd("SCAN")
-                                    .arg(cursor)
-                                    .arg("MATCH")
-                                    .arg(pattern)
-                                    .arg("COUNT")
-                                    .arg(1000)
-                                    .query_async(&mut c)
-                                    .await
-                            })
-                            .await?;
-                        doomed.extend(found);
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
+                    // Every primary's keys on a Cluster (connect.rs).
+                    let found = Self::call(conn.clone(), budget, |mut c| async move {
+                        c.scan_match(&pattern).await
+                    })
+                    .await?;
+                    doomed.extend(found);
                 }
                 for chunk in doomed.chunks(500) {
                     let chunk = chunk.to_vec();
@@ -1352,6 +1372,9 @@ pub fn snapshot(l2: &L2) -> Vec<(&'static str, u64)> {
         ("messages_received", g(&l2.bus.received)),
         ("messages_rejected", g(&l2.bus.rejected)),
         ("subscription_gaps", g(&l2.bus.gaps)),
+        ("heartbeats_sent", g(&l2.bus.heartbeats.sent)),
+        ("heartbeats_received", g(&l2.bus.heartbeats.received)),
+        ("heartbeat_losses", g(&l2.bus.heartbeats.losses)),
     ]
 }
 

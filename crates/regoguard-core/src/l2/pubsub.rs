@@ -124,7 +124,7 @@ struct Replay {
     state: std::collections::HashMap<String, (u64, String, u64)>,
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     crate::clock::unix_ns() / 1_000_000
 }
 
@@ -139,7 +139,7 @@ struct Registered {
 pub struct Bus {
     listeners: Mutex<Vec<Registered>>,
     /// The process whose subscriber runs (0: none yet); after `fork()` the child starts its own.
-    started: AtomicU32,
+    pub(super) started: AtomicU32,
     subscribed: AtomicBool,
     pub sent: AtomicU64,
     pub received: AtomicU64,
@@ -151,6 +151,8 @@ pub struct Bus {
     /// sequence number of its last message.
     sender: OnceLock<String>,
     next_seq: AtomicU64,
+    /// The subscription heartbeat ([`super::heartbeat`]).
+    pub heartbeats: super::heartbeat::Heartbeats,
 }
 
 /// A per-process random prefix of listener ids.
@@ -273,18 +275,24 @@ impl L2 {
         if self.bus.started.swap(pid, Ordering::SeqCst) != pid {
             self.bus.subscribed.store(false, Ordering::Relaxed);
             handle.spawn(subscribe(Arc::downgrade(self)));
+            if self.config.heartbeat.is_some() {
+                handle.spawn(super::heartbeat::publish(Arc::downgrade(self), pid));
+            }
         }
     }
 
-    fn deliver(&self, raw: &[u8]) {
-        let Some((origin, message)) = self.decode(raw) else {
+    /// Verifies and dispatches one message; returns whether it was verified and admitted
+    /// (what the heartbeat counts as hearing).
+    fn deliver(&self, raw: &[u8]) -> bool {
+        let Some((origin, message)) = self.decode_any(raw) else {
             self.bus.rejected.fetch_add(1, Ordering::Relaxed);
             self.warn(|| {
                 "regoguard L2: ignored a pub/sub message that failed verification".to_owned()
             });
-            return;
+            return false;
         };
-        if let Err(why) = self.bus.admit(&origin, message.changes_state(), unix_ms()) {
+        let changes_state = message.as_ref().is_some_and(Message::changes_state);
+        if let Err(why) = self.bus.admit(&origin, changes_state, unix_ms()) {
             self.bus.rejected.fetch_add(1, Ordering::Relaxed);
             self.warn(|| {
                 format!(
@@ -292,8 +300,12 @@ impl L2 {
                     origin.sender
                 )
             });
-            return;
+            return false;
         }
+        let Some(message) = message else {
+            self.bus.heartbeats.received.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
         let (from, scope) = (origin.from, origin.scope);
         self.bus.received.fetch_add(1, Ordering::Relaxed);
         let targets: Vec<Arc<dyn Listener>> = self
@@ -307,6 +319,7 @@ impl L2 {
         for t in targets {
             t.on_message(message.clone());
         }
+        true
     }
 
     fn gap(&self) {
@@ -330,7 +343,6 @@ impl L2 {
         if message.changes_state() {
             self.bus.sent_state(scope, ts, seq);
         }
-        let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": self.bus.sender(), "seq": seq, "ts": ts});
         let fields = match message {
             Message::Reload => json!({"kind": "reload"}),
             Message::SetData { path, value } => {
@@ -342,6 +354,17 @@ impl L2 {
                 json!({"kind": "invalidate_key", "key": k.iter().map(|b| format!("{b:02x}")).collect::<String>()})
             }
         };
+        self.wire(from, scope, seq, ts, fields)
+    }
+
+    /// The wire form of a heartbeat (no listener's, no scope), with the next sequence number.
+    pub(super) fn encode_heartbeat(&self, ts: u64) -> String {
+        let seq = self.bus.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.wire("", "", seq, ts, json!({"kind": "heartbeat"}))
+    }
+
+    fn wire(&self, from: &str, scope: &str, seq: u64, ts: u64, fields: Json) -> String {
+        let mut body = json!({"v": 2, "from": from, "scope": scope, "sender": self.bus.sender(), "seq": seq, "ts": ts});
         if let (Some(b), Json::Object(f)) = (body.as_object_mut(), fields) {
             b.extend(f);
         }
@@ -370,7 +393,16 @@ impl L2 {
     }
 
     /// The origin and message of a verified message (not yet checked against replays).
+    #[cfg(test)]
     fn decode(&self, raw: &[u8]) -> Option<(Origin, Message)> {
+        match self.decode_any(raw)? {
+            (o, Some(m)) => Some((o, m)),
+            (_, None) => None,
+        }
+    }
+
+    /// Like `decode`, with `None` for a verified heartbeat.
+    fn decode_any(&self, raw: &[u8]) -> Option<(Origin, Option<Message>)> {
         let text = std::str::from_utf8(raw).ok()?;
         let (tag, body) = text.split_once(' ')?;
         if let Some(secret) = &self.config.signing_key {
@@ -426,9 +458,10 @@ impl L2 {
                 }
                 Message::InvalidateKey(key)
             }
+            "heartbeat" => return Some((origin, None)),
             _ => return None,
         };
-        Some((origin, message))
+        Some((origin, Some(message)))
     }
 }
 
@@ -486,8 +519,9 @@ async fn subscribe(l2: Weak<L2>) {
         let Some(this) = l2.upgrade() else { return };
         let connect_timeout = this.config.timeout.max(Duration::from_millis(500));
         let channel = this.config.channel.clone();
-        let client = this.client.clone();
+        let target = this.clone();
         let connected = tokio::time::timeout(connect_timeout, async move {
+            let client = target.target.pubsub_client().await?;
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(channel).await?;
             Ok::<_, redis::RedisError>(ps)
@@ -502,17 +536,54 @@ async fn subscribe(l2: Weak<L2>) {
                 }
                 missed_some = true;
                 let mut stream = ps.into_on_message();
+                // Hear something within this long, or the subscription is lost (heartbeat.rs).
+                let silence = this
+                    .config
+                    .heartbeat
+                    .map(|every| every * this.config.heartbeat_misses);
                 drop(this);
-                while let Some(msg) = stream.next().await {
+                let mut heard = tokio::time::Instant::now();
+                let mut silent = false;
+                loop {
+                    let next = match silence {
+                        Some(s) => tokio::time::timeout_at(heard + s, stream.next()).await,
+                        None => Ok(stream.next().await),
+                    };
                     let Some(this) = l2.upgrade() else { return };
-                    this.deliver(msg.get_payload_bytes());
+                    match next {
+                        Ok(Some(msg)) => {
+                            if this.deliver(msg.get_payload_bytes()) {
+                                heard = tokio::time::Instant::now();
+                                if this.bus.heartbeats.lost.swap(false, Ordering::Relaxed) {
+                                    this.warn(|| {
+                                        "regoguard L2: the pub/sub subscription is heard again"
+                                            .to_owned()
+                                    });
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            silent = true;
+                            break;
+                        }
+                    }
                 }
                 let Some(this) = l2.upgrade() else { return };
                 this.bus.subscribed.store(false, Ordering::Relaxed);
-                this.warn(|| {
-                    "regoguard L2: the pub/sub subscription was lost; dropping L1 and resubscribing"
-                        .to_owned()
-                });
+                if silent {
+                    this.bus.heartbeats.lost.store(true, Ordering::Relaxed);
+                    this.bus.heartbeats.losses.fetch_add(1, Ordering::Relaxed);
+                    let n = this.config.heartbeat_misses;
+                    this.warn(|| {
+                        format!("regoguard L2: nothing heard on the pub/sub subscription for {n} heartbeat intervals; treating it as lost, dropping L1 and resubscribing")
+                    });
+                } else {
+                    this.warn(|| {
+                        "regoguard L2: the pub/sub subscription was lost; dropping L1 and resubscribing"
+                            .to_owned()
+                    });
+                }
                 this.gap();
             }
             Ok(Err(e)) => {
@@ -621,6 +692,58 @@ mod tests {
             plain.decode(b"- {\"v\":1}"),
             None,
             "v1 messages carry no sequence"
+        );
+    }
+
+    struct Counting(AtomicU64);
+
+    impl Listener for Counting {
+        fn on_message(&self, _: Message) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_gap(&self) {}
+    }
+
+    #[test]
+    fn heartbeats_are_heard_only_when_verified_and_reach_no_listener() {
+        let signed = l2(Some(b"0123456789abcdef-secret"));
+        let counting = Arc::new(Counting(AtomicU64::new(0)));
+        let listener: Arc<dyn Listener> = counting.clone();
+        signed.bus.listeners.lock().push(Registered {
+            id: "other".into(),
+            scope: String::new(),
+            listener: Arc::downgrade(&listener),
+        });
+        let now = unix_ms();
+        let wire = signed.encode_heartbeat(now);
+        assert!(signed
+            .decode_any(wire.as_bytes())
+            .is_some_and(|(_, m)| m.is_none()));
+        assert!(
+            signed.deliver(wire.as_bytes()),
+            "a valid heartbeat is heard"
+        );
+        assert!(!signed.deliver(wire.as_bytes()), "a replayed one is not");
+        // Forged: another key, no signature, a tampered body.
+        let other = l2(Some(b"another-secret-of-16+"));
+        let forged = other.encode_heartbeat(now);
+        assert!(!signed.deliver(forged.as_bytes()));
+        let body = wire.split_once(' ').unwrap().1;
+        assert!(!signed.deliver(format!("- {body}").as_bytes()));
+        let later = signed.encode_heartbeat(now);
+        assert!(!signed.deliver(later.replace("heartbeat", "heartbeaT").as_bytes()));
+        assert!(signed.deliver(later.as_bytes()));
+        assert_eq!(signed.bus.heartbeats.received.load(Ordering::Relaxed), 2);
+        assert_eq!(signed.bus.rejected.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            signed.bus.received.load(Ordering::Relaxed),
+            0,
+            "not a message"
+        );
+        assert_eq!(
+            counting.0.load(Ordering::Relaxed),
+            0,
+            "no listener sees one"
         );
     }
 
