@@ -42,10 +42,23 @@ def canonical_round_trip() -> dict[str, bytes]:
     f = struct.pack("<d", 0.1)
     return {
         "null": b"\x00",
-        "object": b"\x08\x03\x01a\x02" + struct.pack("<q", -5) + b"\x01b\x04" + f + b"\x01c\x05\x03x\"\\",
-        "array": b"\x07\x04\x01\x01\x03" + b"\xff" * 8 + b"\x06\x01" + bytes(range(10, 40)) + b"\x00",
+        "object": b"\x08\x03\x01a\x02"
+        + struct.pack("<q", -5)
+        + b"\x01b\x04"
+        + f
+        + b'\x01c\x05\x03x"\\',
+        "array": b"\x07\x04\x01\x01\x03"
+        + b"\xff" * 8
+        + b"\x06\x01"
+        + bytes(range(10, 40))
+        + b"\x00",
         "nested": b"\x07\x01\x08\x01\x02k\x00\x07\x01\x07\x01\x08\x01\x00\x05\x04\xc3\xa9\x01\x7f",
-        "float_edges": b"\x07\x03\x04" + struct.pack("<d", 1.0) + b"\x04" + struct.pack("<d", -0.0) + b"\x04" + struct.pack("<d", 5e-324),
+        "float_edges": b"\x07\x03\x04"
+        + struct.pack("<d", 1.0)
+        + b"\x04"
+        + struct.pack("<d", -0.0)
+        + b"\x04"
+        + struct.pack("<d", 5e-324),
         "control_chars": b"\x05\x06\x00\x01\x1f\n\r\t",
     }
 
@@ -56,22 +69,47 @@ def request_document() -> dict[str, bytes]:
         return b"\x00".join(parts)
 
     return {
-        "simple": req(b"x-tenant,accept", b"GET", b"/api/v1/x", b"a=1&b=2", b"", b"x-tenant", b"acme"),
-        "repeated_headers": req(
-            b"X-Tenant, accept ,x-absent", b"POST", b"/a//b/", b"", b'{"k":1}',
-            b"x-tenant", b"a", b"accept", b"*/*", b"X-Tenant", b"upper", b"x-tenant", b"b\xe9",
+        "simple": req(
+            b"x-tenant,accept", b"GET", b"/api/v1/x", b"a=1&b=2", b"", b"x-tenant", b"acme"
         ),
-        "query_encodings": req(b"", b"GET", b"/", b"a=1&a=x+y&c&d=%41%zz%2&&e=%C3%A9&f=%FF&=v&k=", b""),
+        "repeated_headers": req(
+            b"X-Tenant, accept ,x-absent",
+            b"POST",
+            b"/a//b/",
+            b"",
+            b'{"k":1}',
+            b"x-tenant",
+            b"a",
+            b"accept",
+            b"*/*",
+            b"X-Tenant",
+            b"upper",
+            b"x-tenant",
+            b"b\xe9",
+        ),
+        "query_encodings": req(
+            b"", b"GET", b"/", b"a=1&a=x+y&c&d=%41%zz%2&&e=%C3%A9&f=%FF&=v&k=", b""
+        ),
         "raw_non_ascii_query": req(b"", b"GET", b"/q", b"g=\xc3\xa9&h=%C3\xa9%41&i=%\xff", b""),
-        "unicode_path": req(b"", b"DELETE", "/caf\u00e9/%2F/\u65e5\u672c".encode(), b"", b"\xff\xfe"),
+        "unicode_path": req(
+            b"", b"DELETE", "/caf\u00e9/%2F/\u65e5\u672c".encode(), b"", b"\xff\xfe"
+        ),
         "escapes_everywhere": req(
             b"x-a", b'GE"T', b'/p\\"\n', b'k"=v\\&%22=%5C', b"\x01\x02", b"x-a", b'"\\\x7f\x1f'
         ),
     }
 
 
-def seal(key: bytes, revision: bytes, expires: int, space: int, key_epoch: int,
-         tags: list[tuple[bytes, int]], payload: bytes, signed: bool) -> bytes:
+def seal(
+    key: bytes,
+    revision: bytes,
+    expires: int,
+    space: int,
+    key_epoch: int,
+    tags: list[tuple[bytes, int]],
+    payload: bytes,
+    signed: bool,
+) -> bytes:
     body = struct.pack("<QQQH", expires, space, key_epoch, len(tags))
     for t, e in tags:
         body += struct.pack("<H", len(t)) + t + struct.pack("<Q", e)
@@ -84,9 +122,11 @@ def seal(key: bytes, revision: bytes, expires: int, space: int, key_epoch: int,
 
 def l2_entry() -> dict[str, bytes]:
     key, rev = b"rg:d:00ff", b"rev-1"  # fuzz/src/lib.rs l2_entry
+
     # Structured seeds: flip position (8), mask, key, revision, stamp, tags, payload.
-    def structured(flip: int, mask: int, k: bytes, r: bytes, tags: list[tuple[bytes, int]],
-                   payload: bytes) -> bytes:
+    def structured(
+        flip: int, mask: int, k: bytes, r: bytes, tags: list[tuple[bytes, int]], payload: bytes
+    ) -> bytes:
         out = struct.pack("<Q", flip) + bytes([mask, len(k)]) + k + bytes([len(r)]) + r
         out += struct.pack("<QQQ", 1_700_000_000_000, 3, 4) + bytes([len(tags)])
         for t, e in tags:
@@ -94,7 +134,9 @@ def l2_entry() -> dict[str, bytes]:
         return out + payload
 
     return {
-        "signed_entry": seal(key, rev, 1_700_000_000_000, 1, 2, [(b"t1", 3)], b'{"allow":true}', True),
+        "signed_entry": seal(
+            key, rev, 1_700_000_000_000, 1, 2, [(b"t1", 3)], b'{"allow":true}', True
+        ),
         "unsigned_entry": seal(key, rev, 5, 0, 0, [], b"true", False),
         "unsigned_two_tags": seal(key, rev, 9, 7, 8, [(b"a", 1), (b"\xc3\xa9", 2)], b"", False),
         "wrong_revision": seal(key, b"rev-2", 5, 0, 0, [], b"true", False),
@@ -103,7 +145,9 @@ def l2_entry() -> dict[str, bytes]:
         "many_tags_claimed": b"RG2\x00" + bytes(24) + b"\xff\xff",
         "structured_flip_mac": structured(5, 0x40, b"abc", b"r1", [(b"t", 1)], b'{"allow":false}'),
         "structured_flip_body": structured(60, 0x01, b"k", b"", [], b"payload"),
-        "structured_tags": structured(1000, 0xFF, b"\xc3\xa9", b"rev", [(b"a", 1), (b"b", 2), (b"", 0)], b""),
+        "structured_tags": structured(
+            1000, 0xFF, b"\xc3\xa9", b"rev", [(b"a", 1), (b"b", 2), (b"", 0)], b""
+        ),
     }
 
 
@@ -126,7 +170,9 @@ def pubsub_message() -> dict[str, bytes]:
         "signed_invalidate_key": message(
             {**base, "kind": "invalidate_key", "key": "ab" * 32}, True
         ),
-        "unsigned_tags": message({**base, "kind": "invalidate_tags", "tags": ["t1", "t\u00e9"]}, False),
+        "unsigned_tags": message(
+            {**base, "kind": "invalidate_tags", "tags": ["t1", "t\u00e9"]}, False
+        ),
         "unsigned_all": message({**base, "kind": "invalidate_all"}, False),
         "unsigned_v1": b'- {"v":1,"kind":"reload"}',
         "unsigned_bad_key": message({**base, "kind": "invalidate_key", "key": "+b" * 32}, False),
@@ -145,7 +191,9 @@ def regressions() -> dict[str, dict[str, bytes]]:
         # l2/pubsub.rs decode: a tag in another spelling verified (hex32).
         "pubsub_message": {
             "tag-upper-case": tag.upper() + b" " + body,
-            "tag-plus-sign": b"+" + tag[1:] + b" " + body if tag[0:1] == b"0" else b"+0" + tag[2:] + b" " + body,
+            "tag-plus-sign": b"+" + tag[1:] + b" " + body
+            if tag[0:1] == b"0"
+            else b"+0" + tag[2:] + b" " + body,
             "tag-trailing-digit": tag + b"0 " + body,
             "key-plus-sign": message({**base, "kind": "invalidate_key", "key": "+a" * 32}, True),
         },
