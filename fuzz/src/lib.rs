@@ -177,10 +177,7 @@ pub fn request_document(data: &[u8]) {
     let query = next();
     let raw_body = next();
     let mut headers = Vec::new();
-    loop {
-        let (Some(name), value) = (parts.next(), parts.next()) else {
-            break;
-        };
+    while let (Some(name), value) = (parts.next(), parts.next()) {
         headers.push((name, value.unwrap_or_default()));
     }
 

@@ -88,7 +88,7 @@ impl Rng {
 /// A mutation of `seed` as libFuzzer would make one: flips, inserts, removals, repeats.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut out = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..=rng.below(4) {
         match rng.below(5) {
             0 if !out.is_empty() => {
                 let i = rng.below(out.len());
