@@ -77,10 +77,11 @@ pub fn canonical_decode(data: &[u8]) {
         Err(e) => panic!("to_bytes failed with a non-input error: {e}"),
     };
     let back = canonical::decode(&bytes).expect("canonical bytes decode");
-    assert_eq!(
-        back,
-        v,
-        "canonical form of {:?} decodes differently",
+    // Numbers by their canonical text (see `same`): regorus reads a non-canonical
+    // `123456789012345678905.0` as a float, and the float's canonical digits as an exact integer.
+    assert!(
+        same(&back, &v),
+        "canonical form of {:?} decodes differently: {back:?}",
         lossy(data)
     );
     assert_eq!(
