@@ -48,3 +48,29 @@ format:
 	cargo fmt --all
 	$(PY) -m ruff format $(RUFF_PATHS)
 	$(PY) -m ruff check --fix $(RUFF_PATHS)
+
+# Fuzzing (README, "Fuzzing"). `fuzz-rust` runs every cargo-fuzz target in fuzz/ for
+# FUZZ_SECONDS each on nightly (`cargo install cargo-fuzz` once); what libFuzzer discovers goes
+# to fuzz/target/corpus/<target> (seeded from fuzz/corpus and fuzz/regressions, which it never
+# writes), crashes to fuzz/artifacts/<target>. `fuzz-asgi` runs the Hypothesis fuzz of the
+# middleware with FUZZ_EXAMPLES examples per property (CI runs it with 150). The stable corpus
+# run is part of `cargo test` (crates/regoguard-core/tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_EXAMPLES ?= 3000
+FUZZ_TARGETS = canonical_decode canonical_round_trip request_document l2_entry pubsub_message
+
+.PHONY: fuzz fuzz-rust fuzz-asgi
+
+fuzz: fuzz-rust fuzz-asgi
+
+fuzz-rust:
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$t fuzz/regressions/$$t && \
+		nice -n 19 cargo +nightly fuzz run --sanitizer none $$t \
+			fuzz/target/corpus/$$t fuzz/corpus/$$t fuzz/regressions/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \
+	done
+
+fuzz-asgi:
+	REGOGUARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 19 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/asgi/test_fuzz_scopes.py

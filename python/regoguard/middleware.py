@@ -253,8 +253,13 @@ class RegoGuardMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if self._excluding and (path in self._exact or path.startswith(self._prefixes)):
+        # A scope without a str path is a bad request (400 below), not a KeyError.
+        path = scope.get("path")
+        if (
+            self._excluding
+            and isinstance(path, str)
+            and (path in self._exact or path.startswith(self._prefixes))
+        ):
             await self.app(scope, receive, send)
             return
         doc: Any = None

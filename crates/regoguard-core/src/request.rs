@@ -169,9 +169,11 @@ pub fn complete(input: &mut Value) {
 }
 
 /// Writes `query`: every parameter as a list of its values in order, so `?a=1&a=2` is
-/// `{"a": ["1", "2"]}`. Decoding follows the URL standard's form-urlencoded parser (`+` is a
-/// space, `%XX` a byte, invalid UTF-8 replaced by U+FFFD, as Starlette's `request.query_params`
-/// does); a key without `=` has the value `""`.
+/// `{"a": ["1", "2"]}`. Decoded exactly as Starlette's `request.query_params` (Python's
+/// `parse_qsl` on the latin-1 text of the query string): `+` is a space, `%XX` a byte, each run
+/// of ASCII is then read as UTF-8 (invalid sequences replaced by U+FFFD) and a raw byte above
+/// 0x7f (servers pass them through) is its latin-1 character; a key without `=` has the value
+/// `""`.
 pub fn write_query(w: &mut CanonicalWriter, query: &[u8]) {
     if query.is_empty() {
         w.open_object();
@@ -211,6 +213,25 @@ pub fn write_query(w: &mut CanonicalWriter, query: &[u8]) {
 }
 
 fn form_decode(raw: &[u8]) -> String {
+    if raw.is_ascii() {
+        return percent_decode_utf8(raw);
+    }
+    // Python's `unquote` decodes only the ASCII runs of its (latin-1) text: reading raw
+    // non-ASCII bytes as UTF-8 instead would show the policy `é` where the app reads `Ã©`
+    // (found by fuzz/, regression fuzz/regressions/request-raw-utf8-query).
+    let mut out = String::with_capacity(raw.len() * 2);
+    for run in raw.chunk_by(|a, b| a.is_ascii() == b.is_ascii()) {
+        if run[0].is_ascii() {
+            out.push_str(&percent_decode_utf8(run));
+        } else {
+            out.extend(run.iter().map(|&b| char::from(b)));
+        }
+    }
+    out
+}
+
+/// `+` to space and `%XX` to a byte over ASCII text, then the bytes as UTF-8 (lossy).
+fn percent_decode_utf8(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -254,6 +275,12 @@ mod tests {
         assert_eq!(
             written(|w| write_query(w, b"b=2&a=1&a=x+y&c&d=%41%zz%2&&e=%C3%A9&f=%FF")),
             r#"{"a":["1","x y"],"b":["2"],"c":[""],"d":["A%zz%2"],"e":["é"],"f":["�"]}"#
+        );
+        // Raw bytes above 0x7f are latin-1, as Starlette reads them; escapes next to them
+        // still decode as UTF-8 on their own (Python's `unquote` over ASCII runs).
+        assert_eq!(
+            written(|w| write_query(w, b"g=\xc3\xa9&h=%C3\xa9%41&i=%\xff")),
+            r#"{"g":["Ã©"],"h":["�©A"],"i":["%ÿ"]}"#
         );
         assert_eq!(written(|w| write_query(w, b"")), "{}");
     }
