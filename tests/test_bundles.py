@@ -184,9 +184,7 @@ def test_a_folder_with_a_manifest_is_a_bundle(tmp_path: Path) -> None:
 
 
 def test_bundles_mix_with_plain_policies_and_data(tmp_path: Path) -> None:
-    (tmp_path / "extra.rego").write_text(
-        "package extra\nallow if data.settings.open\n"
-    )
+    (tmp_path / "extra.rego").write_text("package extra\nallow if data.settings.open\n")
     b = write(tmp_path, bundle_files(["alice"]))
     authz = Authorizer(
         [tmp_path / "extra.rego", Bundle(b, name="main")], data={"settings": {"open": True}}
@@ -310,7 +308,9 @@ def _link(name: str, target: str) -> tarfile.TarInfo:
             "rego_v0=True",
         ),
         (
-            lambda: tar_gz({**bundle_files(["a"]), "authz/policy.rego": "package authz\nallow if {"}),
+            lambda: tar_gz(
+                {**bundle_files(["a"]), "authz/policy.rego": "package authz\nallow if {"}
+            ),
             regoguard.PolicyError,
             "policy.rego",
         ),
@@ -390,19 +390,27 @@ def test_an_rsa_signature_from_a_pem_key_loads(tmp_path: Path) -> None:
     rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
     serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     files = bundle_files(["alice"])
     sig = signatures(files, private, alg="RS256")
     path = write(tmp_path, {**files, ".signatures.json": sig})
     assert Authorizer(Bundle(path, verification_key=public_pem)).check({"user": "alice"}).allow
     # The public key used as an HMAC secret (algorithm confusion) never verifies.
-    confused = write(tmp_path, {**files, ".signatures.json": hs256_by_hand(files, public_pem.encode())}, "c.tar.gz")
+    confused = write(
+        tmp_path,
+        {**files, ".signatures.json": hs256_by_hand(files, public_pem.encode())},
+        "c.tar.gz",
+    )
     with pytest.raises(ConfigError, match="failed to verify JWT signature"):
         Authorizer(Bundle(confused, verification_key=public_pem))
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    bad = write(tmp_path, {**files, ".signatures.json": signatures(files, other, alg="RS256")}, "x.tar.gz")
+    bad = write(
+        tmp_path, {**files, ".signatures.json": signatures(files, other, alg="RS256")}, "x.tar.gz"
+    )
     with pytest.raises(ConfigError, match="failed to verify JWT signature"):
         Authorizer(Bundle(bad, verification_key=public_pem))
 
@@ -415,7 +423,12 @@ def hs256_by_hand(files: Files, secret: bytes) -> str:
     def b64(b: bytes) -> str:
         return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
-    payload = {"files": [{"name": n, "hash": opa_hash(n, _bytes(v)), "algorithm": "SHA-256"} for n, v in files.items()]}
+    payload = {
+        "files": [
+            {"name": n, "hash": opa_hash(n, _bytes(v)), "algorithm": "SHA-256"}
+            for n, v in files.items()
+        ]
+    }
     signing = b64(json.dumps({"alg": "HS256"}).encode()) + "." + b64(json.dumps(payload).encode())
     sig = hmac.new(secret, signing.encode(), hashlib.sha256).digest()
     return json.dumps({"signatures": [signing + "." + b64(sig)]})
@@ -436,7 +449,11 @@ def _missing() -> Files:
 def _extra() -> Files:
     files = bundle_files(["alice"])
     sig = signatures(files, SECRET)
-    return {**files, "authz/backdoor.rego": 'package authz\nallow if input.user == "mallory"\n', ".signatures.json": sig}
+    return {
+        **files,
+        "authz/backdoor.rego": 'package authz\nallow if input.user == "mallory"\n',
+        ".signatures.json": sig,
+    }
 
 
 def _unsigned() -> Files:
@@ -450,7 +467,12 @@ def _wrong_key() -> Files:
 
 def _alg_none() -> Files:
     files = bundle_files(["alice"])
-    payload = {"files": [{"name": n, "hash": opa_hash(n, _bytes(v)), "algorithm": "SHA-256"} for n, v in files.items()]}
+    payload = {
+        "files": [
+            {"name": n, "hash": opa_hash(n, _bytes(v)), "algorithm": "SHA-256"}
+            for n, v in files.items()
+        ]
+    }
     token = jwt.encode(payload, None, algorithm="none")
     return {**files, ".signatures.json": json.dumps({"signatures": [token]})}
 
@@ -466,12 +488,20 @@ def _two_tokens() -> Files:
     [
         (_wrong_key, {}, "failed to verify JWT signature"),
         (_tampered, {}, "authz/data.json: digest mismatch"),
-        (_missing, {}, r"file\(s\) \[\"authz/more.rego\"\] specified in bundle signatures but not found"),
+        (
+            _missing,
+            {},
+            r"file\(s\) \[\"authz/more.rego\"\] specified in bundle signatures but not found",
+        ),
         (_extra, {}, "file authz/backdoor.rego not included in bundle signature"),
         (_unsigned, {}, "bundle missing .signatures.json file"),
         (_alg_none, {}, "failed to verify JWT signature"),
         (_two_tokens, {}, "expected exactly one"),
-        (lambda: signed(bundle_files(["alice"]), scope="read"), {"scope": "write"}, "scope mismatch"),
+        (
+            lambda: signed(bundle_files(["alice"]), scope="read"),
+            {"scope": "write"},
+            "scope mismatch",
+        ),
         (lambda: signed(bundle_files(["alice"]), scope="read"), {}, "scope mismatch"),
         (lambda: signed(bundle_files(["alice"]), kid="k2"), {"key_id": "k1"}, "key id"),
     ],
@@ -502,7 +532,7 @@ class BundleServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 with server.lock:
                     server.requests.append({k.lower(): v for k, v in self.headers.items()})
                     if server.status != 200 or not server.versions:
@@ -623,7 +653,9 @@ def test_a_signed_remote_bundle_tampered_in_transit_is_refused(server: BundleSer
     name = next(iter(authz.bundles))
     with server.lock:
         server.versions = [tar_gz(_extra())]
-    wait_until(lambda: "not included in bundle signature" in (authz.bundles[name]["last_error"] or ""))
+    wait_until(
+        lambda: "not included in bundle signature" in (authz.bundles[name]["last_error"] or "")
+    )
     assert not authz.check({"user": "mallory"}).allow
 
 
@@ -654,7 +686,13 @@ def test_service_down_at_start_with_and_without_persist_dir(
     persisted.write_bytes(tar_gz(_extra()))
     with pytest.raises(ConfigError):
         Authorizer(
-            Bundle(server.url, name="b", persist_dir=tmp_path / "p", verification_key=SECRET, timeout_seconds=2)
+            Bundle(
+                server.url,
+                name="b",
+                persist_dir=tmp_path / "p",
+                verification_key=SECRET,
+                timeout_seconds=2,
+            )
         )
 
 
@@ -733,7 +771,10 @@ def test_bundle_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="headers"):
         Bundle("http://x/b.tar.gz", headers={"X-A": "1\r\nInjected: yes"})
     with pytest.raises(ConfigError, match="verification_key"):
-        Bundle("http://x/b.tar.gz", verification_key="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+        Bundle(
+            "http://x/b.tar.gz",
+            verification_key="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n",
+        )
     b = Bundle(
         "https://user:pw@bundles.example/b.tar.gz?token=t0k3n",
         verification_key=SECRET,

@@ -14,6 +14,9 @@ use regoguard_core::bundle::{BundleConfig, Location, Verification, DEFAULT_MAX_B
 use regoguard_core::engine::Compiled;
 use regoguard_core::error::{Error, Result};
 
+// The signature default below is a literal (stubtest reads it); it must stay the core's.
+const _: () = assert!(DEFAULT_MAX_BYTES == 268_435_456);
+
 /// `Bundle(source, *, name=None, verification_key=None, key_id=None, scope=None, headers=None,
 /// poll_min_seconds=60.0, poll_max_seconds=120.0, persist_dir=None, timeout_seconds=10.0,
 /// max_bytes=268435456)`. See `_regoguard.pyi`.
@@ -60,7 +63,7 @@ impl PyBundle {
     #[pyo3(signature = (source, *, name = None, verification_key = None, key_id = None,
                         scope = None, headers = None, poll_min_seconds = 60.0,
                         poll_max_seconds = 120.0, persist_dir = None, timeout_seconds = 10.0,
-                        max_bytes = DEFAULT_MAX_BYTES))]
+                        max_bytes = 268_435_456))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: &Bound<'_, PyAny>,

@@ -278,10 +278,13 @@ fn parse_data(shown: &str, base: &str, bytes: &[u8]) -> Result<Value> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| Error::data(format!("{shown}: not UTF-8 text")))?;
     let value = if base == "data.json" {
-        let json: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::data(format!("{shown}:{}:{}: {e}", e.line(), e.column())))?;
-        Value::from_json_str(&json.to_string())
-            .map_err(|e| Error::data(format!("{shown}: {e:#}")))?
+        // One parse; serde_json again only to locate an error (line and column).
+        Value::from_json_str(text).map_err(|e| {
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Err(e) => Error::data(format!("{shown}:{}:{}: {e}", e.line(), e.column())),
+                Ok(_) => Error::data(format!("{shown}: {e:#}")),
+            }
+        })?
     } else {
         Value::from_yaml_str(text).map_err(|e| Error::data(format!("{shown}: {e:#}")))?
     };
