@@ -85,7 +85,8 @@ pub fn read_archive(name: &str, compressed: &[u8], max_bytes: u64) -> Result<Vec
             .to_string_lossy()
             .into_owned();
         match entry.header().entry_type() {
-            tar::EntryType::Directory => continue,
+            // Directories, and pax global headers (metadata only, as `git archive` writes).
+            tar::EntryType::Directory | tar::EntryType::XGlobalHeader => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             // pax/GNU extension headers are consumed by the tar crate itself.
             other => {

@@ -245,7 +245,8 @@ pub fn spawn(authorizer: Weak<Authorizer>, c: Arc<BundleConfig>, status: Arc<Sta
     let theirs = shared.clone();
     let mine = status.clone();
     let spawned = std::thread::Builder::new()
-        .name(format!("regoguard-bundle-{}", c.name))
+        // A fixed name: a bundle name may hold a NUL, which a thread name may not.
+        .name("regoguard-bundle".to_owned())
         .spawn(move || run(&authorizer, &c, &status, &theirs));
     if let Err(e) = spawned {
         // No thread: the bundle stays as loaded; the failure is visible in `bundles`.
