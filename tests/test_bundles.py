@@ -23,6 +23,7 @@ from typing import Any
 import jwt
 import pytest
 import regoguard
+import yaml
 from regoguard import Authorizer, Bundle, ConfigError, DataError, DecisionLogConfig
 
 POLICY = """package authz
@@ -58,10 +59,9 @@ def tar_gz(files: Files, *, extra: list[tarfile.TarInfo] | None = None) -> bytes
 def opa_hash(name: str, data: bytes) -> str:
     """OPA's file digest: structured files are hashed in their sorted, compact JSON form."""
     base = name.rsplit("/", 1)[-1]
-    if base in ("data.json", ".manifest"):
-        data = json.dumps(
-            json.loads(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+    if base in ("data.json", ".manifest", "data.yaml"):
+        doc = yaml.safe_load(data) if base == "data.yaml" else json.loads(data)
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(data).hexdigest()
 
 
@@ -380,10 +380,16 @@ def test_disjoint_roots_combine_and_overlapping_roots_name_both(tmp_path: Path) 
 
 
 def test_a_valid_signature_loads(tmp_path: Path) -> None:
-    files = bundle_files(["alice"])
+    files = {
+        **bundle_files(["alice"]),
+        # Structured files are hashed in OPA's form: key order and whitespace do not matter.
+        "authz/data.json": '{ "admins": ["alice"],\n  "note": "a<b & \\u00e9" }',
+        "authz/extra/data.yaml": "b: 2\na: [x, y]\n",
+    }
     path = write(tmp_path, signed(files, kid="k1", scope="write"))
     authz = Authorizer(Bundle(path, verification_key=SECRET, key_id="k1", scope="write"))
     assert authz.check({"user": "alice"}).allow
+    assert authz.bundles[str(path)]["revision"] == "r1"
 
 
 def test_an_rsa_signature_from_a_pem_key_loads(tmp_path: Path) -> None:
