@@ -704,6 +704,90 @@ mod tests {
             .is_err());
     }
 
+    /// A gzip'd tarball of `files` (the Python tests write `opa build`'s leading slashes).
+    fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    const POLICY: &str =
+        "package authz\ndefault allow := false\nallow if input.user in data.authz.admins\n";
+
+    fn version(admins: &str, revision: &str, roots: &str) -> Vec<u8> {
+        let manifest = format!(r#"{{"revision":"{revision}","roots":{roots}}}"#);
+        let data = format!(r#"{{"admins":{admins}}}"#);
+        tar_gz(&[
+            (".manifest", &manifest),
+            ("authz/policy.rego", POLICY),
+            ("authz/data.json", &data),
+        ])
+    }
+
+    #[test]
+    fn activation_is_one_new_revision_and_a_failure_keeps_the_old_one() {
+        use crate::authorizer::{Authorizer, AuthorizerConfig};
+        let dir = std::env::temp_dir().join(format!("regoguard-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.tar.gz");
+        std::fs::write(&path, version(r#"["alice"]"#, "r1", r#"["authz"]"#)).unwrap();
+        let mut cfg = AuthorizerConfig::new(Vec::new());
+        let mut b = BundleConfig::new(path.to_str().unwrap()).unwrap();
+        b.name = "main".into();
+        cfg.bundles = vec![Arc::new(b.clone())];
+        let a = Authorizer::new(cfg).unwrap();
+        let input = |u: &str| Value::from_json_str(&format!(r#"{{"user":"{u}"}}"#)).unwrap();
+        assert!(a.check_value(None, &input("alice")).unwrap().outcome.allow);
+        let r1 = a.current().revision.clone();
+        assert_eq!(&*r1.bundles[0].revision, "r1");
+
+        let parse = |bytes: &[u8]| {
+            format::parse(
+                "main",
+                format::read_archive("main", bytes, 1 << 20).unwrap(),
+                None,
+                false,
+            )
+            .unwrap()
+        };
+        let r2 = a
+            .activate_bundle(parse(&version(r#"["bob"]"#, "r2", r#"["authz"]"#)))
+            .unwrap();
+        assert_ne!(r2, r1.display);
+        let d = a.check_value(None, &input("alice")).unwrap();
+        assert!(!d.outcome.allow, "the cached allow of r1 is unreachable");
+        assert_eq!(&*a.current().revision.bundles[0].revision, "r2");
+
+        // Identical files under another manifest revision: another revision all the same.
+        let r3 = a
+            .activate_bundle(parse(&version(r#"["bob"]"#, "r3", r#"["authz"]"#)))
+            .unwrap();
+        assert_ne!(r3, r2);
+
+        // A bundle whose policy does not compile, or of another name: nothing changes.
+        let broken = tar_gz(&[("authz/policy.rego", "package authz\nallow if {")]);
+        assert!(a.activate_bundle(parse(&broken)).is_err());
+        let mut stranger = parse(&version("[]", "x", r#"["authz"]"#));
+        stranger.name = "stranger".into();
+        assert!(a.activate_bundle(stranger).is_err());
+        assert_eq!(a.current().revision.display, r3);
+        assert!(a.check_value(None, &input("bob")).unwrap().outcome.allow);
+        // Bundles own their roots.
+        assert!(a
+            .set_data(&["authz".into(), "admins".into()], Value::new_array())
+            .is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn names() {
         assert_eq!(
