@@ -238,6 +238,11 @@ def test_decision_logs_and_metrics_carry_bundle_revisions(tmp_path: Path) -> Non
     plain.mkdir()
     (plain / "a.rego").write_text(POLICY)
     assert "regoguard_bundle_" not in Authorizer(plain).metrics_text()
+    # The exposition parses as Prometheus text (prometheus_client's parser).
+    parser = pytest.importorskip("prometheus_client.parser")
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    assert families["regoguard_bundle_loading_seconds"].type == "histogram"
+    assert families["regoguard_bundle_loaded"].type == "counter"
 
 
 # ---------------------------------------------------------------------------------------------
