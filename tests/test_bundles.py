@@ -298,6 +298,11 @@ def _link(name: str, target: str) -> tarfile.TarInfo:
             "do not permit data at data.y",
         ),
         (
+            lambda: tar_gz({**bundle_files(["a"]), ".manifest": {}, "data.json": [1, 2]}),
+            DataError,
+            "the base document must be an object",
+        ),
+        (
             lambda: tar_gz({**bundle_files(["a"]), "authz/data.json": "{broken"}),
             DataError,
             "data.json",

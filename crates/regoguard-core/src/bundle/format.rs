@@ -205,7 +205,6 @@ pub fn parse(
     }
     let mut modules = Vec::new();
     let mut data = Value::new_object();
-    let mut data_files = 0usize;
     for f in files {
         let base = f.path.rsplit('/').next().unwrap_or(&f.path);
         let folder = f
@@ -259,14 +258,16 @@ pub fn parse(
             } else {
                 folder.split('/').map(str::to_owned).collect()
             };
+            if segments.is_empty() {
+                // It is mounted at `data` itself.
+                crate::engine::check_data_root(&value, &shown)?;
+            }
             manifest.check_data(name, &segments, &value)?;
             merge_at(&mut data, &segments, value).map_err(|path| {
                 Error::data(format!("{shown}: conflicts with other data at data.{path}"))
             })?;
-            data_files += 1;
         }
     }
-    let _ = data_files;
     Ok(Loaded {
         name: name.into(),
         manifest,
