@@ -10,6 +10,7 @@ from regoguard._input import build_input, default_identity
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
     Authorizer,
+    Bundle,
     CacheConfig,
     ConfigError,
     DataError,
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_INPUT_DEPTH",
     "Authorize",
     "Authorizer",
+    "Bundle",
     "CacheConfig",
     "ConfigError",
     "DataError",

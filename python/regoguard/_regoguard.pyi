@@ -12,6 +12,7 @@ from regoguard._types import PolicyIssue, RedisStats, Stats
 __all__ = [
     "MAX_INPUT_DEPTH",
     "Authorizer",
+    "Bundle",
     "CacheConfig",
     "CacheMiss",
     "ConfigError",
@@ -380,6 +381,67 @@ class Decision:
         """Which evaluator the entrypoint uses in this revision (why: ``stats()["evaluator_reasons"]``)."""
 
 @final
+class Bundle:
+    """An OPA bundle: policies and data built by ``opa build`` (or any CI), given to
+    ``Authorizer(policies=...)`` alone or in a list with paths and other bundles.
+
+    A plain path ending ``.tar.gz``, or a folder holding a ``.manifest``, is a bundle too
+    (named by its path); ``Bundle`` adds a name, a signature check and, for a URL, polling.
+
+    Args:
+        source: A ``.tar.gz`` file or a bundle folder (re-read by ``Authorizer.reload()``), or
+            an ``http://``/``https://`` URL, downloaded when the Authorizer is built and then
+            polled off the request path.
+        name: The bundle's name in ``Authorizer.bundles``, decision logs (``bundles``) and
+            metrics (``name`` label). Default: the path, or the URL without scheme, credentials
+            and query.
+        verification_key: Require a valid ``.signatures.json`` (OPA's format) before anything
+            of the bundle is used: a PEM public key or certificate, or a JWK / JWK set (RS*,
+            PS*, ES256/384, EdDSA), or else an HMAC secret (HS*).
+        key_id: The key's id: a signature naming another ``kid``/``keyid`` is refused.
+        scope: The scope the signature must carry (as in OPA, an unset scope only accepts
+            signatures without one).
+        headers: Request headers for the bundle service (``{"Authorization": "Bearer ..."}``).
+        poll_min_seconds, poll_max_seconds: The delay between polls, drawn uniformly in this
+            range (defaults 60 and 120, OPA's).
+        persist_dir: A folder where the last good download is kept, so a restart while the
+            service is down starts from it (remote bundles only).
+        timeout_seconds: Bound on one download, connect to last byte (default 10).
+        max_bytes: Bound on the download and on the decompressed archive (default 256 MiB).
+
+    Raises:
+        ConfigError: An unsupported URL scheme, a bad key, bad headers or bad durations.
+    """
+
+    def __new__(
+        cls,
+        source: _StrPath,
+        *,
+        name: str | None = None,
+        verification_key: str | None = None,
+        key_id: str | None = None,
+        scope: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        poll_min_seconds: float = 60.0,
+        poll_max_seconds: float = 120.0,
+        persist_dir: _StrPath | None = None,
+        timeout_seconds: float = 10.0,
+        max_bytes: int = 268_435_456,
+    ) -> Self: ...
+    @property
+    def name(self) -> str:
+        """The bundle's name."""
+    @property
+    def source(self) -> str:
+        """The path, or the URL without its query."""
+    @property
+    def remote(self) -> bool:
+        """Whether the bundle is downloaded and polled."""
+    @property
+    def verified(self) -> bool:
+        """Whether a signature is required (a ``verification_key`` was given)."""
+
+@final
 class Authorizer:
     """An embedded Rego authorizer with a decision cache.
 
@@ -389,7 +451,8 @@ class Authorizer:
 
     Args:
         policies: A ``.rego`` file, a folder (searched recursively for ``.rego`` files, hidden
-            folders skipped), or a list of those.
+            folders skipped), a ``Bundle`` (a ``.tar.gz`` path or a folder holding a
+            ``.manifest`` is one too), or a list of those. Bundles must have disjoint roots.
         entrypoint: The rule evaluated for every decision, as a full path (default
             ``"data.authz.allow"``).
         data: The base document: ``None`` (an empty object), a dict, or the path of a
@@ -421,7 +484,7 @@ class Authorizer:
 
     def __new__(
         cls,
-        policies: _StrPath | Sequence[_StrPath],
+        policies: _StrPath | Bundle | Sequence[_StrPath | Bundle],
         *,
         entrypoint: str = "data.authz.allow",
         data: Mapping[str, Any] | _StrPath | None = None,
@@ -493,6 +556,14 @@ class Authorizer:
     def revision(self) -> str:
         """A hash of every policy and data byte (16 hex digits). Every cache key includes it."""
     @property
+    def bundles(self) -> dict[str, dict[str, Any]]:
+        """The bundles of the revision in force, by name: ``revision`` (the manifest's),
+        ``roots``, ``metadata``, ``source``, ``etag`` (remote bundles), ``loaded`` and
+        ``failed`` (activations and failed downloads or activations so far),
+        ``last_success`` (Unix seconds of the last activation or ``304``, or ``None``) and
+        ``last_error`` (the last failure's message, ``None`` after a success). Empty without
+        bundles."""
+    @property
     def entrypoint(self) -> str:
         """The entrypoint given to the constructor."""
     def reload(self) -> str:
@@ -501,8 +572,10 @@ class Authorizer:
         previous revision. Cached decisions of older revisions become unreachable at once.
         When ``data`` was a file, the file is re-read and replaces the data, including any
         ``set_data()`` changes made since; when it was a dict, the current data (with those
-        changes) is kept. With ``redis=``, every other instance on the channel reloads too
-        (from its own sources). Releases the GIL."""
+        changes) is kept. Local bundles are read again; remote bundles keep the version in
+        force and poll at once (a new version activates when its download succeeds). With
+        ``redis=``, every other instance on the channel reloads too (from its own sources).
+        Releases the GIL."""
     def set_data(self, path: str | Sequence[str], value: Any) -> str:
         """Replaces one subtree of data and returns the new revision.
 
@@ -515,7 +588,8 @@ class Authorizer:
         With ``redis=``, the same change is applied by every other instance on the channel.
 
         Raises:
-            DataError: The path crosses a non-object, or the value has no JSON form.
+            DataError: The path crosses a non-object, the value has no JSON form, or the
+                path lies under (or above) a bundle's root: bundles own their roots.
         """
     def invalidate(self, *, tags: Sequence[str]) -> None:
         """Drops every cached decision whose result listed any of ``tags``; with ``redis=``,

@@ -63,14 +63,28 @@ fn path_string(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
         .to_owned())
 }
 
-fn policy_paths(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+/// `policies=`: paths and `Bundle`s, alone or in a list.
+fn policy_paths(
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<(Vec<String>, Vec<Arc<regoguard_core::bundle::BundleConfig>>)> {
+    let mut paths = Vec::new();
+    let mut bundles = Vec::new();
+    let mut one = |p: &Bound<'_, PyAny>, what: &str| -> PyResult<()> {
+        if let Ok(b) = p.cast::<super::bundle::PyBundle>() {
+            bundles.push(b.get().config.clone());
+        } else {
+            paths.push(path_string(p, what)?);
+        }
+        Ok(())
+    };
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        obj.try_iter()?
-            .map(|p| path_string(&p?, "each policy path"))
-            .collect()
+        for p in obj.try_iter()? {
+            one(&p?, "each policy path")?;
+        }
     } else {
-        Ok(vec![path_string(obj, "policies")?])
+        one(obj, "policies")?;
     }
+    Ok((paths, bundles))
 }
 
 /// One authorization decision. Immutable; fields are computed when first read.
@@ -221,7 +235,7 @@ impl PyAuthorizer {
             }
             _ => None,
         };
-        let policies = policy_paths(policies)?;
+        let (policies, bundles) = policy_paths(policies)?;
         let data = match data {
             None => DataSource::Inline(regorus::Value::new_object()),
             Some(d) if d.is_instance_of::<PyDict>() => DataSource::Inline(
@@ -245,9 +259,11 @@ impl PyAuthorizer {
             decision_log: decision_log.map(|d| d.get().inner.clone()),
             budget: regoguard_core::budget::Budget::new(eval_timeout_seconds, eval_memory_bytes)
                 .py()?,
+            bundles,
         };
         let pipeline = Arc::new(py.detach(|| Pipeline::new(config, l2)).py()?);
         let inner = pipeline.authorizer();
+        inner.start_bundle_polling();
         log_interpreter_fallbacks(py, &inner.current());
         regoguard_core::builtins::http::configure(inner.current().owner(), net);
         if inner.decision_log().is_some() {
@@ -421,6 +437,12 @@ impl PyAuthorizer {
     #[getter]
     fn revision(&self) -> String {
         self.inner().current().revision.display.to_string()
+    }
+
+    /// The bundles of the revision in force (README "Bundles").
+    #[getter]
+    fn bundles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        super::bundle::bundles_dict(py, &self.inner().current())
     }
 
     #[getter]

@@ -2,6 +2,7 @@
 
 mod authorizer;
 mod builtins;
+mod bundle;
 mod config;
 mod convert;
 mod errors;
@@ -21,6 +22,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<authorizer::PyPendingDecision>()?;
     m.add_function(wrap_pyfunction!(l2::_l2_shutdown, m)?)?;
     m.add_class::<authorizer::PyAuthorizer>()?;
+    m.add_class::<bundle::PyBundle>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
     m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;

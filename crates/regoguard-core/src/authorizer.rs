@@ -40,6 +40,9 @@ pub struct AuthorizerConfig {
     pub decision_log: Option<DecisionLogConfig>,
     /// Time and memory budget of each evaluation.
     pub budget: crate::budget::Budget,
+    /// OPA bundles (`regoguard.Bundle`), besides any `.tar.gz` or `.manifest` folder among
+    /// `policies` (README "Bundles").
+    pub bundles: Vec<Arc<crate::bundle::BundleConfig>>,
 }
 
 impl AuthorizerConfig {
@@ -54,6 +57,7 @@ impl AuthorizerConfig {
             evaluator: Evaluator::Auto,
             decision_log: None,
             budget: crate::budget::Budget::default(),
+            bundles: Vec::new(),
         }
     }
 }
@@ -64,6 +68,13 @@ struct Sources {
     parsed: Engine,
     data: Value,
     entrypoints: Vec<Arc<str>>,
+    /// The bundles in force (their modules and data are in `files` and `data` too) and the
+    /// plain policy paths and files beside them (ARCHITECTURE.md, "Bundles").
+    bundles: crate::bundle::BundleSet,
+    plain_paths: Vec<String>,
+    plain: Vec<PolicyFile>,
+    /// The remote bundles' pollers; dropped with the authorizer, which stops them.
+    pollers: Vec<crate::bundle::poll::Handle>,
 }
 
 /// A decision made by [`Authorizer::check`].
@@ -146,8 +157,13 @@ impl Authorizer {
     /// Any problem with policies, data, entrypoint or configuration.
     pub fn new(config: AuthorizerConfig) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let files = engine::read_policies(&config.policies)?;
-        let parsed = engine::parse_policies(&files, config.rego_v0)?;
+        let (plain_paths, bundle_configs) = crate::bundle::split_sources(&config)?;
+        let plain = if plain_paths.is_empty() && !bundle_configs.is_empty() {
+            Vec::new()
+        } else {
+            engine::read_policies(&plain_paths)?
+        };
+        let bundles = crate::bundle::BundleSet::load(&bundle_configs, config.rego_v0)?;
         let data = match &config.data {
             DataSource::Inline(v) => {
                 engine::check_data_root(v, "data")?;
@@ -155,8 +171,10 @@ impl Authorizer {
             }
             DataSource::File(path) => engine::read_data_file(path)?,
         };
+        let (files, data) = bundles.compose(&plain, data, None)?;
+        let parsed = engine::parse_policies(&files, config.rego_v0)?;
         let entrypoints = vec![Arc::<str>::from(config.entrypoint.as_str())];
-        let revision = Revision::of(&files, &data, config.rego_v0)?;
+        let revision = Revision::of(&files, &data, config.rego_v0)?.with_bundles(bundles.infos());
         let compiled = Compiled::build(
             id,
             &parsed,
@@ -180,6 +198,10 @@ impl Authorizer {
                 parsed,
                 data,
                 entrypoints,
+                bundles,
+                plain_paths,
+                plain,
+                pollers: Vec::new(),
             }),
             config,
             metrics: Metrics::default(),
@@ -390,6 +412,7 @@ impl Authorizer {
             outcome: outcome.cloned().map_err(|e| e.to_string().into_boxed_str()),
             source,
             revision: c.compiled.revision.display.clone(),
+            bundles: c.compiled.revision.bundles.clone(),
             unix_ns: clock::unix_ns(),
             duration_ns,
         };
@@ -470,6 +493,7 @@ impl Authorizer {
             entries,
             max_entries,
             revision: self.current_guard().revision.display.to_string(),
+            bundles: self.current_guard().revision.bundles.clone(),
         }
     }
 
@@ -489,22 +513,37 @@ impl Authorizer {
     /// As [`Authorizer::new`].
     pub fn reload(&self) -> Result<Arc<str>> {
         let mut sources = self.writer.lock();
+        // Remote bundles poll now; local ones are read again below (ARCHITECTURE.md, "Bundles").
+        for p in &sources.pollers {
+            p.wake();
+        }
+        let started = std::time::Instant::now();
         let result = (|| {
-            let files = engine::read_policies(&self.config.policies)?;
-            let parsed = engine::parse_policies(&files, self.config.rego_v0)?;
-            let data = match &self.config.data {
-                DataSource::Inline(_) => sources.data.clone(),
-                DataSource::File(path) => engine::read_data_file(path)?,
+            let plain = if sources.plain_paths.is_empty() && !sources.bundles.is_empty() {
+                Vec::new()
+            } else {
+                engine::read_policies(&sources.plain_paths)?
             };
-            Ok((files, parsed, data))
+            let bundles = sources.bundles.reloaded(self.config.rego_v0)?;
+            let (data, previous) = match &self.config.data {
+                DataSource::Inline(_) => (sources.data.clone(), Some(&sources.bundles)),
+                DataSource::File(path) => (engine::read_data_file(path)?, None),
+            };
+            let (files, data) = bundles.compose(&plain, data, previous)?;
+            let parsed = engine::parse_policies(&files, self.config.rego_v0)?;
+            Ok((files, parsed, data, bundles, plain))
         })();
-        let outcome = result.and_then(|(files, parsed, data)| {
-            let revision = self.swap_in(&sources, &files, &parsed, data.clone())?;
+        let outcome = result.and_then(|(files, parsed, data, bundles, plain)| {
+            let revision =
+                self.swap_in(&sources, &files, &parsed, data.clone(), bundles.infos())?;
             sources.files = files;
             sources.parsed = parsed;
             sources.data = data;
+            sources.bundles = bundles;
+            sources.plain = plain;
             Ok(revision)
         });
+        sources.bundles.count_local(&outcome, started.elapsed());
         self.metrics.reloaded(outcome.is_ok());
         outcome
     }
@@ -515,11 +554,24 @@ impl Authorizer {
     /// `Error::Data` when the path crosses a non-object or the new data conflicts with rules.
     pub fn set_data(&self, path: &[String], value: Value) -> Result<Arc<str>> {
         let mut sources = self.writer.lock();
+        if let Some(owner) = sources.bundles.owner_of(path) {
+            return Err(Error::data(format!(
+                "data.{} is owned by bundle {owner:?}: bundles own their roots",
+                path.join(".")
+            )));
+        }
         let mut data = sources.data.clone();
         set_path(&mut data, path, value)?;
         engine::check_data_root(&data, "data")?;
         let files = sources.files.clone();
-        let revision = self.swap_in(&sources, &files, &sources.parsed.clone(), data.clone())?;
+        let infos = sources.bundles.infos();
+        let revision = self.swap_in(
+            &sources,
+            &files,
+            &sources.parsed.clone(),
+            data.clone(),
+            infos,
+        )?;
         sources.data = data;
         Ok(revision)
     }
@@ -531,8 +583,9 @@ impl Authorizer {
         files: &[PolicyFile],
         parsed: &Engine,
         data: Value,
+        bundles: Arc<[crate::bundle::BundleInfo]>,
     ) -> Result<Arc<str>> {
-        let revision = Revision::of(files, &data, self.config.rego_v0)?;
+        let revision = Revision::of(files, &data, self.config.rego_v0)?.with_bundles(bundles);
         let current = self.current();
         if revision == current.revision {
             return Ok(revision.display);
@@ -554,6 +607,42 @@ impl Authorizer {
             cache.clear();
         }
         Ok(display)
+    }
+
+    /// Makes `loaded` the active copy of its bundle: one new revision of the plain policies,
+    /// the other bundles and this one, swapped in as `reload()` does. On any error (overlapping
+    /// roots, a compile error, data conflicts) the current revision keeps serving.
+    ///
+    /// # Errors
+    /// As [`Authorizer::reload`].
+    pub fn activate_bundle(&self, loaded: crate::bundle::Loaded) -> Result<Arc<str>> {
+        let mut sources = self.writer.lock();
+        let outcome = (|| {
+            let bundles = sources.bundles.with(loaded)?;
+            let (files, data) =
+                bundles.compose(&sources.plain, sources.data.clone(), Some(&sources.bundles))?;
+            let parsed = engine::parse_policies(&files, self.config.rego_v0)?;
+            let revision =
+                self.swap_in(&sources, &files, &parsed, data.clone(), bundles.infos())?;
+            Ok((revision, files, parsed, data, bundles))
+        })();
+        outcome.map(|(revision, files, parsed, data, bundles)| {
+            sources.files = files;
+            sources.parsed = parsed;
+            sources.data = data;
+            sources.bundles = bundles;
+            revision
+        })
+    }
+
+    /// Starts the pollers of the remote bundles (once; the bindings call it after `new`).
+    pub fn start_bundle_polling(self: &Arc<Self>) {
+        let mut sources = self.writer.lock();
+        if !sources.pollers.is_empty() {
+            return;
+        }
+        let pollers = crate::bundle::poll::spawn_all(self, &sources.bundles);
+        sources.pollers = pollers;
     }
 
     /// Drops every cached decision tagged with any of `tags`.

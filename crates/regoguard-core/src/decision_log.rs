@@ -378,6 +378,8 @@ pub struct Record {
     pub outcome: std::result::Result<Arc<Outcome>, Box<str>>,
     pub source: Option<Source>,
     pub revision: Arc<str>,
+    /// The bundles of the revision (OPA's `bundles: {name: {revision}}`); empty without.
+    pub bundles: Arc<[crate::bundle::BundleInfo]>,
     pub unix_ns: u64,
     pub duration_ns: u64,
 }
@@ -558,6 +560,9 @@ impl DecisionLog {
         doc.insert("decision_id".into(), Json::from(r.id.to_string()));
         doc.insert("path".into(), Json::from(opa_path(&r.entrypoint)));
         doc.insert("revision".into(), Json::from(&*r.revision));
+        if !r.bundles.is_empty() {
+            doc.insert("bundles".into(), crate::bundle::log_field(&r.bundles));
+        }
         doc.insert("timestamp".into(), Json::from(clock::rfc3339(r.unix_ns)));
         doc.insert("labels".into(), self.labels.clone());
         let mut metrics = Map::new();
@@ -695,6 +700,7 @@ mod tests {
             outcome,
             source: Some(Source::Engine),
             revision: Arc::from("abc"),
+            bundles: Arc::from([]),
             unix_ns: 0,
             duration_ns: 1234,
         }

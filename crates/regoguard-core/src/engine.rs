@@ -239,12 +239,24 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
 }
 
 /// A policy revision: a digest of every policy and data byte.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Revision {
     pub digest: [u8; 32],
     /// The first 16 hex digits of the digest, as shown to users.
     pub display: Arc<str>,
+    /// The bundles this revision was built from, with their manifest revisions (empty without
+    /// bundles); the digest covers their names and revisions (`bundle::revision_digest`).
+    pub bundles: Arc<[crate::bundle::BundleInfo]>,
 }
+
+/// Two revisions are equal when their digests are (the digest covers the bundle revisions).
+impl PartialEq for Revision {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for Revision {}
 
 impl Revision {
     /// Hashes the policy texts, the data's canonical bytes and the Rego version. Where and in
@@ -270,11 +282,28 @@ impl Revision {
             canonical::to_bytes(data, "data").map_err(|e| Error::data(e.to_string()))?;
         h.update(&data_bytes);
         let digest = *h.finalize().as_bytes();
+        Ok(Self::from_digest(digest, Arc::from([])))
+    }
+
+    fn from_digest(digest: [u8; 32], bundles: Arc<[crate::bundle::BundleInfo]>) -> Self {
         let display: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self {
+        Self {
             digest,
             display: Arc::from(display),
-        })
+            bundles,
+        }
+    }
+
+    /// This revision as built from `bundles` (unchanged when there are none).
+    #[must_use]
+    pub fn with_bundles(self, bundles: Arc<[crate::bundle::BundleInfo]>) -> Self {
+        if bundles.is_empty() {
+            return self;
+        }
+        Self::from_digest(
+            crate::bundle::revision_digest(&self.digest, &bundles),
+            bundles,
+        )
     }
 }
 

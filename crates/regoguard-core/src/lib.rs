@@ -10,6 +10,7 @@
 pub mod authorizer;
 pub mod budget;
 pub mod builtins;
+pub mod bundle;
 pub mod cache;
 pub mod canonical;
 pub mod clock;

@@ -306,6 +306,8 @@ pub struct AuthorizerSample {
     pub entries: u64,
     pub max_entries: u64,
     pub revision: String,
+    /// The bundles of the revision in force (`regoguard_bundle_*`); empty without.
+    pub bundles: std::sync::Arc<[crate::bundle::BundleInfo]>,
 }
 
 /// What the exposition shows of one `@cached_authorization` cache.
@@ -667,7 +669,83 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
         labels.push(("revision", &a.revision));
         t.sample("regoguard_policy_info", &labels, 1);
     }
+    bundles(&mut t, auth);
     t.out
+}
+
+/// The `regoguard_bundle_*` families (OPA's bundle metrics, README "Bundles"), labelled by
+/// bundle name; absent when no authorizer has a bundle.
+fn bundles(t: &mut Text, auth: &[AuthorizerSample]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if auth.iter().all(|a| a.bundles.is_empty()) {
+        return;
+    }
+    let each = |t: &mut Text, name: &str, value: &dyn Fn(&crate::bundle::BundleInfo) -> String| {
+        for a in auth {
+            for b in a.bundles.iter() {
+                let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2);
+                if let Some(l) = &a.label {
+                    labels.push(("authorizer", l));
+                }
+                labels.push(("name", &b.name));
+                t.sample(name, &labels, value(b));
+            }
+        }
+    };
+    t.family(
+        "regoguard_bundle_loaded_total",
+        "counter",
+        "Bundle versions activated (the first load included).",
+    );
+    each(t, "regoguard_bundle_loaded_total", &|b| {
+        b.status.loaded.load(Relaxed).to_string()
+    });
+    t.family(
+        "regoguard_bundle_failed_total",
+        "counter",
+        "Bundle downloads or activations that failed (the last good bundle kept serving).",
+    );
+    each(t, "regoguard_bundle_failed_total", &|b| {
+        b.status.failed.load(Relaxed).to_string()
+    });
+    t.family(
+        "regoguard_bundle_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful bundle check (activated, or 304 Not Modified).",
+    );
+    each(t, "regoguard_bundle_last_success_timestamp_seconds", &|b| {
+        seconds(b.status.last_success_unix_ns.load(Relaxed)).to_string()
+    });
+    t.family(
+        "regoguard_bundle_loading_seconds",
+        "histogram",
+        "Time to download, verify, compile and activate a bundle version.",
+    );
+    for a in auth {
+        for b in a.bundles.iter() {
+            let (counts, sum_ns) = b.status.loading.cumulative();
+            let mut labels: Vec<(&str, &str)> = Vec::with_capacity(3);
+            if let Some(l) = &a.label {
+                labels.push(("authorizer", l));
+            }
+            labels.push(("name", &b.name));
+            for (i, (_, le)) in crate::bundle::LOADING_BUCKETS.iter().enumerate() {
+                let mut l = labels.clone();
+                l.push(("le", le));
+                t.sample("regoguard_bundle_loading_seconds_bucket", &l, counts[i]);
+            }
+            let total = counts.last().copied().unwrap_or(0);
+            let mut l = labels.clone();
+            l.push(("le", "+Inf"));
+            t.sample("regoguard_bundle_loading_seconds_bucket", &l, total);
+            t.sample(
+                "regoguard_bundle_loading_seconds_sum",
+                &labels,
+                seconds(sum_ns),
+            );
+            t.sample("regoguard_bundle_loading_seconds_count", &labels, total);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -718,6 +796,7 @@ mod tests {
             entries: 1,
             max_entries: 10,
             revision: "abc".into(),
+            bundles: std::sync::Arc::from([]),
         }
     }
 
