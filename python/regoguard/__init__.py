@@ -6,6 +6,7 @@ needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 
 from typing import TYPE_CHECKING, Any
 
+from regoguard._identity import TokenError
 from regoguard._input import build_input, default_identity
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
@@ -17,9 +18,11 @@ from regoguard._regoguard import (
     DecisionLogConfig,
     EvaluationError,
     InputError,
+    JWTIdentity,
     PolicyError,
     RedisConfig,
     RegoguardError,
+    VerifiedToken,
     __version__,
     builtins,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "DecisionLogConfig",
     "EvaluationError",
     "InputError",
+    "JWTIdentity",
     "OPAServer",
     "PolicyError",
     "RedisConfig",
@@ -58,6 +62,8 @@ __all__ = [
     "RegoguardCollector",
     "RegoguardError",
     "Shadow",
+    "TokenError",
+    "VerifiedToken",
     "__version__",
     "build_input",
     "builtins",

@@ -9,6 +9,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regoguard._input import Identity, default_identity, failure_id
 from regoguard._regoguard import Authorizer, Decision, InputError, PendingDecision, RequestSpec
@@ -94,7 +95,7 @@ class Authorize:
                 user = self.identity(scope)
                 if self._async_identity:
                     user = await user
-        except HTTPException:
+        except StarletteHTTPException:  # FastAPI's is one; so is JWTIdentity's TokenError
             raise
         except Exception as exc:
             error_id = log_input_failure(scope, exc, what)

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::convert::{text, write_value};
+use super::identity::PyVerifiedToken;
 use regoguard_core::canonical::{input_error, prefix_path, CanonicalWriter};
 use regoguard_core::error::Result;
 use regoguard_core::request::{write_query, HeaderCollector, HeaderFilter};
@@ -237,9 +238,20 @@ pub fn write_request(
         write_value(w, template, "input.route")?;
     }
 
-    w.comma();
-    w.key("user");
-    write_value(w, extras.user, "input.user")?;
+    if let Ok(token) = extras.user.cast::<PyVerifiedToken>() {
+        // JWTIdentity's verified token: its canonical fragments, copied (README, "JWT identity").
+        let t = &token.get().inner;
+        w.comma();
+        w.key("token");
+        w.raw(&t.token_json);
+        w.comma();
+        w.key("user");
+        w.raw(&t.user_json);
+    } else {
+        w.comma();
+        w.key("user");
+        write_value(w, extras.user, "input.user")?;
+    }
 
     if websocket {
         w.comma();

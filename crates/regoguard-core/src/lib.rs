@@ -18,6 +18,7 @@ pub mod decision_log;
 pub mod engine;
 pub mod error;
 pub mod eval_context;
+pub mod identity;
 pub mod key;
 pub mod l2;
 pub mod metrics;
