@@ -575,7 +575,8 @@ class JWTIdentity:
             ES384, EdDSA); HMAC (HS*) must be listed.
         leeway_seconds: Clock skew allowed on ``exp`` and ``nbf``.
         header: The header carrying the token (case-insensitive).
-        scheme: The scheme before the token (case-insensitive); ``None``: the whole value.
+        scheme: The scheme before the token (case-insensitive); ``""``: the whole value is
+            the token.
         claims: The claims copied into ``input.user``; ``None``: every claim.
         required: Answer 401 when there is no token instead of ``input.user = null``.
         cache_ttl_seconds: The longest a verified token is kept (0: verify every request).
@@ -591,7 +592,11 @@ class JWTIdentity:
     def __new__(
         cls,
         *,
-        keys: str | bytes | Mapping[str, Any] | Sequence[str | bytes | Mapping[str, Any]] | None = None,
+        keys: str
+        | bytes
+        | Mapping[str, Any]
+        | Sequence[str | bytes | Mapping[str, Any]]
+        | None = None,
         jwks: str | Mapping[str, Any] | None = None,
         jwks_url: str | None = None,
         issuer: str | None = None,
@@ -599,7 +604,7 @@ class JWTIdentity:
         algorithms: Sequence[str] | None = None,
         leeway_seconds: float = 30.0,
         header: str = "authorization",
-        scheme: str | None = "Bearer",
+        scheme: str = "Bearer",
         claims: Sequence[str] | None = None,
         required: bool = False,
         cache_ttl_seconds: float = 300.0,

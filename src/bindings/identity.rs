@@ -119,8 +119,8 @@ fn keys_of(item: &Bound<'_, PyAny>, out: &mut Vec<VerificationKey>) -> PyResult<
     }
     if item.cast::<PyString>().is_ok() || item.cast::<PyDict>().is_ok() {
         let text = json_text(item, "keys")?;
-        let mut parsed = jwt::parse_keys(&text)
-            .map_err(|e| config_error(format!("JWTIdentity: keys: {e}")))?;
+        let mut parsed =
+            jwt::parse_keys(&text).map_err(|e| config_error(format!("JWTIdentity: keys: {e}")))?;
         out.append(&mut parsed);
         return Ok(());
     }
@@ -132,7 +132,9 @@ fn keys_of(item: &Bound<'_, PyAny>, out: &mut Vec<VerificationKey>) -> PyResult<
 
 fn seconds(name: &str, s: f64) -> PyResult<Duration> {
     if !(s.is_finite() && s >= 0.0) {
-        return Err(config_error(format!("{name} must be a number >= 0, got {s}")));
+        return Err(config_error(format!(
+            "{name} must be a number >= 0, got {s}"
+        )));
     }
     Ok(Duration::from_secs_f64(s.min(1e9)))
 }
@@ -142,7 +144,7 @@ impl PyJWTIdentity {
     #[new]
     #[pyo3(signature = (*, keys = None, jwks = None, jwks_url = None, issuer = None,
                         audience = None, algorithms = None, leeway_seconds = 30.0,
-                        header = "authorization", scheme = Some("Bearer"), claims = None,
+                        header = "authorization", scheme = "Bearer", claims = None,
                         required = false, cache_ttl_seconds = 300.0, cache_size = 10_000,
                         max_token_bytes = 8192, jwks_timeout_seconds = 5.0,
                         jwks_min_refresh_seconds = 30.0))]
@@ -157,7 +159,7 @@ impl PyJWTIdentity {
         algorithms: Option<Vec<String>>,
         leeway_seconds: f64,
         header: &str,
-        scheme: Option<&str>,
+        scheme: &str,
         claims: Option<Vec<String>>,
         required: bool,
         cache_ttl_seconds: f64,
@@ -228,13 +230,9 @@ impl PyJWTIdentity {
         py.detach(|| v.wait_for_keys(timeout + Duration::from_millis(100)));
         Ok(Self {
             verifier,
-            cache: TokenCache::new(
-                cache_size,
-                seconds("cache_ttl_seconds", cache_ttl_seconds)?,
-            ),
+            cache: TokenCache::new(cache_size, seconds("cache_ttl_seconds", cache_ttl_seconds)?),
             header: header.into_bytes(),
-            scheme: scheme
-                .map(str::trim)
+            scheme: Some(scheme.trim())
                 .filter(|s| !s.is_empty())
                 .map(str::to_ascii_lowercase),
             required,
@@ -294,8 +292,7 @@ impl PyJWTIdentity {
             Ok(v) => {
                 let until = v.valid_until_unix_ns;
                 let obj = Py::new(py, PyVerifiedToken { inner: Arc::new(v) })?;
-                self.cache
-                    .insert(token, Arc::new(obj.clone_ref(py)), until);
+                self.cache.insert(token, Arc::new(obj.clone_ref(py)), until);
                 Ok(obj.into_any())
             }
             Err(r) => Err(self.reject(py, r)),

@@ -64,7 +64,9 @@ class Keys:
     def pem(key: rsa.RSAPrivateKey) -> str:
         return (
             key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode()
         )
 
@@ -74,9 +76,7 @@ def keys() -> Keys:
     return Keys()
 
 
-def token(
-    key: rsa.RSAPrivateKey, kid: str = "k1", alg: str = "RS256", **claims: Any
-) -> str:
+def token(key: rsa.RSAPrivateKey, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
     now = int(time.time())
     payload: dict[str, Any] = {
         "sub": "alice",
@@ -102,7 +102,7 @@ class JWKSServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 server.requests += 1
                 body = json.dumps(server.doc).encode()
                 self.send_response(server.status)
@@ -238,7 +238,9 @@ def test_every_bad_token_is_refused_with_invalid_token(
     forged = _hs256_forged(pem, claims)
     assert client.get("/me", headers=bearer(forged)).status_code == 401
     # Even when HS256 is accepted, a PEM key is never a secret.
-    loose = app_for(authz, identity_for(keys, keys=Keys.pem(keys.k1), algorithms=["HS256", "RS256"]))
+    loose = app_for(
+        authz, identity_for(keys, keys=Keys.pem(keys.k1), algorithms=["HS256", "RS256"])
+    )
     assert loose.get("/me", headers=bearer(forged)).status_code == 401
     rejections = ident.stats()["rejections"]
     for reason in cases:

@@ -94,6 +94,7 @@ impl Rejection {
     }
 
     /// Counts this rejection (process-wide metric) and returns it.
+    #[must_use]
     pub fn counted(self) -> Self {
         TOKEN_REJECTIONS[self.index()].fetch_add(1, Ordering::Relaxed);
         self
@@ -201,7 +202,11 @@ impl TokenVerifier {
     ///
     /// # Errors
     /// The [`Rejection`] (not yet counted: the caller counts what it refuses).
-    pub fn verify(&self, token: &str, now_unix_ns: u64) -> std::result::Result<VerifiedToken, Rejection> {
+    pub fn verify(
+        &self,
+        token: &str,
+        now_unix_ns: u64,
+    ) -> std::result::Result<VerifiedToken, Rejection> {
         let c = &self.config;
         if token.len() > c.max_token_bytes {
             return Err(Rejection::TooLarge);
@@ -228,10 +233,7 @@ impl TokenVerifier {
             Some(_) => return Err(Rejection::Malformed),
         };
         let fetched = self.jwks.as_ref().map(|j| j.keys());
-        let all = c
-            .keys
-            .iter()
-            .chain(fetched.iter().flat_map(|k| k.iter()));
+        let all = c.keys.iter().chain(fetched.iter().flat_map(|k| k.iter()));
         // A JWK that names its algorithm serves no other.
         let candidates: Vec<VerificationKey> = all
             .filter(|k| k.alg.as_deref().is_none_or(|a| a == alg_name))
@@ -262,13 +264,14 @@ impl TokenVerifier {
         let leeway_ns = u64::try_from(c.leeway.as_nanos()).unwrap_or(u64::MAX);
         // The leeway: `exp` is checked at now - leeway; a `nbf` within now + leeway is checked
         // again at the `nbf` itself.
-        let verified = match jwt::verify(token, &constraints, now_unix_ns.saturating_sub(leeway_ns)) {
-            Err(Reason::NotYetValid(nbf)) if nbf <= now_unix_ns.saturating_add(leeway_ns) => {
-                jwt::verify(token, &constraints, nbf)
+        let verified =
+            match jwt::verify(token, &constraints, now_unix_ns.saturating_sub(leeway_ns)) {
+                Err(Reason::NotYetValid(nbf)) if nbf <= now_unix_ns.saturating_add(leeway_ns) => {
+                    jwt::verify(token, &constraints, nbf)
+                }
+                other => other,
             }
-            other => other,
-        }
-        .map_err(|r| rejection_of(&r))?;
+            .map_err(|r| rejection_of(&r))?;
         let exp = verified.exp;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let valid_until_unix_ns = exp.map(|e| {
@@ -601,7 +604,11 @@ fn max_age_of(cc: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(n) = lower.strip_prefix("max-age=") {
-            out = n.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            out = n
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     out
@@ -622,7 +629,10 @@ pub fn parse_jwks(text: &str) -> std::result::Result<Vec<VerificationKey>, Strin
     };
     let mut out = Vec::new();
     for k in keys {
-        if k.get("use").and_then(Json::as_str).is_some_and(|u| u != "sig") {
+        if k.get("use")
+            .and_then(Json::as_str)
+            .is_some_and(|u| u != "sig")
+        {
             continue;
         }
         if let Ok(mut parsed) = jwt::parse_keys(&k.to_string()) {
@@ -693,16 +703,34 @@ mod tests {
         let cases = [
             (hs(h, p, b"other"), Rejection::Signature),
             (hs(r#"{"alg":"HS384"}"#, p, b"secret"), Rejection::Algorithm),
-            (hs(h, r#"{"sub":"u1","iss":"x"}"#, b"secret"), Rejection::Issuer),
-            (hs(h, r#"{"iss":"iss","aud":"a"}"#, b"secret"), Rejection::Audience),
-            (hs(h, r#"{"iss":"iss","exp":900}"#, b"secret"), Rejection::Expired),
-            (hs(h, r#"{"iss":"iss","nbf":1100}"#, b"secret"), Rejection::NotYetValid),
-            (hs(r#"{"alg":"HS256","kid":"zz"}"#, p, b"secret"), Rejection::UnknownKid),
+            (
+                hs(h, r#"{"sub":"u1","iss":"x"}"#, b"secret"),
+                Rejection::Issuer,
+            ),
+            (
+                hs(h, r#"{"iss":"iss","aud":"a"}"#, b"secret"),
+                Rejection::Audience,
+            ),
+            (
+                hs(h, r#"{"iss":"iss","exp":900}"#, b"secret"),
+                Rejection::Expired,
+            ),
+            (
+                hs(h, r#"{"iss":"iss","nbf":1100}"#, b"secret"),
+                Rejection::NotYetValid,
+            ),
+            (
+                hs(r#"{"alg":"HS256","kid":"zz"}"#, p, b"secret"),
+                Rejection::UnknownKid,
+            ),
             (
                 hs(r#"{"alg":"HS256","cty":"JWT"}"#, p, b"secret"),
                 Rejection::Malformed,
             ),
-            (format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(p.as_bytes())), Rejection::Algorithm),
+            (
+                format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(p.as_bytes())),
+                Rejection::Algorithm,
+            ),
             ("x".repeat(5000), Rejection::TooLarge),
             ("not a token".into(), Rejection::Malformed),
         ];
@@ -710,8 +738,12 @@ mod tests {
             assert_eq!(v.verify(&t, NOW).unwrap_err(), want, "{t}");
         }
         // Within the leeway: an exp 20 s ago and an nbf 20 s ahead still verify.
-        assert!(v.verify(&hs(h, r#"{"iss":"iss","exp":980}"#, b"secret"), NOW).is_ok());
-        assert!(v.verify(&hs(h, r#"{"iss":"iss","nbf":1020}"#, b"secret"), NOW).is_ok());
+        assert!(v
+            .verify(&hs(h, r#"{"iss":"iss","exp":980}"#, b"secret"), NOW)
+            .is_ok());
+        assert!(v
+            .verify(&hs(h, r#"{"iss":"iss","nbf":1020}"#, b"secret"), NOW)
+            .is_ok());
     }
 
     #[test]
@@ -730,7 +762,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age() {
-        assert_eq!(max_age_of("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(
+            max_age_of("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
         assert_eq!(max_age_of("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age_of("public"), None);
     }
