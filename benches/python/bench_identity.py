@@ -5,6 +5,7 @@ Starlette request, with the bearer token verified in Rust (``JWTIdentity``) or i
 
 Usage:
     python benches/python/bench_identity.py [--rounds N] [--batches N] [--batch N] [--json OUT]
+    python benches/python/bench_identity.py --instructions   # callgrind counts per request
 
 Variants, all in one process, interleaved batch by batch in a shuffled order each round:
   bare          the Starlette app alone (one Route, ``PlainTextResponse("ok")``)
@@ -18,6 +19,12 @@ Requests carry the same headers in every variant (the token included). Each batc
 is the variant's p50 over batches minus bare's, per round; the figure is the median over
 rounds. ``gc`` is disabled while timing. Shared 2-core box: read the added column, not the
 absolute times across runs.
+
+``--instructions``: each variant runs ``--calls`` requests in its own
+``valgrind --tool=callgrind`` process, after the same setup as an empty base run (the key and
+tokens come from one file, so setup is identical); instructions per request = (run - base) /
+calls, and "added" subtracts bare's. Deterministic where wall-clock times on a loaded box
+are not.
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import random
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 POLICY = """package authz
@@ -62,46 +75,14 @@ async def send(message: Any) -> None:
     return None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batches", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=200)
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-
-    import tempfile
-    from pathlib import Path
-
+def setup(material: Path) -> tuple[dict[str, Any], Callable[[int], dict[str, Any]], Any]:
+    """The variants, a scope factory and the JWTIdentity, from the key and tokens in
+    ``material`` (written once by the parent, so every child run is set up identically)."""
     import jwt
     import regoguard
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    now = int(time.time())
-    tokens = [
-        jwt.encode(
-            {
-                "sub": f"user{i}",
-                "iss": "https://idp.example",
-                "aud": "api",
-                "exp": now + 3600,
-                "iat": now,
-                "roles": ["reader"],
-                "tenant": "acme",
-            },
-            key,
-            algorithm="RS256",
-            headers={"kid": "k1"},
-        )
-        for i in range(8)
-    ]
+    doc = json.loads(material.read_text())
+    pem, tokens = doc["public_pem"], doc["tokens"]
     tmp = Path(tempfile.mkdtemp())
     (tmp / "authz.rego").write_text(POLICY)
     authz = regoguard.Authorizer(tmp)
@@ -161,11 +142,43 @@ def main() -> int:
             "server": ("127.0.0.1", 8000),
         }
 
-    async def batch(app: Callable[..., Any], scopes: list[dict[str, Any]]) -> float:
-        t0 = time.perf_counter_ns()
-        for s in scopes:
-            await app(s, receive, send)
-        return (time.perf_counter_ns() - t0) / len(scopes) / 1000.0
+    return variants, scope_for, jwt_identity
+
+
+def make_material(path: Path) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "aud": "api", "roles": ["reader"], "tenant": "acme"}
+    tokens = [
+        jwt.encode(
+            {"sub": f"user{i}", "exp": now + 36000, "iat": now, **claims},
+            key,
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
+        for i in range(8)
+    ]
+    path.write_text(json.dumps({"public_pem": pem, "tokens": tokens}))
+
+
+async def batch(app: Callable[..., Any], scopes: list[dict[str, Any]]) -> float:
+    t0 = time.perf_counter_ns()
+    for s in scopes:
+        await app(s, receive, send)
+    return (time.perf_counter_ns() - t0) / len(scopes) / 1000.0
+
+
+def timed(args: argparse.Namespace, material: Path) -> dict[str, Any]:
+    variants, scope_for, jwt_identity = setup(material)
 
     async def run() -> dict[str, Any]:
         # Warm: every token verified, every decision cached.
@@ -200,11 +213,79 @@ def main() -> int:
     print(f"{'variant':<10} {'p50 µs':>8} {'added p50 µs':>13}")
     for k, v in res.items():
         print(f"{k:<10} {v['p50_us']:>8.2f} {v['added_p50_us']:>13.2f}")
-    jwt_added = res["rg+jwt"]["added_p50_us"]
-    py_added = res["rg+pyjwt"]["added_p50_us"]
-    ratio = py_added / jwt_added if jwt_added > 0 else float("inf")
-    print(f"PyJWT identity + regoguard adds {ratio:.0f}x what JWTIdentity + regoguard adds")
-    print(f"JWTIdentity stats: {jwt_identity.stats()['hits']} token cache hits")
+    print(f"JWTIdentity: {jwt_identity.stats()['hits']} token cache hits")
+    return res
+
+
+def child(variant: str, calls: int, material: Path) -> None:
+    variants, scope_for, _ = setup(material)
+    scopes = [scope_for(i) for i in range(calls)]
+
+    async def run() -> None:
+        for app_ in variants.values():  # the same warm-up in every run, base included
+            await batch(app_, [scope_for(i) for i in range(64)])
+        if variant != "base":
+            await batch(variants[variant], scopes)
+
+    asyncio.run(run())
+
+
+def instructions(args: argparse.Namespace, material: Path) -> dict[str, Any]:
+    def ir(variant: str) -> int:
+        out = material.parent / f"callgrind.{variant}.out"
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            "--dump-instr=no",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            variant,
+            "--calls",
+            str(args.calls),
+            "--material",
+            str(material),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
+        for line in out.read_text().splitlines():
+            m = re.match(r"(?:summary|totals):\s+(\d+)", line)
+            if m:
+                return int(m.group(1))
+        raise RuntimeError(f"no totals in {out}")
+
+    base = ir("base")
+    per = {v: (ir(v) - base) / args.calls for v in ("bare", "rg", "rg+jwt", "rg+pyjwt")}
+    res = {v: {"instructions": n, "added": n - per["bare"]} for v, n in per.items()}
+    print(f"{'variant':<10} {'instr/request':>14} {'added':>10}")
+    for k, v in res.items():
+        print(f"{k:<10} {v['instructions']:>14,.0f} {v['added']:>10,.0f}")
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--instructions", action="store_true", help="callgrind counts instead")
+    ap.add_argument("--calls", type=int, default=2000, help="requests per callgrind run")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--material", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.calls, args.material)
+        return 0
+    with tempfile.TemporaryDirectory() as t:
+        material = Path(t) / "material.json"
+        make_material(material)
+        res = instructions(args, material) if args.instructions else timed(args, material)
+    jwt_added = res["rg+jwt"]["added" if args.instructions else "added_p50_us"]
+    py_added = res["rg+pyjwt"]["added" if args.instructions else "added_p50_us"]
+    if jwt_added > 0:
+        print(f"PyJWT identity + regoguard adds {py_added / jwt_added:.0f}x what JWTIdentity adds")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
