@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -248,11 +249,28 @@ impl PyJWTIdentity {
         };
         let mut found: Option<Bound<'_, PyBytes>> = None;
         if let Some(list) = headers {
-            for pair in list.try_iter()? {
-                let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) = pair?.extract()?;
-                if name.as_bytes() == self.header.as_slice() {
-                    found = Some(value);
-                    break; // the first one, as request.headers.get() reads it
+            if let Ok(list) = list.cast::<PyList>() {
+                // The usual shape (a list of 2-tuples): the name is compared before the value
+                // is looked at, and nothing is extracted for the other headers.
+                for pair in list.iter() {
+                    let pair = pair.cast_into::<PyTuple>().map_err(PyErr::from)?;
+                    if pair.len() != 2 {
+                        return Err(PyValueError::new_err("scope headers must be pairs"));
+                    }
+                    let name = pair.get_borrowed_item(0)?;
+                    if name.cast::<PyBytes>()?.as_bytes() == self.header.as_slice() {
+                        found = Some(pair.get_item(1)?.cast_into::<PyBytes>()?);
+                        break; // the first one, as request.headers.get() reads it
+                    }
+                }
+            } else {
+                for pair in list.try_iter()? {
+                    let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
+                        pair?.extract()?;
+                    if name.as_bytes() == self.header.as_slice() {
+                        found = Some(value);
+                        break;
+                    }
                 }
             }
         }
@@ -281,7 +299,8 @@ impl PyJWTIdentity {
         if token.len() > self.verifier.config().max_token_bytes {
             return Err(self.reject(py, Rejection::TooLarge));
         }
-        if let Some(hit) = self.cache.get(token, clock::now_ns()) {
+        let generation = self.verifier.generation();
+        if let Some(hit) = self.cache.get(token, clock::now_ns(), generation) {
             return Ok(hit.clone_ref(py).into_any());
         }
         let Ok(text) = std::str::from_utf8(token) else {
@@ -292,7 +311,8 @@ impl PyJWTIdentity {
             Ok(v) => {
                 let until = v.valid_until_unix_ns;
                 let obj = Py::new(py, PyVerifiedToken { inner: Arc::new(v) })?;
-                self.cache.insert(token, Arc::new(obj.clone_ref(py)), until);
+                self.cache
+                    .insert(token, Arc::new(obj.clone_ref(py)), until, generation);
                 Ok(obj.into_any())
             }
             Err(r) => Err(self.reject(py, r)),

@@ -370,3 +370,27 @@ def test_authorize_dependency_answers_401(authz: regoguard.Authorizer, keys: Key
 def test_bad_configuration_is_a_config_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(regoguard.ConfigError):
         regoguard.JWTIdentity(**kwargs)
+
+
+def test_cache_control_max_age_refreshes_and_a_removed_key_stops_verifying_at_once(
+    authz: regoguard.Authorizer, keys: Keys, jwks_server: JWKSServer
+) -> None:
+    jwks_server.cache_control = "public, max-age=1"
+    ident = regoguard.JWTIdentity(
+        jwks_url=jwks_server.url,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_min_refresh_seconds=0.1,
+    )
+    client = app_for(authz, ident)
+    t1 = token(keys.k1)
+    assert client.get("/me", headers=bearer(t1)).status_code == 200
+    assert client.get("/me", headers=bearer(t1)).status_code == 200  # from the token cache
+    # The IdP rotates k1 out; max-age=1 brings the new set within about a second, with no
+    # unknown kid to trigger it, and the cached verification of t1 is not served any more.
+    jwks_server.doc = {"keys": [Keys.jwk(keys.k2, "k2")]}
+    deadline = time.monotonic() + 5
+    while client.get("/me", headers=bearer(t1)).status_code != 401:
+        assert time.monotonic() < deadline, ident.stats()
+        time.sleep(0.1)
+    assert client.get("/me", headers=bearer(token(keys.k2, kid="k2"))).status_code == 200

@@ -193,6 +193,15 @@ impl TokenVerifier {
         self.jwks.as_deref()
     }
 
+    /// The key set's generation (changes when a JWKS fetch changes the set; 0 without a URL):
+    /// a cached verification is only served under the generation it was made with.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.jwks
+            .as_ref()
+            .map_or(0, |j| j.generation.load(Ordering::Acquire))
+    }
+
     /// Waits (at most `timeout`) until the first JWKS fetch finished; `true` without a URL.
     pub fn wait_for_keys(&self, timeout: Duration) -> bool {
         self.jwks.as_ref().is_none_or(|j| j.wait_first(timeout))
@@ -357,7 +366,8 @@ fn rejection_of(r: &Reason) -> Rejection {
 /// kilobyte with BLAKE3. Only verified tokens enter, bounded in number and in length
 /// (`max_token_bytes`), so an attacker cannot fill it with garbage.
 pub struct TokenCache<V> {
-    inner: Cache<Box<[u8]>, (V, u64)>,
+    /// Token → (value, expiry in monotonic ns, key-set generation).
+    inner: Cache<Box<[u8]>, (V, u64, u64)>,
     ttl: Duration,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
@@ -374,11 +384,12 @@ impl<V: Clone> TokenCache<V> {
         }
     }
 
-    /// The cached verification of `token`, if still valid at `now_ns` ([`clock::now_ns`]).
+    /// The cached verification of `token`, if still valid at `now_ns` ([`clock::now_ns`]) and
+    /// made under the key set `generation`.
     #[inline]
-    pub fn get(&self, token: &[u8], now_ns: u64) -> Option<V> {
+    pub fn get(&self, token: &[u8], now_ns: u64, generation: u64) -> Option<V> {
         match self.inner.get(token) {
-            Some((v, expires)) if now_ns < expires => {
+            Some((v, expires, g)) if now_ns < expires && g == generation => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(v)
             }
@@ -395,7 +406,8 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// Keeps `v` for `token` until `min(now + ttl, valid_until)`; nothing when that is past.
-    pub fn insert(&self, token: &[u8], v: V, valid_until_unix_ns: Option<u64>) {
+    /// `generation`: the key set's when the verification began.
+    pub fn insert(&self, token: &[u8], v: V, valid_until_unix_ns: Option<u64>, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
@@ -407,7 +419,7 @@ impl<V: Clone> TokenCache<V> {
             expires = expires.min(now.saturating_add(left));
         }
         if expires > now {
-            self.inner.insert(token.into(), (v, expires));
+            self.inner.insert(token.into(), (v, expires, generation));
         }
     }
 
@@ -448,6 +460,9 @@ pub struct Jwks {
     /// Fetches that succeeded / failed.
     pub fetched: AtomicU64,
     pub failed: AtomicU64,
+    /// Bumped whenever a fetch changes the key set: verifications made with an older set are
+    /// not served from the [`TokenCache`] (a key taken out of the set stops verifying at once).
+    generation: AtomicU64,
 }
 
 /// What one fetch of a JWK set gave.
@@ -472,6 +487,7 @@ impl Jwks {
             cond: Condvar::new(),
             fetched: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         });
         let me = jwks.clone();
         std::thread::Builder::new()
@@ -529,7 +545,15 @@ impl Jwks {
             }
             let next = match fetch(&self.url, self.timeout) {
                 Ok(f) => {
-                    *self.keys.write() = Arc::new(f.keys);
+                    let changed = {
+                        let mut keys = self.keys.write();
+                        let changed = !same_keys(&keys, &f.keys);
+                        *keys = Arc::new(f.keys);
+                        changed
+                    };
+                    if changed {
+                        self.generation.fetch_add(1, Ordering::Release);
+                    }
                     self.fetched.fetch_add(1, Ordering::Relaxed);
                     self.state.lock().error = None;
                     f.max_age
@@ -565,11 +589,20 @@ impl Jwks {
     }
 }
 
+fn same_keys(a: &[VerificationKey], b: &[VerificationKey]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.kid == y.kid && x.alg == y.alg && format!("{:?}", x.key) == format!("{:?}", y.key)
+        })
+}
+
 fn fetch(url: &str, timeout: Duration) -> std::result::Result<Fetched, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        .max_redirects(3)
+        // No redirects: the keys come from the configured URL only (a 3xx is a failed fetch).
+        .max_redirects(0)
+        .max_redirects_will_error(false)
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
@@ -750,14 +783,15 @@ mod tests {
     fn cache_holds_until_the_earlier_of_ttl_and_validity() {
         let c: TokenCache<u32> = TokenCache::new(10, Duration::from_secs(60));
         let now = clock::now_ns();
-        c.insert(b"a", 1, None);
-        c.insert(b"b", 2, Some(clock::unix_ns() + 1_000_000_000));
-        c.insert(b"past", 3, Some(clock::unix_ns().saturating_sub(1)));
-        assert_eq!(c.get(b"a", now), Some(1));
-        assert_eq!(c.get(b"b", now), Some(2));
-        assert_eq!(c.get(b"b", now + 2_000_000_000), None);
-        assert_eq!(c.get(b"a", now + 61_000_000_000), None);
-        assert_eq!(c.get(b"past", now), None);
+        c.insert(b"a", 1, None, 0);
+        c.insert(b"b", 2, Some(clock::unix_ns() + 1_000_000_000), 0);
+        c.insert(b"past", 3, Some(clock::unix_ns().saturating_sub(1)), 0);
+        assert_eq!(c.get(b"a", now, 0), Some(1));
+        assert_eq!(c.get(b"a", now, 1), None, "made under another key set");
+        assert_eq!(c.get(b"b", now, 0), Some(2));
+        assert_eq!(c.get(b"b", now + 2_000_000_000, 0), None);
+        assert_eq!(c.get(b"a", now + 61_000_000_000, 0), None);
+        assert_eq!(c.get(b"past", now, 0), None);
     }
 
     #[test]
