@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Any]]]] = [
     ("The request input", [
         ("regoguard.build_input", regoguard.build_input),
         ("regoguard.default_identity", regoguard.default_identity),
+        ("regoguard.TokenError", regoguard.TokenError),
     ]),
     ("Shadow mode", [
         ("regoguard.shadow", shadow),

@@ -6,6 +6,7 @@ needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 
 from typing import TYPE_CHECKING, Any
 
+from regoguard._identity import TokenError
 from regoguard._input import build_input, default_identity
 from regoguard._regoguard import (
     MAX_INPUT_DEPTH,
@@ -18,9 +19,11 @@ from regoguard._regoguard import (
     DecisionLogConfig,
     EvaluationError,
     InputError,
+    JWTIdentity,
     PolicyError,
     RedisConfig,
     RegoguardError,
+    VerifiedToken,
     __version__,
     builtins,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "DecisionTiming",
     "EvaluationError",
     "InputError",
+    "JWTIdentity",
     "OPAServer",
     "PolicyError",
     "PolicyIssue",
@@ -76,6 +80,8 @@ __all__ = [
     "Shadow",
     "ShadowStats",
     "Stats",
+    "TokenError",
+    "VerifiedToken",
     "__version__",
     "build_input",
     "builtins",

@@ -21,12 +21,14 @@ __all__ = [
     "DecisionLogConfig",
     "EvaluationError",
     "InputError",
+    "JWTIdentity",
     "PendingDecision",
     "PolicyError",
     "RedisConfig",
     "RegoguardError",
     "RequestSpec",
     "ResultCache",
+    "VerifiedToken",
     "_Workspace",
     "__version__",
     "_canonical",
@@ -651,6 +653,131 @@ class RequestSpec:
     @property
     def offload_after_seconds(self) -> float | None:
         """The threshold given to the constructor."""
+
+@final
+class JWTIdentity:
+    """The request's identity from a bearer JWT, verified in Rust: use it as
+    ``RegoGuardMiddleware(identity=...)`` or ``Authorize(identity=...)``.
+
+    The token is read from ``header`` (``Authorization: Bearer <token>``) and verified with the
+    same code as ``io.jwt.decode_verify``: the signature by a trusted key (``keys``, ``jwks``,
+    or the JWK set at ``jwks_url``), ``alg`` among ``algorithms`` (never ``none``), ``iss``,
+    ``aud``, ``exp`` and ``nbf`` (with ``leeway_seconds``). The policy then sees the chosen
+    ``claims`` as ``input.user`` and ``{"alg", "exp", "kid"}`` as ``input.token``; a decision
+    is cached no longer than the token's ``exp``. Verified tokens are cached (by the exact
+    token) until ``min(exp + leeway, cache_ttl_seconds)``, so a repeated token costs no
+    signature check and no Python.
+
+    No token (or another scheme): ``input.user`` is ``null`` and the policy decides; with
+    ``required=True`` the request is answered 401 with ``WWW-Authenticate: Bearer``. A refused
+    token raises ``regoguard.TokenError`` (a Starlette ``HTTPException``): 401 with
+    ``WWW-Authenticate: Bearer error="invalid_token"``, counted by reason in
+    ``regoguard_token_rejections_total`` and ``stats()["rejections"]``.
+
+    ``jwks_url``: fetched by a background thread (the first fetch is awaited at construction,
+    at most ``jwks_timeout_seconds``; a failure is not fatal), again when the response's
+    ``Cache-Control: max-age`` runs out (default 300 s), and when a token names an unknown
+    ``kid`` (at most once per ``jwks_min_refresh_seconds``; that request is refused). A failed
+    fetch keeps the last good set; a fetch is bounded by ``jwks_timeout_seconds`` and 256 KiB.
+
+    Args:
+        keys: A PEM public key or certificate (``str``), a JWK (``dict`` or JSON ``str``), an
+            HMAC secret (``bytes``), or a list of them.
+        jwks: A JWK set (``dict`` or JSON ``str``).
+        jwks_url: The ``http(s)`` URL of a JWK set (an identity provider's ``jwks_uri``).
+        issuer: The required ``iss``.
+        audience: The required audience; a token with an ``aud`` claim is refused when this
+            is ``None`` (as OPA and PyJWT do).
+        algorithms: Accepted ``alg`` values. Default: the asymmetric ones (RS*, PS*, ES256,
+            ES384, EdDSA); HMAC (HS*) must be listed.
+        leeway_seconds: Clock skew allowed on ``exp`` and ``nbf``.
+        header: The header carrying the token (case-insensitive).
+        scheme: The scheme before the token (case-insensitive); ``""``: the whole value is
+            the token.
+        claims: The claims copied into ``input.user``; ``None``: every claim.
+        required: Answer 401 when there is no token instead of ``input.user = null``.
+        cache_ttl_seconds: The longest a verified token is kept (0: verify every request).
+        cache_size: How many verified tokens are kept.
+        max_token_bytes: Longer tokens are refused (``reason="too_large"``).
+        jwks_timeout_seconds: A JWKS fetch's time limit.
+        jwks_min_refresh_seconds: The shortest interval between two JWKS fetches.
+
+    Raises:
+        ConfigError: no key source, an unknown algorithm (``none`` included), a bad key.
+    """
+
+    def __new__(
+        cls,
+        *,
+        keys: str
+        | bytes
+        | Mapping[str, Any]
+        | Sequence[str | bytes | Mapping[str, Any]]
+        | None = None,
+        jwks: str | Mapping[str, Any] | None = None,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        algorithms: Sequence[str] | None = None,
+        leeway_seconds: float = 30.0,
+        header: str = "authorization",
+        scheme: str = "Bearer",
+        claims: Sequence[str] | None = None,
+        required: bool = False,
+        cache_ttl_seconds: float = 300.0,
+        cache_size: int = 10000,
+        max_token_bytes: int = 8192,
+        jwks_timeout_seconds: float = 5.0,
+        jwks_min_refresh_seconds: float = 30.0,
+    ) -> Self: ...
+    def __call__(self, scope: Mapping[str, Any]) -> VerifiedToken | None:
+        """The identity of the request in ``scope``: its verified token, or ``None`` without
+        one.
+
+        Raises:
+            TokenError: the token was refused (or is missing with ``required=True``).
+        """
+    def stats(self) -> dict[str, Any]:
+        """``hits``, ``misses``, ``entries`` of the token cache, ``rejections`` by reason, and
+        ``jwks`` (``url``, ``keys``, ``fetched``, ``failed``, ``error``) or ``None``."""
+    def clear_cache(self) -> None:
+        """Forgets every cached verification (tokens are verified again)."""
+    @property
+    def required(self) -> bool:
+        """Whether a missing token is answered 401."""
+    @property
+    def header(self) -> str:
+        """The lower-cased header name."""
+    @property
+    def algorithms(self) -> list[str]:
+        """The accepted algorithms."""
+    @property
+    def issuer(self) -> str | None:
+        """The required ``iss``."""
+    @property
+    def audience(self) -> str | None:
+        """The required audience."""
+
+@final
+class VerifiedToken:
+    """A bearer token ``JWTIdentity`` verified; the scope reader writes it into the input as
+    ``input.user`` (the chosen claims) and ``input.token``."""
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        """Every claim of the payload."""
+    @property
+    def user(self) -> dict[str, Any]:
+        """``input.user``: the chosen claims."""
+    @property
+    def alg(self) -> str:
+        """The header's ``alg``."""
+    @property
+    def kid(self) -> str | None:
+        """The header's ``kid``."""
+    @property
+    def exp(self) -> float | None:
+        """The ``exp`` claim (seconds since the epoch)."""
 
 def builtins() -> list[str]:
     """Every builtin function a policy can call (regorus's own and regoguard's), sorted."""

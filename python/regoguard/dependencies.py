@@ -8,6 +8,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regoguard._input import Identity, default_identity, is_async
 from regoguard._regoguard import Authorizer, Decision, PendingDecision, RequestSpec
@@ -86,7 +87,7 @@ class Authorize:
                 user = self.identity(scope)
                 if self._async_identity:
                     user = await user
-        except HTTPException:
+        except StarletteHTTPException:  # FastAPI's is one; so is JWTIdentity's TokenError
             raise
         except Exception as exc:
             raise _http_exception(input_failed(scope, exc, what)) from exc

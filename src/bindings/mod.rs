@@ -6,6 +6,7 @@ mod bundle;
 mod config;
 mod convert;
 mod errors;
+mod identity;
 mod l2;
 mod request;
 mod result_cache;
@@ -25,6 +26,8 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bundle::PyBundle>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
+    m.add_class::<identity::PyJWTIdentity>()?;
+    m.add_class::<identity::PyVerifiedToken>()?;
     m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;
     m.add_function(wrap_pyfunction!(authorizer::render_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(authorizer::drain_decision_logs, m)?)?;

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::convert::{text, write_value};
+use super::identity::PyVerifiedToken;
 use regoguard_core::canonical::{input_error, prefix_path, CanonicalWriter};
 use regoguard_core::error::Result;
 use regoguard_core::request::{write_query, HeaderCollector, HeaderFilter};
@@ -151,7 +152,7 @@ pub fn write_request(
     let py = scope.py();
     w.open_object();
     if let Some(body) = extras.body.filter(|b| !b.is(py.Ellipsis())) {
-        w.key("body");
+        w.raw(br#""body":"#);
         write_value(w, body, "input.body")?;
         w.comma();
     }
@@ -180,8 +181,7 @@ pub fn write_request(
         Some(t) => scope_str(&t, "scope.type")? == "websocket",
         None => false,
     };
-    w.comma();
-    w.key("method");
+    w.raw(br#","method":"#);
     if websocket {
         // The handshake is a GET; `websocket: true` tells the policy what it opens.
         w.str("GET");
@@ -194,20 +194,17 @@ pub fn write_request(
     let path = scope_item(scope, intern!(py, "path"))?
         .ok_or_else(|| prefix_path(input_error("is missing".into()), "scope.path"))?;
     let path = scope_str(&path, "input.path")?;
-    w.comma();
-    w.key("path");
+    w.raw(br#","path":"#);
     w.str(path);
 
     if let Some((_, params)) = extras.route {
-        w.comma();
-        w.key("path_params");
+        w.raw(br#","path_params":"#);
         write_value(w, params, "input.path_params")?;
     }
 
     // `path_segments` is derived from `path` on a miss (`request::complete`), not hashed.
 
-    w.comma();
-    w.key("query");
+    w.raw(br#","query":"#);
     match scope_item(scope, intern!(py, "query_string"))? {
         Some(q) => {
             let q = q.cast::<PyBytes>().map_err(|_| {
@@ -220,30 +217,34 @@ pub fn write_request(
 
     if let Some(raw) = extras.raw_body {
         let raw = raw.as_bytes();
-        w.comma();
-        w.key("raw_body");
+        w.raw(br#","raw_body":"#);
         w.open_object();
-        w.key("size");
+        w.raw(br#""size":"#);
         w.u64(raw.len() as u64);
-        w.comma();
-        w.key("text");
+        w.raw(br#","text":"#);
         w.str(&String::from_utf8_lossy(raw));
         w.close_object();
     }
 
     if let Some((template, _)) = extras.route {
-        w.comma();
-        w.key("route");
+        w.raw(br#","route":"#);
         write_value(w, template, "input.route")?;
     }
 
-    w.comma();
-    w.key("user");
-    write_value(w, extras.user, "input.user")?;
+    if let Ok(token) = extras.user.cast::<PyVerifiedToken>() {
+        // JWTIdentity's verified token: its canonical fragments, copied (README, "JWT identity").
+        let t = &token.get().inner;
+        w.raw(br#","token":"#);
+        w.raw(&t.token_json);
+        w.raw(br#","user":"#);
+        w.raw(&t.user_json);
+    } else {
+        w.raw(br#","user":"#);
+        write_value(w, extras.user, "input.user")?;
+    }
 
     if websocket {
-        w.comma();
-        w.key("websocket");
+        w.raw(br#","websocket":"#);
         w.bool(true);
     }
     w.close_object();

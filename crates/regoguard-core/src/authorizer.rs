@@ -442,12 +442,13 @@ impl Authorizer {
         form: InputForm,
     ) -> Result<(Arc<Outcome>, Option<std::time::Duration>)> {
         let mut input = canonical::decode(canonical)?;
+        // Begun before `complete`: a request's verified token bounds the outcome by its exp.
+        let scope = crate::eval_context::Scope::begin();
         if form == InputForm::Request {
             crate::request::complete(&mut input);
         }
         let ep = &compiled.entrypoints[index];
         self.metrics.evaluated(ep.evaluator_name() == "rvm");
-        let scope = crate::eval_context::Scope::begin();
         let value = compiled.evaluate(index, input);
         let validity = scope.finish();
         let outcome = intern(&ep.name, value?)?;

@@ -170,6 +170,13 @@ impl CanonicalWriter {
         self.buf.push(b':');
     }
 
+    /// Appends bytes that are already canonical JSON (a fragment written by this writer
+    /// earlier, such as a verified token's claims).
+    #[inline]
+    pub fn raw(&mut self, canonical: &[u8]) {
+        self.buf.extend_from_slice(canonical);
+    }
+
     /// The separator between array items or object members.
     #[inline]
     pub fn comma(&mut self) {

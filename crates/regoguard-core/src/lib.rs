@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod eval_context;
 pub mod id;
+pub mod identity;
 pub mod key;
 pub mod l2;
 pub mod metrics;

@@ -328,6 +328,10 @@ pub trait CacheSource: Send + Sync {
 
 static CACHES: Mutex<Vec<Weak<dyn CacheSource>>> = Mutex::new(Vec::new());
 
+/// Bearer tokens `JWTIdentity` refused, by reason, in the order of
+/// [`crate::identity::Rejection::ALL`] (process-wide: an identity serves any authorizer).
+pub static TOKEN_REJECTIONS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+
 /// Registers a function cache for [`live_caches`]; it leaves when its last `Arc` is dropped.
 pub fn register_cache(cache: &Arc<dyn CacheSource>) {
     let mut caches = CACHES.lock();
@@ -670,6 +674,22 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
         t.sample("regoguard_policy_info", &labels, 1);
     }
     bundles(&mut t, auth);
+
+    t.family(
+        "regoguard_token_rejections_total",
+        "counter",
+        "Bearer tokens JWTIdentity refused (401), by reason.",
+    );
+    for (r, n) in crate::identity::Rejection::ALL
+        .iter()
+        .zip(&TOKEN_REJECTIONS)
+    {
+        t.sample(
+            "regoguard_token_rejections_total",
+            &[("reason", r.label())],
+            n.load(Ordering::Relaxed),
+        );
+    }
     t.out
 }
 

@@ -7,7 +7,8 @@
 //! ```text
 //! {"body"?: any, "header_values": {name: [str]}, "headers": {name: str}, "method": str,
 //!  "path": str, "path_params"?: {name: str}, "path_segments": [str], "query": {name: [str]},
-//!  "raw_body"?: {"size": int, "text": str}, "route"?: str, "user": any, "websocket"?: true}
+//!  "raw_body"?: {"size": int, "text": str}, "route"?: str,
+//!  "token"?: {"alg": str, "exp"?: number, "kid"?: str}, "user": any, "websocket"?: true}
 //! ```
 //! Keys are written in canonical (byte) order, which is the order above. `path_segments` is
 //! not written: it is a function of `path`, so [`complete`] adds it after decoding on a miss
@@ -99,10 +100,11 @@ impl<'f, V: AsRef<[u8]>> HeaderCollector<'f, V> {
     /// Writes `"header_values": {name: [value, ...]}, "headers": {name: first value}` (the two
     /// keys are adjacent in canonical order), names in canonical order.
     pub fn write(&self, w: &mut CanonicalWriter) {
-        w.key("header_values");
+        // Literal keys: already canonical, no escape scan (the request path writes them on
+        // every check).
+        w.raw(br#""header_values":"#);
         self.write_object(w, true);
-        w.comma();
-        w.key("headers");
+        w.raw(br#","headers":"#);
         self.write_object(w, false);
     }
 
@@ -155,7 +157,26 @@ pub fn path_segments(path: &str) -> impl Iterator<Item = &str> {
 
 /// Adds the fields derived from others to a decoded request document: `path_segments` (see
 /// [`path_segments`]). The key leaves them out (they add nothing to it).
+///
+/// A document with a verified token (`input.token`, written by `JWTIdentity`) also reports the
+/// token's `exp` to the evaluation's context: the decision is cached no longer than the token
+/// (ARCHITECTURE.md, "Caching rules" 8). Call it inside the evaluation's `eval_context::Scope`.
 pub fn complete(input: &mut Value) {
+    if let Value::Object(fields) = &*input {
+        if let Some(Value::Object(token)) = fields.get(&Value::from("token")) {
+            if let Some(exp) = token.get(&Value::from("exp")).and_then(|e| e.as_f64().ok()) {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let ns = if exp <= 0.0 {
+                    0
+                } else if exp >= 1.8e10 {
+                    u64::MAX
+                } else {
+                    (exp * 1e9) as u64
+                };
+                crate::eval_context::valid_until(ns);
+            }
+        }
+    }
     let segments = match input {
         Value::Object(fields) => match fields.get(&Value::from("path")) {
             Some(Value::String(path)) => path_segments(path).map(Value::from).collect::<Vec<_>>(),
