@@ -20,7 +20,8 @@ import regoguard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests._builtins_util import EVALUATORS, assert_matches_opa, opa_value, same
+from tests import opa_oracle
+from tests._builtins_util import EVALUATORS, assert_matches_opa, opa_value, ours, policy_of, same
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python"))
+from harness import REDIS_SERVER, free_port
 from harness import RedisServer as _Launcher
-from harness import free_port
 from harness import read_reply as _read
 
-__all__ = ["RedisServer", "_read", "free_port"]
+__all__ = ["REDIS_SERVER", "RedisServer", "_read", "free_port"]
 
 
 class RedisServer(_Launcher):

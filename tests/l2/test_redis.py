@@ -600,7 +600,7 @@ def test_auto_policy_uses_redis_for_slow_evaluations(
 
     def make() -> tuple[Authorizer, RedisConfig]:
         cfg = RedisConfig(redis_server.url, key_prefix=prefix, signing_key=KEY)
-        return Authorizer(folder, data=data, redis=cfg), cfg
+        return Authorizer(folder, data=data, redis=cfg, eval_timeout_seconds=5.0), cfg
 
     a, cfg_a = make()
     b, cfg_b = make()
