@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "crates" / "regoguard-core" / "src"
-KEEP_NESTED = {"l2"}  # submodules shown on their own
+KEEP_NESTED = {"l2", "bundle"}  # submodules shown on their own
 
 
 def module_of(path: Path) -> str:

@@ -157,7 +157,8 @@ impl Authorizer {
     /// Any problem with policies, data, entrypoint or configuration.
     pub fn new(config: AuthorizerConfig) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let (plain_paths, bundle_configs) = crate::bundle::split_sources(&config)?;
+        let (plain_paths, bundle_configs) =
+            crate::bundle::split_sources(&config.policies, &config.bundles)?;
         let plain = if plain_paths.is_empty() && !bundle_configs.is_empty() {
             Vec::new()
         } else {
@@ -734,6 +735,17 @@ fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<()> {
     })?;
     let child = obj.get_or_insert_with(Value::from(first.as_str()), Value::new_object);
     set_path(child, rest, value)
+}
+
+/// Bundle pollers hand their downloads to the authorizer through this (bundle/poll.rs).
+impl crate::bundle::poll::Activate for Authorizer {
+    fn rego_v0(&self) -> bool {
+        self.config().rego_v0
+    }
+
+    fn activate_bundle(&self, loaded: crate::bundle::Loaded) -> Result<Arc<str>> {
+        Authorizer::activate_bundle(self, loaded)
+    }
 }
 
 #[cfg(test)]

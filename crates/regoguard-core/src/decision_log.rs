@@ -379,7 +379,7 @@ pub struct Record {
     pub source: Option<Source>,
     pub revision: Arc<str>,
     /// The bundles of the revision (OPA's `bundles: {name: {revision}}`); empty without.
-    pub bundles: Arc<[crate::bundle::BundleInfo]>,
+    pub bundles: Arc<[crate::bundle::info::BundleInfo]>,
     pub unix_ns: u64,
     pub duration_ns: u64,
 }
@@ -561,7 +561,7 @@ impl DecisionLog {
         doc.insert("path".into(), Json::from(opa_path(&r.entrypoint)));
         doc.insert("revision".into(), Json::from(&*r.revision));
         if !r.bundles.is_empty() {
-            doc.insert("bundles".into(), crate::bundle::log_field(&r.bundles));
+            doc.insert("bundles".into(), crate::bundle::info::log_field(&r.bundles));
         }
         doc.insert("timestamp".into(), Json::from(clock::rfc3339(r.unix_ns)));
         doc.insert("labels".into(), self.labels.clone());

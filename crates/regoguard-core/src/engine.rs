@@ -246,7 +246,7 @@ pub struct Revision {
     pub display: Arc<str>,
     /// The bundles this revision was built from, with their manifest revisions (empty without
     /// bundles); the digest covers their names and revisions (`bundle::revision_digest`).
-    pub bundles: Arc<[crate::bundle::BundleInfo]>,
+    pub bundles: Arc<[crate::bundle::info::BundleInfo]>,
 }
 
 /// Two revisions are equal when their digests are (the digest covers the bundle revisions).
@@ -285,7 +285,7 @@ impl Revision {
         Ok(Self::from_digest(digest, Arc::from([])))
     }
 
-    fn from_digest(digest: [u8; 32], bundles: Arc<[crate::bundle::BundleInfo]>) -> Self {
+    fn from_digest(digest: [u8; 32], bundles: Arc<[crate::bundle::info::BundleInfo]>) -> Self {
         let display: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Self {
             digest,
@@ -296,12 +296,12 @@ impl Revision {
 
     /// This revision as built from `bundles` (unchanged when there are none).
     #[must_use]
-    pub fn with_bundles(self, bundles: Arc<[crate::bundle::BundleInfo]>) -> Self {
+    pub fn with_bundles(self, bundles: Arc<[crate::bundle::info::BundleInfo]>) -> Self {
         if bundles.is_empty() {
             return self;
         }
         Self::from_digest(
-            crate::bundle::revision_digest(&self.digest, &bundles),
+            crate::bundle::info::revision_digest(&self.digest, &bundles),
             bundles,
         )
     }

@@ -27,7 +27,7 @@ use crate::builtins::jwt::{self, Alg, Constraints, Reason, VerificationKey};
 use crate::canonical::CanonicalWriter;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::metrics::TOKEN_REJECTIONS;
+use crate::metrics::{TOKEN_REJECTIONS, TOKEN_REJECTION_REASONS};
 
 /// Why a request's token was refused; [`Rejection::label`] is its metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,25 +72,14 @@ impl Rejection {
         Rejection::NoKeys,
     ];
 
-    /// The `reason` label of `regoguard_token_rejections_total`.
+    /// The `reason` label of `regoguard_token_rejections_total` (the names live in
+    /// metrics.rs, with the exposition).
     pub fn label(self) -> &'static str {
-        match self {
-            Rejection::Missing => "missing",
-            Rejection::Malformed => "malformed",
-            Rejection::TooLarge => "too_large",
-            Rejection::Algorithm => "algorithm",
-            Rejection::UnknownKid => "unknown_kid",
-            Rejection::Signature => "signature",
-            Rejection::Issuer => "issuer",
-            Rejection::Audience => "audience",
-            Rejection::Expired => "expired",
-            Rejection::NotYetValid => "not_yet_valid",
-            Rejection::NoKeys => "no_keys",
-        }
+        TOKEN_REJECTION_REASONS[self.index()]
     }
 
     fn index(self) -> usize {
-        Rejection::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 
     /// Counts this rejection (process-wide metric) and returns it.
@@ -681,6 +670,18 @@ pub fn parse_jwks(text: &str) -> std::result::Result<Vec<VerificationKey>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejections_are_in_the_order_of_their_metric_labels() {
+        for (i, r) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert_eq!(r.label(), crate::metrics::TOKEN_REJECTION_REASONS[i]);
+        }
+        assert_eq!(
+            Rejection::ALL.len(),
+            crate::metrics::TOKEN_REJECTION_REASONS.len()
+        );
+    }
     use base64::Engine as _;
 
     fn b64(s: &[u8]) -> String {

@@ -307,7 +307,7 @@ pub struct AuthorizerSample {
     pub max_entries: u64,
     pub revision: String,
     /// The bundles of the revision in force (`regoguard_bundle_*`); empty without.
-    pub bundles: std::sync::Arc<[crate::bundle::BundleInfo]>,
+    pub bundles: std::sync::Arc<[crate::bundle::info::BundleInfo]>,
 }
 
 /// What the exposition shows of one `@cached_authorization` cache.
@@ -329,8 +329,24 @@ pub trait CacheSource: Send + Sync {
 static CACHES: Mutex<Vec<Weak<dyn CacheSource>>> = Mutex::new(Vec::new());
 
 /// Bearer tokens `JWTIdentity` refused, by reason, in the order of
-/// [`crate::identity::Rejection::ALL`] (process-wide: an identity serves any authorizer).
+/// [`TOKEN_REJECTION_REASONS`] (process-wide: an identity serves any authorizer).
 pub static TOKEN_REJECTIONS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+
+/// The `reason` labels of `regoguard_token_rejections_total`, in the order of `identity.rs`'s
+/// `Rejection` variants (a test there checks it).
+pub const TOKEN_REJECTION_REASONS: [&str; 11] = [
+    "missing",
+    "malformed",
+    "too_large",
+    "algorithm",
+    "unknown_kid",
+    "signature",
+    "issuer",
+    "audience",
+    "expired",
+    "not_yet_valid",
+    "no_keys",
+];
 
 /// Registers a function cache for [`live_caches`]; it leaves when its last `Arc` is dropped.
 pub fn register_cache(cache: &Arc<dyn CacheSource>) {
@@ -680,13 +696,10 @@ pub fn render(authorizers: &[AuthorizerSample], caches: &[CacheSample]) -> Strin
         "counter",
         "Bearer tokens JWTIdentity refused (401), by reason.",
     );
-    for (r, n) in crate::identity::Rejection::ALL
-        .iter()
-        .zip(&TOKEN_REJECTIONS)
-    {
+    for (reason, n) in TOKEN_REJECTION_REASONS.iter().zip(&TOKEN_REJECTIONS) {
         t.sample(
             "regoguard_token_rejections_total",
-            &[("reason", r.label())],
+            &[("reason", reason)],
             n.load(Ordering::Relaxed),
         );
     }
@@ -700,18 +713,19 @@ fn bundles(t: &mut Text, auth: &[AuthorizerSample]) {
     if auth.iter().all(|a| a.bundles.is_empty()) {
         return;
     }
-    let each = |t: &mut Text, name: &str, value: &dyn Fn(&crate::bundle::BundleInfo) -> String| {
-        for a in auth {
-            for b in a.bundles.iter() {
-                let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2);
-                if let Some(l) = &a.label {
-                    labels.push(("authorizer", l));
+    let each =
+        |t: &mut Text, name: &str, value: &dyn Fn(&crate::bundle::info::BundleInfo) -> String| {
+            for a in auth {
+                for b in a.bundles.iter() {
+                    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(2);
+                    if let Some(l) = &a.label {
+                        labels.push(("authorizer", l));
+                    }
+                    labels.push(("name", &b.name));
+                    t.sample(name, &labels, value(b));
                 }
-                labels.push(("name", &b.name));
-                t.sample(name, &labels, value(b));
             }
-        }
-    };
+        };
     t.family(
         "regoguard_bundle_loaded_total",
         "counter",
@@ -749,7 +763,7 @@ fn bundles(t: &mut Text, auth: &[AuthorizerSample]) {
                 labels.push(("authorizer", l));
             }
             labels.push(("name", &b.name));
-            for (i, (_, le)) in crate::bundle::LOADING_BUCKETS.iter().enumerate() {
+            for (i, (_, le)) in crate::bundle::info::LOADING_BUCKETS.iter().enumerate() {
                 let mut l = labels.clone();
                 l.push(("le", le));
                 t.sample("regoguard_bundle_loading_seconds_bucket", &l, counts[i]);

@@ -3,8 +3,9 @@
 //! Why a Rust thread with `ureq` (already linked for `http.send`): polling must never touch
 //! the request path, the GIL or an event loop the application may not have; a blocking client
 //! on a plain thread needs neither, sleeps on a condition variable (so dropping the authorizer
-//! or `reload()` wakes it at once) and activates through `Authorizer::activate_bundle`, the
-//! same writer path as `reload()`.
+//! or `reload()` wakes it at once) and activates through [`Activate`] (the authorizer's
+//! `activate_bundle`, the same writer path as `reload()`), so this module knows nothing of
+//! authorizers and the module graph stays a DAG.
 //!
 //! Every poll: `GET` with `If-None-Match` (the `ETag` of the bundle in force) and the configured
 //! headers, bounded by the timeout and the size limit; `304` keeps the bundle; `200` is read,
@@ -20,8 +21,15 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{format, BundleConfig, Loaded, Location, Status};
-use crate::authorizer::Authorizer;
 use crate::error::{Error, Result};
+
+/// Where a poller hands a downloaded, verified bundle; the authorizer implements it.
+pub trait Activate: Send + Sync {
+    /// Whether the bundle's Rego is read as v0.
+    fn rego_v0(&self) -> bool;
+    /// Makes `loaded` the bundle in force as a new revision; an error keeps the old one.
+    fn activate_bundle(&self, loaded: Loaded) -> Result<Arc<str>>;
+}
 
 /// What one GET answered.
 pub enum Fetched {
@@ -231,16 +239,19 @@ fn jittered(min: Duration, max: Duration) -> Duration {
 }
 
 /// Starts a poller for every remote bundle of `set`.
-pub fn spawn_all(a: &Arc<Authorizer>, set: &super::BundleSet) -> Vec<Handle> {
+pub fn spawn_all<A: Activate + 'static>(a: &Arc<A>, set: &super::BundleSet) -> Vec<Handle> {
     set.slots
         .iter()
         .filter(|s| matches!(s.config.location, Location::Url(_)))
-        .map(|s| spawn(Arc::downgrade(a), s.config.clone(), s.status.clone()))
+        .map(|s| {
+            let target: Weak<dyn Activate> = Arc::downgrade(a) as Weak<A>;
+            spawn(target, s.config.clone(), s.status.clone())
+        })
         .collect()
 }
 
 /// Starts polling bundle `c` for `authorizer`.
-pub fn spawn(authorizer: Weak<Authorizer>, c: Arc<BundleConfig>, status: Arc<Status>) -> Handle {
+pub fn spawn(authorizer: Weak<dyn Activate>, c: Arc<BundleConfig>, status: Arc<Status>) -> Handle {
     let shared = Arc::new((Mutex::new(Signal::default()), Condvar::new()));
     let theirs = shared.clone();
     let mine = status.clone();
@@ -256,7 +267,7 @@ pub fn spawn(authorizer: Weak<Authorizer>, c: Arc<BundleConfig>, status: Arc<Sta
 }
 
 fn run(
-    authorizer: &Weak<Authorizer>,
+    authorizer: &Weak<dyn Activate>,
     c: &BundleConfig,
     status: &Status,
     shared: &Arc<(Mutex<Signal>, Condvar)>,
@@ -279,18 +290,18 @@ fn run(
         let Some(a) = authorizer.upgrade() else {
             return;
         };
-        poll_once(&a, c, status);
+        poll_once(&*a, c, status);
     }
 }
 
 /// One poll: download, verify, activate, persist; every failure keeps the bundle in force.
-pub fn poll_once(a: &Authorizer, c: &BundleConfig, status: &Status) {
+pub fn poll_once(a: &dyn Activate, c: &BundleConfig, status: &Status) {
     let started = Instant::now();
     let etag = status.etag.lock().clone();
     let result = fetch(c, etag.as_deref()).and_then(|f| match f {
         Fetched::NotModified => Ok(false),
         Fetched::New { bytes, etag } => {
-            let loaded = decode(c, &bytes, a.config().rego_v0)?;
+            let loaded = decode(c, &bytes, a.rego_v0())?;
             a.activate_bundle(loaded)?;
             let _ = persist(c, &bytes, etag.as_deref());
             *status.etag.lock() = etag;
