@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::convert::{text, write_value};
+use super::errors::IntoPyErr;
 use super::identity::PyVerifiedToken;
 use regoguard_core::canonical::{input_error, prefix_path, CanonicalWriter};
 use regoguard_core::error::Result;
@@ -22,6 +23,14 @@ pub struct PyRequestSpec {
     offload_after_ns: Option<u64>,
     /// Smoothed duration of this caller's misses (ns, 1/8 weight); 0 until the first one.
     miss_ewma_ns: AtomicU64,
+}
+
+/// An RFC 9110 `token`: the characters a header field name may hold.
+fn is_header_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[pymethods]
@@ -39,6 +48,14 @@ impl PyRequestSpec {
             Some(s) => Some((s * 1e9) as u64),
             None => None,
         };
+        // A name Starlette can never look up (not an RFC 9110 token: non-ASCII, spaces,
+        // separators) would hand the policy a header under a name the app never sees.
+        if let Some(bad) = include_headers.iter().find(|h| !is_header_token(h)) {
+            return Err(regoguard_core::Error::config(format!(
+                "include_headers: {bad:?} is not an HTTP header name (RFC 9110 token characters only)"
+            ))
+            .into_pyerr());
+        }
         Ok(Self {
             headers: HeaderFilter::new(include_headers.iter().map(String::as_str)),
             offload_after_ns,

@@ -336,3 +336,19 @@ def test_fast_misses_stay_inline_and_hits_never_leave_the_call(
             RequestSpec(offload_after_seconds=bad)
     with pytest.raises(regoguard.ConfigError, match="offload_after_seconds"):
         RegoGuardMiddleware(Starlette(), authorizer=authz, offload_after_seconds=-1)
+
+
+@pytest.mark.parametrize("name", ["x-rôle", "x role", "x-role:", "", "x\nrole"])
+def test_an_include_headers_name_the_app_can_never_read_is_a_config_error(
+    name: str, tmp_path: Path
+) -> None:
+    """Starlette looks headers up by their latin-1 token names: a name outside RFC 9110's token
+    characters would hand the policy a header under a name the app never sees (found by the
+    request-document fuzzer)."""
+    with pytest.raises(regoguard.ConfigError, match="include_headers"):
+        regoguard.build_input({"type": "http", "headers": []}, include_headers=[name])
+    with pytest.raises(regoguard.ConfigError, match="include_headers"):
+        (tmp_path / "a.rego").write_text("package authz\nallow := true\n")
+        regoguard.RegoGuardMiddleware(
+            Starlette(), authorizer=regoguard.Authorizer(tmp_path), include_headers=[name]
+        )
