@@ -592,8 +592,8 @@ fn pem_decode(text: &str) -> Result<Option<(String, Vec<u8>)>, Reason> {
     Ok(Some((label.to_owned(), der)))
 }
 
-/// One DER TLV: (tag, contents, rest).
-fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// One DER TLV: (tag, contents, rest); also x509.rs's.
+pub(crate) fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, b) = b.split_first()?;
     let (&l0, mut b) = b.split_first()?;
     let len = if l0 < 0x80 {

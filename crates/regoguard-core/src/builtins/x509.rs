@@ -30,6 +30,7 @@ use x509_parser::num_bigint::BigUint;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo, X509Name};
 
+use super::jwt::der_tlv;
 use super::misc::string;
 use super::Builtin;
 use crate::eval_context;
@@ -1199,35 +1200,14 @@ fn parse_certificate_request(args: &[Value]) -> Result<Value> {
     ]))
 }
 
-/// One DER TLV: (tag, contents, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    let (&l0, mut b) = b.split_first()?;
-    let len = if l0 < 0x80 {
-        usize::from(l0)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 || b.len() < n {
-            return None;
-        }
-        let mut len = 0usize;
-        for &x in &b[..n] {
-            len = (len << 8) | usize::from(x);
-        }
-        b = &b[n..];
-        len
-    };
-    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
-}
-
 /// The integers of a PKCS#1 `RSAPrivateKey` (version, n, e, d, p, q, dp, dq, qi).
 fn rsa_private_ints(der: &[u8]) -> Option<Vec<&[u8]>> {
-    let (0x30, mut seq, _) = tlv(der)? else {
+    let (0x30, mut seq, _) = der_tlv(der)? else {
         return None;
     };
     let mut ints = Vec::new();
     while !seq.is_empty() && ints.len() < 9 {
-        let (0x02, int, rest) = tlv(seq)? else {
+        let (0x02, int, rest) = der_tlv(seq)? else {
             return None;
         };
         ints.push(int);
@@ -1266,21 +1246,22 @@ fn curve_of(oid: &[u8]) -> Option<(&'static str, usize)> {
 
 /// SEC 1 `ECPrivateKey`; `curve` from the PKCS#8 algorithm when the key omits it.
 fn ec_private(der: &[u8], curve: Option<&[u8]>) -> Option<PrivateKey> {
-    let (0x30, seq, _) = tlv(der)? else {
+    let (0x30, seq, _) = der_tlv(der)? else {
         return None;
     };
-    let (0x02, _, rest) = tlv(seq)? else {
+    let (0x02, _, rest) = der_tlv(seq)? else {
         return None;
     };
-    let (0x04, d, mut rest) = tlv(rest)? else {
+    let (0x04, d, mut rest) = der_tlv(rest)? else {
         return None;
     };
     let (mut params, mut point) = (curve, None);
-    while let Some((tag, body, r)) = tlv(rest) {
+    while let Some((tag, body, r)) = der_tlv(rest) {
         match tag {
-            0xa0 => params = tlv(body).and_then(|(t, oid, _)| (t == 0x06).then_some(oid)),
+            0xa0 => params = der_tlv(body).and_then(|(t, oid, _)| (t == 0x06).then_some(oid)),
             0xa1 => {
-                point = tlv(body).and_then(|(t, bits, _)| (t == 0x03).then(|| bits.get(1..)))?;
+                point =
+                    der_tlv(body).and_then(|(t, bits, _)| (t == 0x03).then(|| bits.get(1..)))?;
             }
             _ => {}
         }
@@ -1301,26 +1282,26 @@ fn ec_private(der: &[u8], curve: Option<&[u8]>) -> Option<PrivateKey> {
 
 /// PKCS#8 `PrivateKeyInfo`: RSA, EC or Ed25519.
 fn pkcs8_private(der: &[u8]) -> Option<PrivateKey> {
-    let (0x30, seq, _) = tlv(der)? else {
+    let (0x30, seq, _) = der_tlv(der)? else {
         return None;
     };
-    let (0x02, _, rest) = tlv(seq)? else {
+    let (0x02, _, rest) = der_tlv(seq)? else {
         return None;
     };
-    let (0x30, alg, rest) = tlv(rest)? else {
+    let (0x30, alg, rest) = der_tlv(rest)? else {
         return None;
     };
-    let (0x06, oid, params) = tlv(alg)? else {
+    let (0x06, oid, params) = der_tlv(alg)? else {
         return None;
     };
-    let (0x04, key, _) = tlv(rest)? else {
+    let (0x04, key, _) = der_tlv(rest)? else {
         return None;
     };
     match oid {
         OID_RSA => rsa_private(key),
-        OID_EC => ec_private(key, tlv(params).map(|(_, c, _)| c)),
+        OID_EC => ec_private(key, der_tlv(params).map(|(_, c, _)| c)),
         OID_ED25519 => {
-            let (0x04, seed, _) = tlv(key)? else {
+            let (0x04, seed, _) = der_tlv(key)? else {
                 return None;
             };
             let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed).ok()?;
