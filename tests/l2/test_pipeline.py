@@ -5,7 +5,6 @@ policy, and an answer from Redis is only ever one this revision sealed and signe
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,25 +12,9 @@ import pytest
 from regoguard import Authorizer, RedisConfig
 
 from .conftest import RedisServer
+from .test_redis import KEY, POLICY, wait_for
 
 pytestmark = pytest.mark.redis
-
-KEY = b"0123456789abcdef-test-secret"
-POLICY = """
-package authz
-
-default allow := false
-
-allow if input.user == "alice"
-"""
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_every_entry_point_shares_through_one_pipeline(

@@ -192,6 +192,21 @@ impl CanonicalWriter {
         self.value_at(v, 0).map_err(|e| prefix_path(e, root))
     }
 
+    /// An array (or a set, written as its sorted array) of values at `depth`.
+    fn array_at<'v>(&mut self, items: impl Iterator<Item = &'v Value>, depth: usize) -> Result<()> {
+        check_depth(depth)?;
+        self.open_array();
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                self.comma();
+            }
+            self.value_at(item, depth + 1)
+                .map_err(|e| prefix_index(e, i))?;
+        }
+        self.close_array();
+        Ok(())
+    }
+
     fn value_at(&mut self, v: &Value, depth: usize) -> Result<()> {
         match v {
             Value::Null => self.null(),
@@ -208,32 +223,10 @@ impl CanonicalWriter {
                     self.f64(n.as_f64().unwrap_or(f64::NAN))?;
                 }
             }
-            Value::Array(items) => {
-                check_depth(depth)?;
-                self.open_array();
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.comma();
-                    }
-                    self.value_at(item, depth + 1)
-                        .map_err(|e| prefix_index(e, i))?;
-                }
-                self.close_array();
-            }
-            Value::Set(items) => {
-                // Sets have no JSON form; they only reach here from data, where regorus itself
-                // serialises them as sorted arrays.
-                check_depth(depth)?;
-                self.open_array();
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.comma();
-                    }
-                    self.value_at(item, depth + 1)
-                        .map_err(|e| prefix_index(e, i))?;
-                }
-                self.close_array();
-            }
+            Value::Array(items) => self.array_at(items.iter(), depth)?,
+            // Sets have no JSON form; they only reach here from data, where regorus itself
+            // serialises them as sorted arrays.
+            Value::Set(items) => self.array_at(items.iter(), depth)?,
             Value::Object(fields) => {
                 check_depth(depth)?;
                 // Sorted by Value; for string keys that is byte order, as `sort_entries` gives.
