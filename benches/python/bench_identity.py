@@ -9,7 +9,7 @@ Usage:
 
 Variants, all in one process, interleaved batch by batch in a shuffled order each round:
   bare          the Starlette app alone (one Route, ``PlainTextResponse("ok")``)
-  rg            RegoGuardMiddleware, ``identity`` returning None (L1 hit)
+  rg            RegoGuardMiddleware with the default identity (no Starlette user: None), L1 hit
   rg+jwt        RegoGuardMiddleware(identity=JWTIdentity(keys=RS256 public key)):
                 token cache hit + L1 hit (a few users' tokens repeated)
   rg+pyjwt      RegoGuardMiddleware(identity=PyJWT ``jwt.decode`` of the same RS256 tokens in
@@ -108,9 +108,7 @@ def setup(material: Path) -> tuple[dict[str, Any], Callable[[int], dict[str, Any
     app = build_app()
     variants: dict[str, Any] = {
         "bare": app,
-        "rg": regoguard.RegoGuardMiddleware(
-            app, authorizer=authz, identity=lambda s: None, offload_after_seconds=None
-        ),
+        "rg": regoguard.RegoGuardMiddleware(app, authorizer=authz, offload_after_seconds=None),
         "rg+jwt": regoguard.RegoGuardMiddleware(
             app, authorizer=authz, identity=jwt_identity, offload_after_seconds=None
         ),

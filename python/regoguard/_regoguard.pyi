@@ -29,6 +29,7 @@ __all__ = [
     "RequestSpec",
     "ResultCache",
     "VerifiedToken",
+    "_Gate",
     "_Workspace",
     "__version__",
     "_canonical",
@@ -653,6 +654,30 @@ class RequestSpec:
     @property
     def offload_after_seconds(self) -> float | None:
         """The threshold given to the constructor."""
+
+@final
+class _Gate:
+    """Private: ``RegoGuardMiddleware``'s plain path in one native call. Calling it returns
+    the app's coroutine for an allowed decision (``scope["regoguard"]`` set), else
+    ``resume(scope, receive, send, user, outcome)`` (``user`` is ``no_user`` when the identity
+    raised; ``outcome`` is the denying ``Decision``, a ``PendingDecision`` or the exception),
+    or ``call(scope, receive, send)`` for a scope it does not read."""
+
+    def __new__(
+        cls,
+        *,
+        app: Callable[[Any, Any, Any], Awaitable[None]],
+        authorizer: Authorizer,
+        spec: RequestSpec,
+        identity: Callable[[Any], Any],
+        default_identity: Callable[[Any], Any],
+        exact: Iterable[str],
+        prefixes: Sequence[str],
+        resume: Callable[[Any, Any, Any, Any, Any], Awaitable[None]],
+        call: Callable[[Any, Any, Any], Awaitable[None]],
+        no_user: object,
+    ) -> Self: ...
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]: ...
 
 @final
 class JWTIdentity:

@@ -3,10 +3,13 @@ websocket handshake before the app sees it."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import math
 import random
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ from regoguard._regoguard import (
     InputError,
     PendingDecision,
     RequestSpec,
+    _Gate,
 )
 from regoguard._responses import (
     BAD_REQUEST,
@@ -247,8 +251,30 @@ class RegoGuardMiddleware:
             from regoguard.shadow import as_shadow
 
             self._shadow = as_shadow(shadow, authorizer)
+        # The plain path runs in Rust (src/bindings/gate.rs): an allowed hit runs none of the
+        # Python below, and the gate hands everything else to `_resume` or `_call`.
+        self._entry: ASGIApp = self._call
+        if self._fast and self._shadow is None:
+            self._entry = _Gate(
+                app=app,
+                authorizer=authorizer,
+                spec=self._spec,
+                identity=self.identity,
+                default_identity=default_identity,
+                exact=self._exact,
+                prefixes=list(self._prefixes),
+                resume=self._resume,
+                call=self._call,
+                no_user=_NO_USER,
+            )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI entry point. A plain function that returns the awaitable answering the
+        request (for an allowed request, the app's own coroutine), so the middleware adds no
+        coroutine of its own; servers still see a coroutine function (marked below)."""
+        return self._entry(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
@@ -309,6 +335,40 @@ class RegoGuardMiddleware:
             except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
                 await self._raised(scope, receive, send, exc, user)
                 return
+        await self._respond(scope, receive, send, decision, user, body, raw, doc)
+
+    async def _resume(
+        self, scope: Scope, receive: Receive, send: Send, user: Any, outcome: Any
+    ) -> None:
+        """The gate's way back for whatever is not an allowed decision: ``outcome`` is the
+        denying ``Decision``, a ``PendingDecision`` to evaluate on a worker thread, or the
+        exception raised (by the identity when ``user`` is ``_NO_USER``)."""
+        if user is _NO_USER:
+            await self._identity_failed(scope, receive, send, outcome)
+            return
+        if isinstance(outcome, BaseException):
+            await self._raised(scope, receive, send, outcome, user)
+            return
+        decision = outcome
+        if type(decision) is PendingDecision:
+            try:
+                decision = await to_thread.run_sync(decision.evaluate)
+            except BaseException as exc:  # noqa: BLE001 - sorted out in _raised
+                await self._raised(scope, receive, send, exc, user)
+                return
+        await self._respond(scope, receive, send, decision, user, _NO_BODY, b"", None)
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        decision: Decision,
+        user: Any,
+        body: Any,
+        raw: bytes,
+        doc: Any,
+    ) -> None:
         scope["regoguard"] = decision
         if decision.allow:
             await self.app(scope, receive, send)
@@ -419,3 +479,16 @@ class RegoGuardMiddleware:
             return await receive()
 
         return parsed, raw, replay
+
+
+def _mark_coroutine_function(f: Callable[..., Any]) -> None:
+    """Makes servers that look for a coroutine function see one in ``f`` (a plain function
+    returning an awaitable): uvicorn picks ASGI 3 with ``asyncio.iscoroutinefunction`` up to
+    Python 3.13 and ``inspect.iscoroutinefunction`` after; without this it would take the
+    middleware for an ASGI 2 app."""
+    setattr(f, "_is_coroutine", asyncio.coroutines._is_coroutine)  # type: ignore[attr-defined]  # noqa: B010
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(f)
+
+
+_mark_coroutine_function(RegoGuardMiddleware.__call__)

@@ -98,6 +98,11 @@ pub struct PyDecision {
 }
 
 impl PyDecision {
+    /// `allow`, for Rust callers (the middleware's gate).
+    pub fn allows(&self) -> bool {
+        self.outcome.allow
+    }
+
     fn new(d: Decided) -> Self {
         Self {
             outcome: d.outcome,
@@ -306,16 +311,7 @@ impl PyAuthorizer {
     ) -> PyResult<Py<PyAny>> {
         let none = py.None().into_bound(py);
         let extras = RequestExtras::new(user, include_body, body, raw_body, route.as_ref(), &none);
-        let write = |w: &mut CanonicalWriter| write_request(w, scope, &spec.get().headers, &extras);
-        if spec.get().offloads() {
-            return Self::decide_or_defer(slf, spec, entrypoint, write);
-        }
-        Ok(Py::new(
-            py,
-            slf.get()
-                .decide(py, entrypoint, InputForm::Request, write)?,
-        )?
-        .into_any())
+        Self::check_request(slf, scope, spec, &extras, entrypoint)
     }
 
     /// `check`, awaitable: an L1 hit returns an already finished awaitable; a miss may ask the
@@ -653,6 +649,28 @@ impl PyAuthorizer {
         })
         .py()?;
         Ok(PyDecision::new(decided))
+    }
+
+    /// `_check_scope`'s decision, also called by the middleware's gate: a `Decision`, or a
+    /// `PendingDecision` for a slow miss when `spec` offloads.
+    pub fn check_request(
+        slf: &Bound<'_, Self>,
+        scope: &Bound<'_, PyDict>,
+        spec: &Bound<'_, PyRequestSpec>,
+        extras: &RequestExtras<'_, '_>,
+        entrypoint: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let write = |w: &mut CanonicalWriter| write_request(w, scope, &spec.get().headers, extras);
+        if spec.get().offloads() {
+            return Self::decide_or_defer(slf, spec, entrypoint, write);
+        }
+        Ok(Py::new(
+            py,
+            slf.get()
+                .decide(py, entrypoint, InputForm::Request, write)?,
+        )?
+        .into_any())
     }
 
     /// `decide` for a request whose spec offloads slow misses (`offload_after_seconds`): a hit

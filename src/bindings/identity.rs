@@ -243,82 +243,8 @@ impl PyJWTIdentity {
 
     /// The identity of the request in `scope`: a `VerifiedToken`, or None without a token.
     fn __call__(&self, py: Python<'_>, scope: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let headers = match scope.cast::<PyDict>() {
-            Ok(d) => d.get_item(intern!(py, "headers"))?,
-            Err(_) => scope.get_item(intern!(py, "headers")).ok(),
-        };
-        let mut found: Option<Bound<'_, PyBytes>> = None;
-        if let Some(list) = headers {
-            if let Ok(list) = list.cast::<PyList>() {
-                // The usual shape (a list of 2-tuples): the name is compared before the value
-                // is looked at, and nothing is extracted for the other headers.
-                for pair in list.iter() {
-                    let pair = pair.cast_into::<PyTuple>().map_err(PyErr::from)?;
-                    if pair.len() != 2 {
-                        return Err(PyValueError::new_err("scope headers must be pairs"));
-                    }
-                    let name = pair.get_borrowed_item(0)?;
-                    if name.cast::<PyBytes>()?.as_bytes() == self.header.as_slice() {
-                        found = Some(pair.get_item(1)?.cast_into::<PyBytes>()?);
-                        break; // the first one, as request.headers.get() reads it
-                    }
-                }
-            } else {
-                for pair in list.try_iter()? {
-                    let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
-                        pair?.extract()?;
-                    if name.as_bytes() == self.header.as_slice() {
-                        found = Some(value);
-                        break;
-                    }
-                }
-            }
-        }
-        let Some(value) = found else {
-            return self.missing(py);
-        };
-        let raw = value.as_bytes();
-        let token = match &self.scheme {
-            None => trim(raw),
-            Some(scheme) => {
-                let s = scheme.as_bytes();
-                if raw.len() > s.len()
-                    && raw[..s.len()].eq_ignore_ascii_case(s)
-                    && raw[s.len()] == b' '
-                {
-                    trim(&raw[s.len() + 1..])
-                } else {
-                    // Another scheme (Basic ...): no bearer token.
-                    return self.missing(py);
-                }
-            }
-        };
-        if token.is_empty() {
-            return self.missing(py);
-        }
-        if token.len() > self.verifier.config().max_token_bytes {
-            return Err(self.reject(py, Rejection::TooLarge));
-        }
-        let generation = self.verifier.generation();
-        if let Some(hit) = self.cache.get(token, clock::now_ns(), generation) {
-            return Ok(hit.clone_ref(py).into_any());
-        }
-        let Ok(text) = std::str::from_utf8(token) else {
-            return Err(self.reject(py, Rejection::Malformed));
-        };
-        let verifier = &self.verifier;
-        match py.detach(|| verifier.verify(text, clock::unix_ns())) {
-            Ok(v) => {
-                let until = v.valid_until_unix_ns;
-                let obj = Py::new(py, PyVerifiedToken { inner: Arc::new(v) })?;
-                self.cache
-                    .insert(token, Arc::new(obj.clone_ref(py)), until, generation);
-                Ok(obj.into_any())
-            }
-            Err(r) => Err(self.reject(py, r)),
-        }
+        self.identify(py, scope)
     }
-
     /// Counters: token cache hits/misses/entries, rejections by reason, the JWKS fetches.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -399,6 +325,84 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 impl PyJWTIdentity {
+    /// `__call__` without the Python call: the middleware's gate calls this directly.
+    pub fn identify(&self, py: Python<'_>, scope: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let headers = match scope.cast::<PyDict>() {
+            Ok(d) => d.get_item(intern!(py, "headers"))?,
+            Err(_) => scope.get_item(intern!(py, "headers")).ok(),
+        };
+        let mut found: Option<Bound<'_, PyBytes>> = None;
+        if let Some(list) = headers {
+            if let Ok(list) = list.cast::<PyList>() {
+                // The usual shape (a list of 2-tuples): the name is compared before the value
+                // is looked at, and nothing is extracted for the other headers.
+                for pair in list.iter() {
+                    let pair = pair.cast_into::<PyTuple>().map_err(PyErr::from)?;
+                    if pair.len() != 2 {
+                        return Err(PyValueError::new_err("scope headers must be pairs"));
+                    }
+                    let name = pair.get_borrowed_item(0)?;
+                    if name.cast::<PyBytes>()?.as_bytes() == self.header.as_slice() {
+                        found = Some(pair.get_item(1)?.cast_into::<PyBytes>()?);
+                        break; // the first one, as request.headers.get() reads it
+                    }
+                }
+            } else {
+                for pair in list.try_iter()? {
+                    let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
+                        pair?.extract()?;
+                    if name.as_bytes() == self.header.as_slice() {
+                        found = Some(value);
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(value) = found else {
+            return self.missing(py);
+        };
+        let raw = value.as_bytes();
+        let token = match &self.scheme {
+            None => trim(raw),
+            Some(scheme) => {
+                let s = scheme.as_bytes();
+                if raw.len() > s.len()
+                    && raw[..s.len()].eq_ignore_ascii_case(s)
+                    && raw[s.len()] == b' '
+                {
+                    trim(&raw[s.len() + 1..])
+                } else {
+                    // Another scheme (Basic ...): no bearer token.
+                    return self.missing(py);
+                }
+            }
+        };
+        if token.is_empty() {
+            return self.missing(py);
+        }
+        if token.len() > self.verifier.config().max_token_bytes {
+            return Err(self.reject(py, Rejection::TooLarge));
+        }
+        let generation = self.verifier.generation();
+        if let Some(hit) = self.cache.get(token, clock::now_ns(), generation) {
+            return Ok(hit.clone_ref(py).into_any());
+        }
+        let Ok(text) = std::str::from_utf8(token) else {
+            return Err(self.reject(py, Rejection::Malformed));
+        };
+        let verifier = &self.verifier;
+        match py.detach(|| verifier.verify(text, clock::unix_ns())) {
+            Ok(v) => {
+                let until = v.valid_until_unix_ns;
+                let obj = Py::new(py, PyVerifiedToken { inner: Arc::new(v) })?;
+                self.cache
+                    .insert(token, Arc::new(obj.clone_ref(py)), until, generation);
+                Ok(obj.into_any())
+            }
+            Err(r) => Err(self.reject(py, r)),
+        }
+    }
+
     fn missing(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.required {
             Err(self.reject(py, Rejection::Missing))

@@ -6,6 +6,7 @@ mod bundle;
 mod config;
 mod convert;
 mod errors;
+mod gate;
 mod identity;
 mod l2;
 mod request;
@@ -26,6 +27,7 @@ pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bundle::PyBundle>()?;
     m.add_class::<authorizer::PyDecision>()?;
     m.add_class::<request::PyRequestSpec>()?;
+    m.add_class::<gate::PyGate>()?;
     m.add_class::<identity::PyJWTIdentity>()?;
     m.add_class::<identity::PyVerifiedToken>()?;
     m.add_function(wrap_pyfunction!(authorizer::build_request_input, m)?)?;

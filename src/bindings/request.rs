@@ -174,9 +174,10 @@ pub fn write_request(
         w.comma();
     }
 
-    // `header_values` then `headers` (see `HeaderCollector`).
-    let mut headers = HeaderCollector::new(spec);
+    // `header_values` then `headers` (see `HeaderCollector`). Without header names both are
+    // always empty: they are left out of the bytes and added back by `request::complete`.
     if !spec.is_empty() {
+        let mut headers = HeaderCollector::new(spec);
         if let Some(list) = scope_item(scope, intern!(py, "headers"))? {
             let iter = list.try_iter().map_err(|e| input_error(e.to_string()))?;
             for pair in iter {
@@ -191,14 +192,15 @@ pub fn write_request(
                 headers.push(name.as_bytes(), RawValue(value));
             }
         }
+        headers.write(w);
+        w.comma();
     }
-    headers.write(w);
 
     let websocket = match scope_item(scope, intern!(py, "type"))? {
         Some(t) => scope_str(&t, "scope.type")? == "websocket",
         None => false,
     };
-    w.raw(br#","method":"#);
+    w.raw(br#""method":"#);
     if websocket {
         // The handshake is a GET; `websocket: true` tells the policy what it opens.
         w.str("GET");
@@ -221,15 +223,15 @@ pub fn write_request(
 
     // `path_segments` is derived from `path` on a miss (`request::complete`), not hashed.
 
-    w.raw(br#","query":"#);
-    match scope_item(scope, intern!(py, "query_string"))? {
-        Some(q) => {
-            let q = q.cast::<PyBytes>().map_err(|_| {
-                prefix_path(input_error("must be bytes".into()), "scope.query_string")
-            })?;
+    // An empty query is left out like the headers (`request::complete` adds `{}`).
+    if let Some(q) = scope_item(scope, intern!(py, "query_string"))? {
+        let q = q
+            .cast::<PyBytes>()
+            .map_err(|_| prefix_path(input_error("must be bytes".into()), "scope.query_string"))?;
+        if !q.as_bytes().is_empty() {
+            w.raw(br#","query":"#);
             write_query(w, q.as_bytes());
         }
-        None => write_query(w, b""),
     }
 
     if let Some(raw) = extras.raw_body {

@@ -585,6 +585,11 @@ impl DecisionLog {
 /// the document the policy saw.
 fn complete_request(input: &mut Json) {
     let Json::Object(fields) = input else { return };
+    for key in ["header_values", "headers", "query"] {
+        fields
+            .entry(key)
+            .or_insert_with(|| Json::Object(Map::new()));
+    }
     let Some(Json::String(path)) = fields.get("path") else {
         return;
     };

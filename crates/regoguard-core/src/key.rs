@@ -62,7 +62,8 @@ impl FormSeeds {
     pub fn new(revision: &[u8; 32], entrypoint: &str) -> Self {
         Self {
             plain: KeySeed::in_domain(revision, "plain", entrypoint),
-            request: KeySeed::in_domain(revision, "request", entrypoint),
+            // "request2": the bytes leave out empty headers and query (`request::complete`).
+            request: KeySeed::in_domain(revision, "request2", entrypoint),
         }
     }
 }

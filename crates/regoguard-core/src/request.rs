@@ -156,7 +156,9 @@ pub fn path_segments(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Adds the fields derived from others to a decoded request document: `path_segments` (see
-/// [`path_segments`]). The key leaves them out (they add nothing to it).
+/// [`path_segments`]), and the empty `headers`, `header_values` and `query` the bytes leave
+/// out (every request document has them). The key leaves them out (they add nothing to it:
+/// the bytes without them stand for exactly one document, the one with them empty).
 ///
 /// A document with a verified token (`input.token`, written by `JWTIdentity`) also reports the
 /// token's `exp` to the evaluation's context: the decision is cached no longer than the token
@@ -174,6 +176,14 @@ pub fn complete(input: &mut Value) {
                     (exp * 1e9) as u64
                 };
                 crate::eval_context::valid_until(ns);
+            }
+        }
+    }
+    if let Ok(fields) = input.as_object_mut() {
+        for key in ["header_values", "headers", "query"] {
+            let key = Value::from(key);
+            if !fields.contains_key(&key) {
+                fields.insert(key, Value::new_object());
             }
         }
     }
@@ -304,6 +314,26 @@ mod tests {
             r#"{"g":["Ã©"],"h":["�©A"],"i":["%ÿ"]}"#
         );
         assert_eq!(written(|w| write_query(w, b"")), "{}");
+    }
+
+    #[test]
+    fn complete_adds_the_empty_parts_the_bytes_leave_out() {
+        let mut v = Value::from_json_str(r#"{"method":"GET","path":"/a","user":null}"#).unwrap();
+        complete(&mut v);
+        let full = r#"{"header_values":{},"headers":{},"method":"GET","path":"/a","path_segments":["a"],"query":{},"user":null}"#;
+        assert_eq!(v, Value::from_json_str(full).unwrap());
+        // Parts that are there are kept as they are.
+        let mut v = Value::from_json_str(r#"{"headers":{"x":"1"},"path":"/","query":{"a":["1"]}}"#)
+            .unwrap();
+        complete(&mut v);
+        assert_eq!(
+            v[&Value::from("headers")],
+            Value::from_json_str(r#"{"x":"1"}"#).unwrap()
+        );
+        assert_eq!(
+            v[&Value::from("query")],
+            Value::from_json_str(r#"{"a":["1"]}"#).unwrap()
+        );
     }
 
     #[test]
