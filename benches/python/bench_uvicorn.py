@@ -8,10 +8,12 @@ Usage:
 Needs ``wrk`` (``apt-get install wrk``) and, for the second stack, ``uvloop`` and
 ``httptools``. Every variant is one uvicorn worker on 127.0.0.1 serving this file's
 ``factory`` (``BENCH_VARIANT`` picks it), all started once and driven by ``wrk -t1`` in turn,
-round by round, so every round compares the variants under the same machine load:
+round by round, so every round compares the variants under the same machine load. With two
+or more CPUs, uvicorn runs on the last and wrk on the first (``--no-pin`` to let them
+float), so the two do not trade places between runs:
 
   bare     the Starlette app alone (one Route, ``PlainTextResponse("ok")``)
-  rg       RegoGuardMiddleware, L1 hit (``identity`` returning None)
+  rg       RegoGuardMiddleware with the default identity (no Starlette user), L1 hit
   rg+jwt   RegoGuardMiddleware(identity=JWTIdentity): an RS256 bearer token on every
            request (token cache hit + L1 hit)
 
@@ -61,17 +63,23 @@ def factory() -> Any:
         return app
     authz = regoguard.Authorizer(os.environ["BENCH_POLICY_DIR"])
     if variant == "rg":
-        identity: Any = lambda scope: None
-    else:
-        identity = regoguard.JWTIdentity(
-            keys=Path(os.environ["BENCH_PEM"]).read_text(),
-            issuer="https://idp.example",
-            audience="api",
-            claims=["sub", "roles"],
-        )
+        return regoguard.RegoGuardMiddleware(app, authorizer=authz, offload_after_seconds=None)
+    identity = regoguard.JWTIdentity(
+        keys=Path(os.environ["BENCH_PEM"]).read_text(),
+        issuer="https://idp.example",
+        audience="api",
+        claims=["sub", "roles"],
+    )
     return regoguard.RegoGuardMiddleware(
         app, authorizer=authz, identity=identity, offload_after_seconds=None
     )
+
+
+def pinned(cpu: int | None) -> Any:
+    """A ``preexec_fn`` that keeps the child on one CPU (``None``: anywhere)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def free_port() -> int:
@@ -97,7 +105,7 @@ def material(tmp: Path) -> str:
     return jwt.encode({**claims, "exp": now + 36000}, key, algorithm="RS256")
 
 
-def serve(stack: ExitStack, variant: str, loop: str, http: str, tmp: Path) -> str:
+def serve(stack: ExitStack, variant: str, loop: str, http: str, tmp: Path, cpu: int | None) -> str:
     port = free_port()
     env = {
         **os.environ,
@@ -125,7 +133,7 @@ def serve(stack: ExitStack, variant: str, loop: str, http: str, tmp: Path) -> st
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=pinned(cpu))  # noqa: PLW1509
     stack.callback(proc.wait, 10)
     stack.callback(proc.terminate)
     url = f"http://127.0.0.1:{port}/ok"
@@ -140,7 +148,7 @@ def serve(stack: ExitStack, variant: str, loop: str, http: str, tmp: Path) -> st
             time.sleep(0.2)
 
 
-def wrk(url: str, token: str, connections: int, seconds: int) -> float:
+def wrk(url: str, token: str, connections: int, seconds: int, cpu: int | None = None) -> float:
     out = subprocess.run(
         [
             "wrk",
@@ -154,6 +162,7 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> float:
         check=True,
         capture_output=True,
         text=True,
+        preexec_fn=pinned(cpu),
     ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or "Non-2xx" in out:
@@ -167,7 +176,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-pin", action="store_true", help="let uvicorn and wrk share the CPUs")
     args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (None, None) if args.no_pin or len(cpus) < 2 else (cpus[-1], cpus[0])
     stacks = [("asyncio", "h11"), ("uvloop", "httptools")]
     variants = ["bare", "rg", "rg+jwt"]
     results: dict[str, Any] = {}
@@ -176,13 +188,15 @@ def main() -> int:
         token = material(tmp)
         for loop, http in stacks:
             with ExitStack() as stack:
-                urls = {v: serve(stack, v, loop, http, tmp) for v in variants}
+                urls = {v: serve(stack, v, loop, http, tmp, server_cpu) for v in variants}
                 for url in urls.values():  # warm: token verified, decision cached
-                    wrk(url, token, args.connections, 1)
+                    wrk(url, token, args.connections, 1, client_cpu)
                 rps: dict[str, list[float]] = {v: [] for v in variants}
                 for r in range(args.rounds):
                     for v in variants[r % 3 :] + variants[: r % 3]:  # rotated each round
-                        rps[v].append(wrk(urls[v], token, args.connections, args.seconds))
+                        rps[v].append(
+                            wrk(urls[v], token, args.connections, args.seconds, client_cpu)
+                        )
                 name = f"{http}+{loop}"
                 results[name] = {
                     v: {

@@ -14,12 +14,14 @@
 //! most once per `min_refresh`, when a token names an unknown `kid`; the last good set is
 //! kept when a fetch fails; every fetch is bounded in time and size.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
 use regorus::Value;
 use serde_json::{Map, Value as Json};
 
@@ -349,17 +351,53 @@ fn rejection_of(r: &Reason) -> Rejection {
 
 /// Verified tokens by their exact bytes, each until its own expiry (monotonic ns).
 ///
-/// The key is the token itself (hashed by `quick_cache`'s `ahash` for the bucket, compared in
-/// full), so a cached verification is only ever returned for the identical token: as
-/// collision-proof as a cryptographic digest, and cheaper on the hit path than hashing a
-/// kilobyte with BLAKE3. Only verified tokens enter, bounded in number and in length
-/// (`max_token_bytes`), so an attacker cannot fill it with garbage.
+/// The key is the token itself (compared in full), so a cached verification is only ever
+/// returned for the identical token: as collision-proof as a cryptographic digest, and cheaper
+/// on the hit path than hashing a kilobyte with BLAKE3. The bucket hash reads only the token's
+/// length and its last [`HASHED_TAIL`] bytes ([`TokenKey`]). Only verified tokens enter,
+/// bounded in number and in length (`max_token_bytes`), so an attacker cannot fill it with
+/// garbage, nor crowd one bucket: the tail is the end of the signature, which only the issuer
+/// can choose.
 pub struct TokenCache<V> {
     /// Token → (value, expiry in monotonic ns, key-set generation).
-    inner: Cache<Box<[u8]>, (V, u64, u64)>,
+    inner: Cache<TokenKey, (V, u64, u64)>,
     ttl: Duration,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+}
+
+/// How many of a token's last bytes its bucket hash reads: 16 base64url characters of the
+/// signature, 96 bits no two signed tokens share in practice.
+const HASHED_TAIL: usize = 16;
+
+fn hash_token<H: Hasher>(token: &[u8], h: &mut H) {
+    h.write_usize(token.len());
+    h.write(&token[token.len().saturating_sub(HASHED_TAIL)..]);
+}
+
+/// A cached token: equal only to the same bytes, hashed by [`hash_token`].
+#[derive(PartialEq, Eq)]
+struct TokenKey(Box<[u8]>);
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_token(&self.0, h);
+    }
+}
+
+/// A token looked up, hashed as its [`TokenKey`] would be.
+struct TokenRef<'a>(&'a [u8]);
+
+impl Hash for TokenRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_token(self.0, h);
+    }
+}
+
+impl Equivalent<TokenKey> for TokenRef<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        *self.0 == *key.0
+    }
 }
 
 impl<V: Clone> TokenCache<V> {
@@ -377,13 +415,13 @@ impl<V: Clone> TokenCache<V> {
     /// made under the key set `generation`.
     #[inline]
     pub fn get(&self, token: &[u8], now_ns: u64, generation: u64) -> Option<V> {
-        match self.inner.get(token) {
+        match self.inner.get(&TokenRef(token)) {
             Some((v, expires, g)) if now_ns < expires && g == generation => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(v)
             }
             Some(_) => {
-                self.inner.remove(token);
+                self.inner.remove(&TokenRef(token));
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -408,7 +446,8 @@ impl<V: Clone> TokenCache<V> {
             expires = expires.min(now.saturating_add(left));
         }
         if expires > now {
-            self.inner.insert(token.into(), (v, expires, generation));
+            self.inner
+                .insert(TokenKey(token.into()), (v, expires, generation));
         }
     }
 
@@ -793,6 +832,30 @@ mod tests {
         assert_eq!(c.get(b"b", now + 2_000_000_000, 0), None);
         assert_eq!(c.get(b"a", now + 61_000_000_000, 0), None);
         assert_eq!(c.get(b"past", now, 0), None);
+    }
+
+    #[test]
+    fn tokens_that_share_the_hashed_tail_never_share_an_entry() {
+        // Same length, same last 16 bytes: one bucket hash, two tokens.
+        let c: TokenCache<u32> = TokenCache::new(10, Duration::from_secs(60));
+        let now = clock::now_ns();
+        let tail = b".SAME-SIGNATURE-TAIL";
+        let good = [b"header.alice".as_slice(), tail].concat();
+        let forged = [b"header.admin".as_slice(), tail].concat();
+        c.insert(&good, 1, None, 0);
+        assert_eq!(c.get(&good, now, 0), Some(1));
+        assert_eq!(
+            c.get(&forged, now, 0),
+            None,
+            "another token, whatever its hash"
+        );
+        assert_eq!(c.get(&good[..good.len() - 1], now, 0), None);
+        c.insert(&forged, 2, None, 0);
+        assert_eq!(
+            (c.get(&good, now, 0), c.get(&forged, now, 0)),
+            (Some(1), Some(2))
+        );
+        assert_eq!(c.get(b"", now, 0), None, "an empty token hashes too");
     }
 
     #[test]
