@@ -24,7 +24,7 @@ HOOKS: dict[str, Any] = {
     "token_error": _identity.TokenError,
 }
 
-POLICY = "package authz\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n"
+POLICY = 'package authz\n\ndefault allow := false\n\nallow if input.user == "alice"\n'
 
 # Runs with the native module loaded alone: a bare `regoguard` package whose __init__ never ran.
 ALONE = """

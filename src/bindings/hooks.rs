@@ -60,6 +60,7 @@ fn not_installed() -> PyErr {
 /// a no-op (`importlib.reload(regoguard)`); other objects are a `RuntimeError`.
 #[pyfunction]
 #[pyo3(name = "_install", signature = (*, resolve, ready, running_loop, finish, register_atexit, ensure_drain, token_error))]
+#[allow(clippy::too_many_arguments)] // one keyword argument per hook
 pub fn install(
     py: Python<'_>,
     resolve: Py<PyAny>,
