@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
 use super::config::{PyCacheConfig, PyDecisionLogConfig};
-use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
+use super::convert::{fs_path, to_canonical, to_python, to_value, with_written, write_value};
 use super::hooks::hooks;
 use super::l2::{flush_warning, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
@@ -47,21 +47,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for CacheArg {
     }
 }
 
-/// Paths as the user wrote them: `str` or `os.PathLike`.
+/// Paths as the user wrote them (`str` or `os.PathLike`); anything else is a `TypeError`.
 fn path_string(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
-    }
-    let fspath = obj
-        .py()
-        .import("os")?
-        .call_method1("fspath", (obj,))
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str or os.PathLike")))?;
-    Ok(fspath
-        .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str path")))?
-        .to_str()?
-        .to_owned())
+    fs_path(obj, what, PyTypeError::new_err)
 }
 
 /// `policies=`: paths and `Bundle`s, alone or in a list.
