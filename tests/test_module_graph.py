@@ -4,7 +4,6 @@ should."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +11,15 @@ from types import ModuleType
 
 import pytest
 
+from .conftest import load_file
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "module_graph.py"
 
 
 @pytest.fixture(scope="module")
 def mg() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("module_graph", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("module_graph", SCRIPT)
 
 
 def test_the_native_module_never_imports_its_package(mg: ModuleType) -> None:
