@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -14,6 +16,16 @@ TESTS = Path(__file__).parent
 POLICIES = TESTS / "policies"
 CASES = TESTS / "cases"
 REALISTIC = POLICIES / "good" / "realistic"
+
+
+def load_file(name: str, path: Path) -> ModuleType:
+    """The Python file at ``path`` run as a module ``name`` (scripts and examples are no
+    packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def realistic_input(

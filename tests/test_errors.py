@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import regoguard
 
-from .conftest import POLICIES
+from .conftest import POLICIES, REALISTIC
 
 BROKEN = POLICIES / "broken"
 
@@ -117,6 +117,35 @@ def test_unknown_entrypoint_fails_at_construction() -> None:
         regoguard.Authorizer("tests/policies/good/simple", entrypoint="data.authz.alow")
     assert info.value.entrypoint == "data.authz.alow"
     assert "unknown entrypoint" in str(info.value)
+
+
+class BytesPath:
+    """An ``os.PathLike`` whose path is bytes."""
+
+    def __fspath__(self) -> bytes:
+        return b"tests/policies/good/simple"
+
+
+class StrPath:
+    def __fspath__(self) -> str:
+        return "tests/policies/good/simple"
+
+
+def test_paths_are_str_or_path_like() -> None:
+    """The authorizer's paths refuse other types with TypeError, a Bundle's with ConfigError."""
+    regoguard.Authorizer(StrPath())
+    regoguard.Authorizer([Path("tests/policies/good/simple")], data=Path(REALISTIC, "data.json"))
+    with pytest.raises(TypeError, match="^policies must be a str or os.PathLike$"):
+        regoguard.Authorizer(42)
+    with pytest.raises(TypeError, match="^each policy path must be a str path$"):
+        regoguard.Authorizer([BytesPath()])
+    with pytest.raises(TypeError, match=r"^data \(a dict or a path\) must be a str or os"):
+        regoguard.Authorizer("tests/policies/good/simple", data=42)
+    assert regoguard.Bundle(StrPath()).source == "tests/policies/good/simple"
+    with pytest.raises(regoguard.ConfigError, match="source must be a str or os.PathLike"):
+        regoguard.Bundle(42)
+    with pytest.raises(regoguard.ConfigError, match="persist_dir must be a str path"):
+        regoguard.Bundle("http://127.0.0.1:9/b.tar.gz", persist_dir=BytesPath())
 
 
 class Color(Enum):

@@ -3,7 +3,6 @@ uvicorn (README command 1, in small)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,6 +16,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from .conftest import load_file
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 APP = EXAMPLES / "basic_fastapi" / "app.py"
 DATA = json.loads((EXAMPLES / "basic_fastapi" / "data.json").read_text())
@@ -24,11 +25,7 @@ PROJECT = "p5"
 
 
 def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("basic_fastapi_app", APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("basic_fastapi_app", APP)
 
 
 example = load_example()
@@ -65,10 +62,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 def test_the_data_file_is_what_make_data_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_data", APP.with_name("make_data.py"))
-    assert spec is not None and spec.loader is not None
-    make_data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_data)
+    make_data = load_file("make_data", APP.with_name("make_data.py"))
     assert make_data.build() == DATA
     assert len(DATA["users"]) == 2000 and len(DATA["projects"]) == 200
 

@@ -6,6 +6,20 @@ needs FastAPI (``pip install regoguard[fastapi]``) and is imported on first use.
 
 from typing import TYPE_CHECKING, Any
 
+from regoguard import _decision_log, _identity, _l2, _regoguard
+
+# The native module calls these back and never imports this package (ARCHITECTURE.md, "Module
+# map"): installed before the rest of the package is imported, so nothing can use them unset.
+_regoguard._install(
+    resolve=_l2.resolve,
+    ready=_l2.ready,
+    running_loop=_l2.running_loop,
+    finish=_l2.finish,
+    register_atexit=_l2.register_atexit,
+    ensure_drain=_decision_log._ensure_drain,
+    token_error=_identity.TokenError,
+)
+
 from regoguard._identity import TokenError
 from regoguard._input import build_input, default_identity
 from regoguard._regoguard import (

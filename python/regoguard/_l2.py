@@ -1,4 +1,5 @@
-"""Glue between the L2's Rust tasks and asyncio (private; used by the native module).
+"""Glue between the L2's Rust tasks and asyncio (private; handed to the native module as hooks by
+``regoguard/__init__.py``).
 
 A Redis read runs as a task on regoguard's own tokio runtime; its result reaches the waiting
 coroutine's event loop through ``loop.call_soon_threadsafe(resolve, future, found, value)``.

@@ -34,6 +34,7 @@ __all__ = [
     "__version__",
     "_canonical",
     "_drain_decision_logs",
+    "_install",
     "_l2_shutdown",
     "_render_metrics",
     "build_request_input",
@@ -334,6 +335,23 @@ class RedisConfig:
 
 def _l2_shutdown() -> None:
     """Private: stops the L2 runtime; registered with ``atexit`` on first use of an L2."""
+
+def _install(
+    *,
+    resolve: Callable[[Any, bool, Any], object],
+    ready: Callable[[Any], Awaitable[Any]],
+    running_loop: Callable[[], Any],
+    finish: Callable[[Any, Any], Awaitable[Any]],
+    register_atexit: Callable[[], object],
+    ensure_drain: Callable[[], object],
+    token_error: Callable[[str], BaseException],
+) -> None:
+    """Private: hands the native module the Python helpers it calls back (``_l2``'s
+    ``resolve``, ``ready``, ``running_loop``, ``finish`` and ``register_atexit``,
+    ``_decision_log._ensure_drain``, ``_identity.TokenError``), so it never imports its own
+    package. Called once by ``regoguard/__init__.py``; the very same objects again are a no-op,
+    others a ``RuntimeError``, a non-callable a ``TypeError``. Before it ran, a native call
+    that needs a hook raises ``RuntimeError``."""
 
 @final
 class PendingDecision:

@@ -9,8 +9,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rayon::prelude::*;
 
 use super::config::{PyCacheConfig, PyDecisionLogConfig};
-use super::convert::{to_canonical, to_python, to_value, with_written, write_value};
-use super::l2::{flush_warning, helpers, ready, resolve, stats_into, PyRedisConfig};
+use super::convert::{fs_path, to_canonical, to_python, to_value, with_written, write_value};
+use super::hooks::hooks;
+use super::l2::{flush_warning, ready, resolve, stats_into, PyRedisConfig};
 use super::request::{write_request, PyRequestSpec, RequestExtras};
 use regoguard_core::authorizer::{
     Authorizer, AuthorizerConfig, Check, DataSource, Decided, InputForm, Step,
@@ -46,21 +47,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for CacheArg {
     }
 }
 
-/// Paths as the user wrote them: `str` or `os.PathLike`.
+/// Paths as the user wrote them (`str` or `os.PathLike`); anything else is a `TypeError`.
 fn path_string(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
-    }
-    let fspath = obj
-        .py()
-        .import("os")?
-        .call_method1("fspath", (obj,))
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str or os.PathLike")))?;
-    Ok(fspath
-        .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str path")))?
-        .to_str()?
-        .to_owned())
+    fs_path(obj, what, PyTypeError::new_err)
 }
 
 /// `policies=`: paths and `Bundle`s, alone or in a list.
@@ -225,6 +214,8 @@ impl PyAuthorizer {
         eval_timeout_seconds: f64,
         eval_memory_bytes: u64,
     ) -> PyResult<Self> {
+        // Looked up first: without the hooks, nothing is built or started.
+        let drain = decision_log.map(|_| hooks(py)).transpose()?;
         let net = regoguard_core::builtins::http::NetConfig::new(
             allow_net.as_deref().unwrap_or_default(),
         )
@@ -271,10 +262,9 @@ impl PyAuthorizer {
         inner.start_bundle_polling();
         log_interpreter_fallbacks(py, &inner.current());
         regoguard_core::builtins::http::configure(inner.current().owner(), net);
-        if inner.decision_log().is_some() {
+        if let Some(h) = drain {
             // The drain thread is Python's (see regoguard/_decision_log.py for why).
-            py.import("regoguard._decision_log")?
-                .call_method0("_ensure_drain")?;
+            h.ensure_drain.call0(py)?;
         }
         Ok(Self { pipeline })
     }
@@ -344,7 +334,7 @@ impl PyAuthorizer {
             Err(pending) => Arc::new(pending),
         };
         if p.wants_l2() {
-            let running = helpers(py)?.call_method0("running_loop")?;
+            let running = hooks(py)?.running_loop.bind(py).call0()?;
             if !running.is_none() {
                 let future = running.call_method0("create_future")?.unbind();
                 let call_soon = running.getattr("call_soon_threadsafe")?.unbind();
@@ -371,7 +361,10 @@ impl PyAuthorizer {
                         pending,
                         spec: None,
                     };
-                    return helpers(py)?.call_method1("finish", (Bound::new(py, pending)?, future));
+                    return hooks(py)?
+                        .finish
+                        .bind(py)
+                        .call1((Bound::new(py, pending)?, future));
                 }
                 flush(py, p);
             }

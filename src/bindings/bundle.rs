@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 
-use super::errors::IntoPyResult;
+use super::convert::fs_path;
+use super::errors::{IntoPyErr, IntoPyResult};
 use regoguard_core::bundle::{BundleConfig, Location, Verification, DEFAULT_MAX_BYTES};
 use regoguard_core::engine::Compiled;
 use regoguard_core::error::{Error, Result};
@@ -40,21 +41,9 @@ fn seconds(what: &str, s: f64) -> Result<Duration> {
     }
 }
 
-fn fs_path(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
-    }
-    let p = obj
-        .py()
-        .import("os")?
-        .call_method1("fspath", (obj,))
-        .map_err(|_| Error::config(format!("{what} must be a str or os.PathLike")))
-        .py()?;
-    Ok(p.cast::<PyString>()
-        .map_err(|_| Error::config(format!("{what} must be a str path")))
-        .py()?
-        .to_str()?
-        .to_owned())
+/// A path argument (`str` or `os.PathLike`); anything else is a `ConfigError`.
+fn config_path(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    fs_path(obj, what, |m| Error::config(m).into_pyerr())
 }
 
 #[pymethods]
@@ -78,7 +67,7 @@ impl PyBundle {
         timeout_seconds: f64,
         max_bytes: u64,
     ) -> PyResult<Self> {
-        let source = fs_path(source, "source")?;
+        let source = config_path(source, "source")?;
         let mut c = BundleConfig::new(&source).py()?;
         if let Some(n) = name {
             if n.is_empty() {
@@ -120,7 +109,7 @@ impl PyBundle {
                     ))
                     .py();
                 }
-                c.persist_dir = Some(PathBuf::from(fs_path(d, "persist_dir")?));
+                c.persist_dir = Some(PathBuf::from(config_path(d, "persist_dir")?));
             }
         }
         Ok(Self {

@@ -13,6 +13,27 @@ use regoguard_core::canonical::{
 };
 use regoguard_core::error::Result;
 
+/// A path as the user wrote it: a `str`, or an `os.PathLike` whose `os.fspath` is one;
+/// anything else is `error("{what} must be ...")` (each caller's exception type).
+pub fn fs_path(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    error: impl Fn(String) -> PyErr,
+) -> PyResult<String> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_str()?.to_owned());
+    }
+    let p = obj
+        .py()
+        .import("os")?
+        .call_method1("fspath", (obj,))
+        .map_err(|_| error(format!("{what} must be a str or os.PathLike")))?;
+    Ok(p.cast::<PyString>()
+        .map_err(|_| error(format!("{what} must be a str path")))?
+        .to_str()?
+        .to_owned())
+}
+
 thread_local! {
     /// One reusable buffer per thread: the hit path writes a key without allocating.
     static BUFFER: RefCell<CanonicalWriter> = RefCell::new(CanonicalWriter::new());

@@ -9,11 +9,11 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::convert::{to_python, with_written, write_value};
 use super::errors::{IntoPyErr, IntoPyResult};
+use super::hooks::hooks;
 use regoguard_core::builtins::jwt::{self, Alg, Key, VerificationKey};
 use regoguard_core::clock;
 use regoguard_core::error::Error;
@@ -25,8 +25,6 @@ use regoguard_core::identity::{
 const DEFAULT_ALGORITHMS: [&str; 9] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
-
-static TOKEN_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// A verified bearer token: what `JWTIdentity` returns and `input.user` is written from.
 #[pyclass(name = "VerifiedToken", module = "regoguard._regoguard", frozen)]
@@ -421,15 +419,7 @@ impl PyJWTIdentity {
         {
             n.fetch_add(1, Ordering::Relaxed);
         }
-        let made = TOKEN_ERROR
-            .get_or_try_init(py, || {
-                Ok::<_, PyErr>(
-                    py.import("regoguard._identity")?
-                        .getattr("TokenError")?
-                        .unbind(),
-                )
-            })
-            .and_then(|cls| cls.bind(py).call1((r.label(),)));
+        let made = hooks(py).and_then(|h| h.token_error.bind(py).call1((r.label(),)));
         match made {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,

@@ -1,16 +1,16 @@
 //! `RedisConfig` and the glue between the L2's tokio tasks and Python.
 //!
 //! Async callers never block: a Rust task on the L2 runtime does the Redis call and hands the
-//! result to the caller's event loop with `loop.call_soon_threadsafe` (see
-//! `python/regoguard/_l2.py`). The runtime is stopped from `atexit` with the GIL released, so
+//! result to the caller's event loop with `loop.call_soon_threadsafe` and `_l2.resolve`
+//! (`python/regoguard/_l2.py`, handed over as a hook: `hooks.rs`). The runtime is stopped from `atexit` with the GIL released, so
 //! no task is left wanting the GIL while the interpreter finalises.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::errors::{IntoPyErr, IntoPyResult};
+use super::hooks::hooks;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use regoguard_core::error::Error;
@@ -44,7 +44,7 @@ impl PyRedisConfig {
         if let Some(l2) = self.l2.get() {
             return Ok(l2.clone());
         }
-        helpers(py)?.call_method0("register_atexit")?;
+        hooks(py)?.register_atexit.call0(py)?;
         let l2 = L2::new(self.config.clone()).py()?;
         Ok(self.l2.get_or_init(|| l2).clone())
     }
@@ -237,15 +237,6 @@ pub fn _l2_shutdown(py: Python<'_>) {
     py.detach(|| l2::shutdown(Duration::from_secs(2)));
 }
 
-static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-/// `regoguard._l2`, imported on first use (it imports this module).
-pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("regoguard._l2")?.unbind()))
-        .map(|m| m.bind(py))
-}
-
 /// Logs the L2's pending rate-limited warning on the `regoguard` logger.
 pub fn flush_warning(py: Python<'_>, l2: &L2) {
     if let Some(message) = l2.take_warning() {
@@ -265,14 +256,12 @@ pub fn resolve(
     found: bool,
     value: Py<PyAny>,
 ) {
-    if let Ok(h) = helpers(py) {
-        if let Ok(resolve) = h.getattr("resolve") {
-            let _ = call_soon.call1(py, (resolve, fut, found, value));
-        }
+    if let Ok(h) = hooks(py) {
+        let _ = call_soon.call1(py, (&h.resolve, fut, found, value));
     }
 }
 
 /// An awaitable that returns `value` at once (a hit never goes through the bridge).
 pub fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    helpers(py)?.call_method1("ready", (value,))
+    hooks(py)?.ready.bind(py).call1((value,))
 }

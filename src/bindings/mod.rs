@@ -7,6 +7,7 @@ mod config;
 mod convert;
 mod errors;
 mod gate;
+mod hooks;
 mod identity;
 mod l2;
 mod request;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 /// Registers the classes and exceptions on the native module.
 pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init(m)?;
+    m.add_function(wrap_pyfunction!(hooks::install, m)?)?;
     m.add_class::<config::PyCacheConfig>()?;
     m.add_class::<config::PyDecisionLogConfig>()?;
     m.add_class::<l2::PyRedisConfig>()?;

@@ -26,6 +26,18 @@ use crate::error::{Error, Result};
 pub use info::{log_field, revision_digest, BundleInfo, LoadingHistogram, Status, LOADING_BUCKETS};
 pub use verify::Verification;
 
+/// One file of a bundle: its normalized path (no leading `/`, `./` or `..`) and its bytes.
+/// Here, not in `format.rs`, so `format` (which calls `verify`) and `verify` share it without
+/// depending on each other.
+#[derive(Clone, Debug)]
+pub struct RawFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The signatures file of a bundle (`verify.rs`), left out of its own signature.
+pub(crate) const SIGNATURES: &str = ".signatures.json";
+
 /// The largest bundle accepted by default, compressed or not (bytes).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 

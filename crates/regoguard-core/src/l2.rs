@@ -501,6 +501,7 @@ for i, k in ipairs(KEYS) do \
 end \
 return out";
 
+/// The wall clock in milliseconds: entries' expiries, messages' timestamps.
 fn unix_ms() -> u64 {
     crate::clock::unix_ns() / 1_000_000
 }

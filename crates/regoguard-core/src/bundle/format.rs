@@ -14,19 +14,11 @@ use std::path::Path;
 use regorus::Value;
 
 use super::verify::{self, Verification};
-use super::{Loaded, Manifest};
+use super::{Loaded, Manifest, RawFile};
 use crate::engine::PolicyFile;
 use crate::error::{Error, Result};
 
-/// One file of a bundle: its normalized path (no leading `/`, `./` or `..`) and its bytes.
-#[derive(Clone, Debug)]
-pub struct RawFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
-}
-
 pub(crate) const MANIFEST: &str = ".manifest";
-pub(crate) const SIGNATURES: &str = ".signatures.json";
 
 /// Normalizes a path inside a bundle; `None` for one that climbs out of it or is empty.
 fn normalize(raw: &str) -> Option<String> {

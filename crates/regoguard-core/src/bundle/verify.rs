@@ -14,7 +14,7 @@
 use serde_json::Value as Json;
 use sha2::Digest;
 
-use super::format::{RawFile, SIGNATURES};
+use super::{RawFile, SIGNATURES};
 use crate::builtins::jwt::{self, Constraints, VerificationKey};
 use crate::error::{Error, Result};
 

@@ -83,7 +83,7 @@ pub(super) async fn publish(l2: Weak<L2>, pid: u32) {
         let bound = every.min(Duration::from_secs(1).max(this.config.timeout));
         if let Some(h) = handle() {
             if let Some(conn) = this.manager(&h) {
-                let wire = this.encode_heartbeat(super::pubsub::unix_ms());
+                let wire = this.encode_heartbeat(super::unix_ms());
                 let channel = this.config.channel.clone();
                 let sent = L2::call(conn, bound, |mut c| async move {
                     redis::cmd("PUBLISH")

@@ -36,7 +36,7 @@ use hmac::Mac;
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
-use super::{handle, CallError, HmacSha256, InFlight, L2, MAX_BACKOFF, MIN_BACKOFF};
+use super::{handle, unix_ms, CallError, HmacSha256, InFlight, L2, MAX_BACKOFF, MIN_BACKOFF};
 
 /// What one instance tells the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +122,6 @@ struct Replay {
     senders: std::collections::HashMap<String, Seen>,
     /// Scope → the newest state change applied or sent here: `(ts, sender, seq)`.
     state: std::collections::HashMap<String, (u64, String, u64)>,
-}
-
-pub(super) fn unix_ms() -> u64 {
-    crate::clock::unix_ns() / 1_000_000
 }
 
 struct Registered {
