@@ -354,22 +354,277 @@ def test_an_invalid_chain_never_grants(
         assert authz.check({"c": certs}).result is False, f"{evaluator}: {name} granted"
 
 
+# -- name constraints and certificate policies, as Go 1.26 checks a chain ---------------------
+
+D = x509.DNSName
+E = x509.RFC822Name
+U = x509.UniformResourceIdentifier
+
+
+def I(a: str) -> x509.IPAddress:  # noqa: E743 (a GeneralName constructor, like D, E, U)
+    return x509.IPAddress(ipaddress.ip_address(a))
+
+
+def N(a: str) -> x509.IPAddress:
+    return x509.IPAddress(ipaddress.ip_network(a))
+
+
+def ca_cert(
+    cn: str,
+    key: Any,
+    issuer: tuple[x509.Certificate, Any] | None = (ROOT, ROOT_KEY),
+    *,
+    permitted: list[x509.GeneralName] | None = None,
+    excluded: list[x509.GeneralName] | None = None,
+    critical: bool = True,
+    sans: list[x509.GeneralName] | None = None,
+    extensions: list[tuple[x509.ExtensionType, bool]] = (),  # type: ignore[assignment]
+    sign_hash: Any = None,
+) -> x509.Certificate:
+    """A CA (under `issuer`, or self-signed) with the given name constraints and extensions."""
+    issuer_name = issuer[0].subject if issuer else _name(cn, "regoguard")
+    signer = issuer[1] if issuer else key
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, "regoguard"))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(0x77)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if permitted is not None or excluded is not None:
+        b = b.add_extension(x509.NameConstraints(permitted, excluded), critical=critical)
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    for ext, crit in extensions:
+        b = b.add_extension(ext, critical=crit)
+    return b.sign(signer, sign_hash or hashes.SHA256())
+
+
+def nc_chain(
+    permitted: list[x509.GeneralName] | None,
+    excluded: list[x509.GeneralName] | None,
+    leaf_sans: list[x509.GeneralName] | None,
+    **kw: Any,
+) -> str:
+    ca = ca_cert("nc", INT_KEY, permitted=permitted, excluded=excluded, **kw)
+    leaf = make_cert("leaf", LEAF_KEY, (ca, INT_KEY), sans=leaf_sans, eku=SERVER)
+    return pem(ROOT, ca, leaf)
+
+
+DIR = x509.DirectoryName(_name("dir"))
+NC_CASES: list[tuple[str, str]] = [
+    ("dns inside", nc_chain([D("example.com")], None, [D("api.example.com")])),
+    ("dns the domain itself", nc_chain([D("example.com")], None, [D("example.com")])),
+    ("dns upper case", nc_chain([D("example.com")], None, [D("API.EXAMPLE.COM")])),
+    ("dns label boundary", nc_chain([D("example.com")], None, [D("badexample.com")])),
+    ("dns outside", nc_chain([D("example.com")], None, [D("evil.com")])),
+    ("dns one outside", nc_chain([D("example.com")], None, [D("a.example.com"), D("evil.com")])),
+    ("dns dot: not the domain", nc_chain([D(".example.com")], None, [D("example.com")])),
+    ("dns dot: a subdomain", nc_chain([D(".example.com")], None, [D("a.example.com")])),
+    ("dns trailing dot", nc_chain([D("example.com")], None, [D("a.example.com.")])),
+    ("dns excluded wildcard", nc_chain(None, [D("evil.example.com")], [D("*.example.com")])),
+    ("dns excluded other", nc_chain(None, [D("evil.example.com")], [D("good.example.com")])),
+    ("dns excluded subtree", nc_chain(None, [D("example.com")], [D("a.b.example.com")])),
+    (
+        "dns permitted and excluded",
+        nc_chain([D("example.com")], [D("bad.example.com")], [D("x.bad.example.com")]),
+    ),
+    (
+        "dns pruned set",
+        nc_chain([D("a.com"), D("a.a.com"), D("a-a.com")], None, [D("a-a.com"), D("x.a.com")]),
+    ),
+    ("dns several permitted", nc_chain([D("example.com"), D("example.org")], None, [D("a.example.org")])),
+    ("ip unconstrained by dns", nc_chain([D("example.com")], None, [I("10.1.2.3")])),
+    ("no SAN under constraints", nc_chain([D("example.com")], None, None)),
+    ("email inside", nc_chain([E("example.com")], None, [E("a@example.com")])),
+    ("email subdomain, no dot", nc_chain([E("example.com")], None, [E("a@sub.example.com")])),
+    ("email subdomain, dot", nc_chain([E(".example.com")], None, [E("a@sub.example.com")])),
+    ("email the domain, dot", nc_chain([E(".example.com")], None, [E("a@example.com")])),
+    ("email exact", nc_chain([E("Ops@Example.com")], None, [E("Ops@example.COM")])),
+    ("email exact local case", nc_chain([E("Ops@Example.com")], None, [E("ops@example.com")])),
+    ("email unparseable", nc_chain([E("example.com")], None, [E("not-an-email")])),
+    ("email excluded", nc_chain(None, [E("example.com")], [E("a@example.com")])),
+    ("ip inside", nc_chain([N("10.0.0.0/8")], None, [I("10.1.2.3")])),
+    ("ip outside", nc_chain([N("10.0.0.0/8")], None, [I("192.168.1.1")])),
+    ("ip v6 against v4", nc_chain([N("10.0.0.0/8")], None, [I("fd00::1")])),
+    ("ip v6 inside", nc_chain([N("fd00::/8")], None, [I("fd00::1")])),
+    ("ip excluded", nc_chain(None, [N("10.0.0.0/8")], [I("10.1.2.3")])),
+    ("ip excluded, a dns name", nc_chain(None, [N("10.0.0.0/8")], [D("x.example")])),
+    ("ip nested", nc_chain([N("10.0.0.0/8"), N("10.1.0.0/16"), N("192.168.0.0/16")], None, [I("192.168.3.4")])),
+    (
+        "dns and ip",
+        nc_chain([D("example.com"), N("10.0.0.0/8")], None, [D("a.example.com"), I("10.0.0.1")]),
+    ),
+    (
+        "dns and ip, ip outside",
+        nc_chain([D("example.com"), N("10.0.0.0/8")], None, [D("a.example.com"), I("11.0.0.1")]),
+    ),
+    ("uri dot inside", nc_chain([U(".example.com")], None, [U("spiffe://a.example.com/x")])),
+    ("uri dot, the domain", nc_chain([U(".example.com")], None, [U("spiffe://example.com/x")])),
+    ("uri subdomain, no dot", nc_chain([U("example.com")], None, [U("https://sub.example.com/")])),
+    ("uri with port", nc_chain([U("example.com")], None, [U("https://example.com:8443/")])),
+    ("uri with user", nc_chain([U("example.com")], None, [U("https://u@EXAMPLE.com/")])),
+    ("uri without host", nc_chain([U("example.com")], None, [U("urn:example")])),
+    ("uri with an IP", nc_chain([U("example.com")], None, [U("https://10.1.2.3/")])),
+    ("uri excluded", nc_chain(None, [U("example.com")], [U("https://example.com/")])),
+    ("not critical, still enforced", nc_chain([D("example.com")], None, [D("evil.com")], critical=False)),
+    ("directory name, critical", nc_chain([DIR], None, [D("a.example.com")])),
+    ("directory name, not critical", nc_chain([DIR], None, [D("a.example.com")], critical=False)),
+    ("directory name and dns", nc_chain([DIR, D("example.com")], None, [D("evil.com")], critical=False)),
+]
+
+ROOT_NC_KEY = ec.generate_private_key(ec.SECP256R1())
+ROOT_NC = ca_cert("root nc", ROOT_NC_KEY, None, permitted=[D("example.com")])
+INT_UNDER_NC = ca_cert(
+    "int nc", INT_KEY, (ROOT_NC, ROOT_NC_KEY), permitted=[D("sub.example.com")]
+)
+INT_BAD_SAN = ca_cert("int bad san", INT_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("evil.com")])
+INT_PLAIN = ca_cert("int plain", INT_KEY, (ROOT_NC, ROOT_NC_KEY))
+NC_CASES += [
+    (
+        "root constraint, leaf inside",
+        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("a.example.com")])),
+    ),
+    (
+        "root constraint, leaf outside",
+        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("a.example.net")])),
+    ),
+    (
+        "root constraint through a plain intermediate",
+        pem(ROOT_NC, INT_PLAIN, make_cert("l", LEAF_KEY, (INT_PLAIN, INT_KEY), sans=[D("evil.com")])),
+    ),
+    (
+        "intermediate SAN outside the root's constraint",
+        pem(
+            ROOT_NC,
+            INT_BAD_SAN,
+            make_cert("l", LEAF_KEY, (INT_BAD_SAN, INT_KEY), sans=[D("a.example.com")]),
+        ),
+    ),
+    (
+        "stacked constraints, outside the inner",
+        pem(
+            ROOT_NC,
+            INT_UNDER_NC,
+            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[D("a.example.com")]),
+        ),
+    ),
+    (
+        "stacked constraints, inside both",
+        pem(
+            ROOT_NC,
+            INT_UNDER_NC,
+            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[D("a.sub.example.com")]),
+        ),
+    ),
+]
+
+ANY_POLICY = x509.ObjectIdentifier("2.5.29.32.0")
+P1 = x509.ObjectIdentifier("2.23.140.1.2.1")
+P2 = x509.ObjectIdentifier("1.2.3.4.5")
+
+
+def _policies(*oids: x509.ObjectIdentifier) -> tuple[x509.ExtensionType, bool]:
+    return x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), False
+
+
+def _leaf_with(ca: x509.Certificate, key: Any, *oids: x509.ObjectIdentifier) -> x509.Certificate:
+    """A leaf under `ca` carrying the given certificate policies."""
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name("policy leaf"))
+        .issuer_name(ca.subject)
+        .public_key(LEAF_KEY.public_key())
+        .serial_number(0x99)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+    )
+    if oids:
+        b = b.add_extension(_policies(*oids)[0], critical=False)
+    return b.sign(key, hashes.SHA256())
+
+
+# PolicyMappings (cryptography has no class for it): anyPolicy -> 1.2.3.4.5, DER by hand.
+MAP_ANY = x509.UnrecognizedExtension(
+    x509.ObjectIdentifier("2.5.29.33"),
+    bytes.fromhex("300e300c0604551d200006042a030405"),
+)
+EXPLICIT_1 = ca_cert(
+    "explicit 1", OTHER_KEY, extensions=[(x509.PolicyConstraints(1, None), True)]
+)
+EXPLICIT_2 = ca_cert(
+    "explicit 2", OTHER_KEY, extensions=[(x509.PolicyConstraints(2, None), True)]
+)
+INHIBIT_ANY = ca_cert(
+    "inhibit any",
+    OTHER_KEY,
+    extensions=[_policies(ANY_POLICY), (x509.InhibitAnyPolicy(0), True),
+                (x509.PolicyConstraints(0, None), True)],
+)
+MAPS_ANY = ca_cert(
+    "maps any", OTHER_KEY, extensions=[_policies(ANY_POLICY), (MAP_ANY, True)]
+)
+POLICY_CASES: list[tuple[str, str]] = [
+    ("explicit policy, leaf without", pem(ROOT, RICH, UNDER_RICH)),
+    ("explicit policy, leaf with it", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, P1))),
+    ("explicit policy, leaf with another", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, P2))),
+    ("explicit policy, leaf with anyPolicy", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, ANY_POLICY))),
+    ("require explicit after 1, none", pem(ROOT, EXPLICIT_1, _leaf_with(EXPLICIT_1, OTHER_KEY))),
+    ("require explicit after 1, leaf has one", pem(ROOT, EXPLICIT_1, _leaf_with(EXPLICIT_1, OTHER_KEY, P2))),
+    ("require explicit after 2", pem(ROOT, EXPLICIT_2, _leaf_with(EXPLICIT_2, OTHER_KEY))),
+    ("anyPolicy inhibited", pem(ROOT, INHIBIT_ANY, _leaf_with(INHIBIT_ANY, OTHER_KEY, P2))),
+    ("anyPolicy inhibited, leaf anyPolicy", pem(ROOT, INHIBIT_ANY, _leaf_with(INHIBIT_ANY, OTHER_KEY, ANY_POLICY))),
+    ("a mapping of anyPolicy", pem(ROOT, MAPS_ANY, _leaf_with(MAPS_ANY, OTHER_KEY, P2))),
+    ("policies but no constraints", pem(ROOT, INTER, _leaf_with(INTER, INT_KEY, P2))),
+]
+
+
+@pytest.mark.parametrize(("certs"), [pytest.param(c, id=n) for n, c in NC_CASES + POLICY_CASES])
+def test_name_constraints_and_policies_match_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], certs: str
+) -> None:
+    _check(opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)[0]", {"c": certs})
+
+
 @pytest.mark.parametrize(
-    "certs",
+    ("certs"),
     [
-        pytest.param(pem(ROOT, CONSTRAINED, INSIDE), id="inside name constraints"),
-        pytest.param(pem(ROOT, RICH, UNDER_RICH), id="under policy constraints"),
+        pytest.param(pem(ROOT, CONSTRAINED, INSIDE), id="inside"),
+        pytest.param(pem(ROOT, CONSTRAINED, OUTSIDE), id="outside"),
+        pytest.param(pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, P1)), id="policies"),
     ],
 )
-def test_constraints_not_evaluated_here_never_verify(
-    authorizer: Callable[..., regoguard.Authorizer], certs: str
+def test_constrained_chains_match_opa_field_for_field(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], certs: str
 ) -> None:
-    """Name and policy constraints are not evaluated (README): a chain through them is not
-    valid here even where Go would accept it; a denial, never a grant Go would refuse."""
-    policy = policy_of("crypto.x509.parse_and_verify_certificates(input.c)[0]")
+    _check(opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)", {"c": certs})
+    _check(
+        opa,
+        authorizer,
+        "crypto.x509.parse_and_verify_certificates_with_options(input.c, input.o)",
+        {"c": certs, "o": {"KeyUsages": ["KeyUsageAny"]}},
+    )
+
+
+@pytest.mark.parametrize("name", [n for n, _ in NC_CASES + POLICY_CASES])
+def test_a_chain_go_refuses_never_grants(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], name: str
+) -> None:
+    """Where OPA refuses a chain, a policy allowing on it denies, on every evaluator."""
+    certs = dict(NC_CASES + POLICY_CASES)[name]
+    expr = "crypto.x509.parse_and_verify_certificates(input.c)[0]"
+    if opa_value_of(opa, policy_of(expr), "data.t.r.v", {"c": certs}) is not False:
+        pytest.skip("OPA accepts this chain")
+    policy = (
+        "package t\n\ndefault allow := false\n\nallow if {\n"
+        "\t[valid, _] := crypto.x509.parse_and_verify_certificates(input.c)\n\tvalid\n}\n"
+    )
     for evaluator in EVALUATORS:
-        authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
-        assert ours(authz, {"c": certs}) is False, evaluator
+        authz = authorizer(policy, entrypoint="data.t.allow", evaluator=evaluator)
+        assert authz.check({"c": certs}).result is False, f"{evaluator}: {name} granted"
 
 
 def test_certificates_that_all_sign_each_other_end_the_search(
@@ -541,3 +796,46 @@ def test_requests_and_keys_match_opa(
 
 def test_oracle_marker() -> None:
     assert opa_oracle.UNDEFINED is opa_oracle.UNDEFINED
+
+
+# -- P-521 -------------------------------------------------------------------------------------
+
+P521_KEY = ec.generate_private_key(ec.SECP521R1())
+P521_ROOT = make_cert("p521 root", P521_KEY, ca=True, org="p521")
+P521_INT = ca_cert("p521 int", P521_KEY, (P521_ROOT, P521_KEY), sign_hash=hashes.SHA256())
+P521_LEAF = make_cert("p521 leaf", LEAF_KEY, (P521_ROOT, P521_KEY), sans=[D("a.example")])
+P521_UNDER_INT = make_cert("p521 under int", P521_KEY, (P521_INT, P521_KEY), eku=SERVER)
+P521_CASES: list[tuple[str, Any]] = [
+    ("crypto.x509.parse_and_verify_certificates(input.c)", {"c": pem(P521_ROOT, P521_LEAF)}),
+    (
+        "crypto.x509.parse_and_verify_certificates(input.c)",
+        {"c": pem(P521_ROOT, P521_INT, P521_UNDER_INT)},
+    ),
+    (
+        "crypto.x509.parse_and_verify_certificates(input.c)[0]",
+        {"c": pem(OTHER_ROOT, P521_LEAF)},
+    ),
+    ("crypto.x509.parse_certificates(input.c)", {"c": pem(P521_ROOT)}),
+    (
+        "crypto.parse_private_keys(input.a)",
+        {"a": _key_pem(P521_KEY, serialization.PrivateFormat.TraditionalOpenSSL)},
+    ),
+    (
+        "crypto.parse_private_keys(input.a)",
+        {"a": _key_pem(P521_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+    (
+        "crypto.x509.parse_keypair(input.c, input.k)",
+        {"c": pem(P521_ROOT), "k": _key_pem(P521_KEY, serialization.PrivateFormat.PKCS8)},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expr", "inp"),
+    [pytest.param(e, i, id=f"{e.split('(')[0]}#{k}") for k, (e, i) in enumerate(P521_CASES)],
+)
+def test_p521_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
+) -> None:
+    _check(opa, authorizer, expr, inp)

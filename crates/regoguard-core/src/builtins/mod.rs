@@ -28,6 +28,7 @@ use regorus::{Engine, Value};
 pub mod aws;
 pub mod check;
 pub mod crypto;
+pub mod glob;
 pub mod http;
 pub mod jwt;
 pub mod metadata;
@@ -37,6 +38,7 @@ pub mod schema;
 pub mod template;
 pub mod uri;
 pub mod x509;
+mod x509_constraints;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -72,6 +74,7 @@ impl Builtin {
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
     let families: &[&[Builtin]] = &[
         misc::BUILTINS,
+        glob::BUILTINS,
         net::BUILTINS,
         http::BUILTINS,
         schema::BUILTINS,
