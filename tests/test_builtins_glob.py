@@ -72,6 +72,24 @@ def _query(pattern: str, delimiters: list[Any], subjects: list[str]) -> tuple[st
     return expr, {"p": pattern, "cases": cases}
 
 
+def _one_by_one(opa: Any, pattern: str, cases: list[list[Any]]) -> dict[str, Any]:
+    """OPA's answers call by call, for a batch where gobwas/glob panicked (it slices a subject
+    out of range for some patterns): OPA's query fails there; regoguard's call is undefined
+    (an error, never a match)."""
+    policy = policy_of("glob.match(input.p, input.d, input.s)")
+    out: dict[str, Any] = {}
+    for k, (d, s) in enumerate(cases):
+        try:
+            v = opa_value(opa, policy, "data.t.r.v", {"p": pattern, "d": d, "s": s})
+        except Exception as e:  # the oracle's OpaError
+            if getattr(e, "code", None) != "panic":
+                raise
+            v = opa_oracle.UNDEFINED
+        if v is not opa_oracle.UNDEFINED:
+            out[str(k)] = v
+    return out
+
+
 def _compare(
     opa: Any,
     authorizer: Callable[..., regoguard.Authorizer],
@@ -84,7 +102,12 @@ def _compare(
     undefined in OPA's default (non-strict) mode, and the object is empty."""
     expr, inp = _query(pattern, delimiters, subjects)
     policy = policy_of(expr)
-    expected = opa_value(opa, policy, "data.t.r.v", inp)
+    try:
+        expected = opa_value(opa, policy, "data.t.r.v", inp)
+    except Exception as e:  # the oracle's OpaError
+        if getattr(e, "code", None) != "panic":
+            raise
+        expected = _one_by_one(opa, pattern, inp["cases"])
     if expected is opa_oracle.UNDEFINED:
         expected = {}
     for evaluator in EVALUATORS:
@@ -130,10 +153,7 @@ def test_glob_alternative_with_a_super_wildcard_matches_opa(
         ("glob.match(input.p, [], input.s)", {"p": "a", "s": 1}),
         ("glob.match(input.p, null, input.s)", {"p": "a*", "s": "a.b"}),
     ]
-    + [
-        ("glob.quote_meta(input.p)", {"p": p})
-        for p in ["{a*}[?]\\,!-", "plain", "é*", "", "[", 1]
-    ],
+    + [("glob.quote_meta(input.p)", {"p": p}) for p in ["{a*}[?]\\,!-", "plain", "é*", "", "[", 1]],
 )
 def test_arguments_and_quote_meta_match_opa(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
@@ -172,4 +192,3 @@ def test_hypothesis_glob_match_agrees_with_opa(
     subjects: list[str],
 ) -> None:
     _compare(opa, authorizer, pattern, [None, ["."], ["/"], [".", "/"]], subjects)
-

@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests import opa_oracle
 from tests.test_builtins import EVALUATORS, ours, policy_of, same
@@ -356,16 +358,16 @@ def test_an_invalid_chain_never_grants(
 
 # -- name constraints and certificate policies, as Go 1.26 checks a chain ---------------------
 
-D = x509.DNSName
-E = x509.RFC822Name
-U = x509.UniformResourceIdentifier
+dns = x509.DNSName
+email = x509.RFC822Name
+uri = x509.UniformResourceIdentifier
 
 
-def I(a: str) -> x509.IPAddress:  # noqa: E743 (a GeneralName constructor, like D, E, U)
+def ip(a: str) -> x509.IPAddress:
     return x509.IPAddress(ipaddress.ip_address(a))
 
 
-def N(a: str) -> x509.IPAddress:
+def net(a: str) -> x509.IPAddress:
     return x509.IPAddress(ipaddress.ip_network(a))
 
 
@@ -416,92 +418,130 @@ def nc_chain(
 
 DIR = x509.DirectoryName(_name("dir"))
 NC_CASES: list[tuple[str, str]] = [
-    ("dns inside", nc_chain([D("example.com")], None, [D("api.example.com")])),
-    ("dns the domain itself", nc_chain([D("example.com")], None, [D("example.com")])),
-    ("dns upper case", nc_chain([D("example.com")], None, [D("API.EXAMPLE.COM")])),
-    ("dns label boundary", nc_chain([D("example.com")], None, [D("badexample.com")])),
-    ("dns outside", nc_chain([D("example.com")], None, [D("evil.com")])),
-    ("dns one outside", nc_chain([D("example.com")], None, [D("a.example.com"), D("evil.com")])),
-    ("dns dot: not the domain", nc_chain([D(".example.com")], None, [D("example.com")])),
-    ("dns dot: a subdomain", nc_chain([D(".example.com")], None, [D("a.example.com")])),
-    ("dns trailing dot", nc_chain([D("example.com")], None, [D("a.example.com.")])),
-    ("dns excluded wildcard", nc_chain(None, [D("evil.example.com")], [D("*.example.com")])),
-    ("dns excluded other", nc_chain(None, [D("evil.example.com")], [D("good.example.com")])),
-    ("dns excluded subtree", nc_chain(None, [D("example.com")], [D("a.b.example.com")])),
+    ("dns inside", nc_chain([dns("example.com")], None, [dns("api.example.com")])),
+    ("dns the domain itself", nc_chain([dns("example.com")], None, [dns("example.com")])),
+    ("dns upper case", nc_chain([dns("example.com")], None, [dns("API.EXAMPLE.COM")])),
+    ("dns label boundary", nc_chain([dns("example.com")], None, [dns("badexample.com")])),
+    ("dns outside", nc_chain([dns("example.com")], None, [dns("evil.com")])),
+    (
+        "dns one outside",
+        nc_chain([dns("example.com")], None, [dns("a.example.com"), dns("evil.com")]),
+    ),
+    ("dns dot: not the domain", nc_chain([dns(".example.com")], None, [dns("example.com")])),
+    ("dns dot: a subdomain", nc_chain([dns(".example.com")], None, [dns("a.example.com")])),
+    ("dns trailing dot", nc_chain([dns("example.com")], None, [dns("a.example.com.")])),
+    ("dns excluded wildcard", nc_chain(None, [dns("evil.example.com")], [dns("*.example.com")])),
+    ("dns excluded other", nc_chain(None, [dns("evil.example.com")], [dns("good.example.com")])),
+    ("dns excluded subtree", nc_chain(None, [dns("example.com")], [dns("a.b.example.com")])),
     (
         "dns permitted and excluded",
-        nc_chain([D("example.com")], [D("bad.example.com")], [D("x.bad.example.com")]),
+        nc_chain([dns("example.com")], [dns("bad.example.com")], [dns("x.bad.example.com")]),
     ),
     (
         "dns pruned set",
-        nc_chain([D("a.com"), D("a.a.com"), D("a-a.com")], None, [D("a-a.com"), D("x.a.com")]),
+        nc_chain(
+            [dns("a.com"), dns("a.a.com"), dns("a-a.com")], None, [dns("a-a.com"), dns("x.a.com")]
+        ),
     ),
-    ("dns several permitted", nc_chain([D("example.com"), D("example.org")], None, [D("a.example.org")])),
-    ("ip unconstrained by dns", nc_chain([D("example.com")], None, [I("10.1.2.3")])),
-    ("no SAN under constraints", nc_chain([D("example.com")], None, None)),
-    ("email inside", nc_chain([E("example.com")], None, [E("a@example.com")])),
-    ("email subdomain, no dot", nc_chain([E("example.com")], None, [E("a@sub.example.com")])),
-    ("email subdomain, dot", nc_chain([E(".example.com")], None, [E("a@sub.example.com")])),
-    ("email the domain, dot", nc_chain([E(".example.com")], None, [E("a@example.com")])),
-    ("email exact", nc_chain([E("Ops@Example.com")], None, [E("Ops@example.COM")])),
-    ("email exact local case", nc_chain([E("Ops@Example.com")], None, [E("ops@example.com")])),
-    ("email unparseable", nc_chain([E("example.com")], None, [E("not-an-email")])),
-    ("email excluded", nc_chain(None, [E("example.com")], [E("a@example.com")])),
-    ("ip inside", nc_chain([N("10.0.0.0/8")], None, [I("10.1.2.3")])),
-    ("ip outside", nc_chain([N("10.0.0.0/8")], None, [I("192.168.1.1")])),
-    ("ip v6 against v4", nc_chain([N("10.0.0.0/8")], None, [I("fd00::1")])),
-    ("ip v6 inside", nc_chain([N("fd00::/8")], None, [I("fd00::1")])),
-    ("ip excluded", nc_chain(None, [N("10.0.0.0/8")], [I("10.1.2.3")])),
-    ("ip excluded, a dns name", nc_chain(None, [N("10.0.0.0/8")], [D("x.example")])),
-    ("ip nested", nc_chain([N("10.0.0.0/8"), N("10.1.0.0/16"), N("192.168.0.0/16")], None, [I("192.168.3.4")])),
+    (
+        "dns several permitted",
+        nc_chain([dns("example.com"), dns("example.org")], None, [dns("a.example.org")]),
+    ),
+    ("ip unconstrained by dns", nc_chain([dns("example.com")], None, [ip("10.1.2.3")])),
+    ("no SAN under constraints", nc_chain([dns("example.com")], None, None)),
+    ("email inside", nc_chain([email("example.com")], None, [email("a@example.com")])),
+    (
+        "email subdomain, no dot",
+        nc_chain([email("example.com")], None, [email("a@sub.example.com")]),
+    ),
+    ("email subdomain, dot", nc_chain([email(".example.com")], None, [email("a@sub.example.com")])),
+    ("email the domain, dot", nc_chain([email(".example.com")], None, [email("a@example.com")])),
+    ("email exact", nc_chain([email("Ops@Example.com")], None, [email("Ops@example.COM")])),
+    (
+        "email exact local case",
+        nc_chain([email("Ops@Example.com")], None, [email("ops@example.com")]),
+    ),
+    ("email unparseable", nc_chain([email("example.com")], None, [email("not-an-email")])),
+    ("email excluded", nc_chain(None, [email("example.com")], [email("a@example.com")])),
+    ("ip inside", nc_chain([net("10.0.0.0/8")], None, [ip("10.1.2.3")])),
+    ("ip outside", nc_chain([net("10.0.0.0/8")], None, [ip("192.168.1.1")])),
+    ("ip v6 against v4", nc_chain([net("10.0.0.0/8")], None, [ip("fd00::1")])),
+    ("ip v6 inside", nc_chain([net("fd00::/8")], None, [ip("fd00::1")])),
+    ("ip excluded", nc_chain(None, [net("10.0.0.0/8")], [ip("10.1.2.3")])),
+    ("ip excluded, a dns name", nc_chain(None, [net("10.0.0.0/8")], [dns("x.example")])),
+    (
+        "ip nested",
+        nc_chain(
+            [net("10.0.0.0/8"), net("10.1.0.0/16"), net("192.168.0.0/16")],
+            None,
+            [ip("192.168.3.4")],
+        ),
+    ),
     (
         "dns and ip",
-        nc_chain([D("example.com"), N("10.0.0.0/8")], None, [D("a.example.com"), I("10.0.0.1")]),
+        nc_chain(
+            [dns("example.com"), net("10.0.0.0/8")], None, [dns("a.example.com"), ip("10.0.0.1")]
+        ),
     ),
     (
         "dns and ip, ip outside",
-        nc_chain([D("example.com"), N("10.0.0.0/8")], None, [D("a.example.com"), I("11.0.0.1")]),
+        nc_chain(
+            [dns("example.com"), net("10.0.0.0/8")], None, [dns("a.example.com"), ip("11.0.0.1")]
+        ),
     ),
-    ("uri dot inside", nc_chain([U(".example.com")], None, [U("spiffe://a.example.com/x")])),
-    ("uri dot, the domain", nc_chain([U(".example.com")], None, [U("spiffe://example.com/x")])),
-    ("uri subdomain, no dot", nc_chain([U("example.com")], None, [U("https://sub.example.com/")])),
-    ("uri with port", nc_chain([U("example.com")], None, [U("https://example.com:8443/")])),
-    ("uri with user", nc_chain([U("example.com")], None, [U("https://u@EXAMPLE.com/")])),
-    ("uri without host", nc_chain([U("example.com")], None, [U("urn:example")])),
-    ("uri with an IP", nc_chain([U("example.com")], None, [U("https://10.1.2.3/")])),
-    ("uri excluded", nc_chain(None, [U("example.com")], [U("https://example.com/")])),
-    ("not critical, still enforced", nc_chain([D("example.com")], None, [D("evil.com")], critical=False)),
-    ("directory name, critical", nc_chain([DIR], None, [D("a.example.com")])),
-    ("directory name, not critical", nc_chain([DIR], None, [D("a.example.com")], critical=False)),
-    ("directory name and dns", nc_chain([DIR, D("example.com")], None, [D("evil.com")], critical=False)),
+    ("uri dot inside", nc_chain([uri(".example.com")], None, [uri("spiffe://a.example.com/x")])),
+    ("uri dot, the domain", nc_chain([uri(".example.com")], None, [uri("spiffe://example.com/x")])),
+    (
+        "uri subdomain, no dot",
+        nc_chain([uri("example.com")], None, [uri("https://sub.example.com/")]),
+    ),
+    ("uri with port", nc_chain([uri("example.com")], None, [uri("https://example.com:8443/")])),
+    ("uri with user", nc_chain([uri("example.com")], None, [uri("https://u@EXAMPLE.com/")])),
+    ("uri without host", nc_chain([uri("example.com")], None, [uri("urn:example")])),
+    ("uri with an IP", nc_chain([uri("example.com")], None, [uri("https://10.1.2.3/")])),
+    ("uri excluded", nc_chain(None, [uri("example.com")], [uri("https://example.com/")])),
+    (
+        "not critical, still enforced",
+        nc_chain([dns("example.com")], None, [dns("evil.com")], critical=False),
+    ),
+    ("directory name, critical", nc_chain([DIR], None, [dns("a.example.com")])),
+    ("directory name, not critical", nc_chain([DIR], None, [dns("a.example.com")], critical=False)),
+    (
+        "directory name and dns",
+        nc_chain([DIR, dns("example.com")], None, [dns("evil.com")], critical=False),
+    ),
 ]
 
 ROOT_NC_KEY = ec.generate_private_key(ec.SECP256R1())
-ROOT_NC = ca_cert("root nc", ROOT_NC_KEY, None, permitted=[D("example.com")])
+ROOT_NC = ca_cert("root nc", ROOT_NC_KEY, None, permitted=[dns("example.com")])
 INT_UNDER_NC = ca_cert(
-    "int nc", INT_KEY, (ROOT_NC, ROOT_NC_KEY), permitted=[D("sub.example.com")]
+    "int nc", INT_KEY, (ROOT_NC, ROOT_NC_KEY), permitted=[dns("sub.example.com")]
 )
-INT_BAD_SAN = ca_cert("int bad san", INT_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("evil.com")])
+INT_BAD_SAN = ca_cert("int bad san", INT_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[dns("evil.com")])
 INT_PLAIN = ca_cert("int plain", INT_KEY, (ROOT_NC, ROOT_NC_KEY))
 NC_CASES += [
     (
         "root constraint, leaf inside",
-        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("a.example.com")])),
+        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[dns("a.example.com")])),
     ),
     (
         "root constraint, leaf outside",
-        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[D("a.example.net")])),
+        pem(ROOT_NC, make_cert("l", LEAF_KEY, (ROOT_NC, ROOT_NC_KEY), sans=[dns("a.example.net")])),
     ),
     (
         "root constraint through a plain intermediate",
-        pem(ROOT_NC, INT_PLAIN, make_cert("l", LEAF_KEY, (INT_PLAIN, INT_KEY), sans=[D("evil.com")])),
+        pem(
+            ROOT_NC,
+            INT_PLAIN,
+            make_cert("l", LEAF_KEY, (INT_PLAIN, INT_KEY), sans=[dns("evil.com")]),
+        ),
     ),
     (
         "intermediate SAN outside the root's constraint",
         pem(
             ROOT_NC,
             INT_BAD_SAN,
-            make_cert("l", LEAF_KEY, (INT_BAD_SAN, INT_KEY), sans=[D("a.example.com")]),
+            make_cert("l", LEAF_KEY, (INT_BAD_SAN, INT_KEY), sans=[dns("a.example.com")]),
         ),
     ),
     (
@@ -509,7 +549,7 @@ NC_CASES += [
         pem(
             ROOT_NC,
             INT_UNDER_NC,
-            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[D("a.example.com")]),
+            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[dns("a.example.com")]),
         ),
     ),
     (
@@ -517,7 +557,7 @@ NC_CASES += [
         pem(
             ROOT_NC,
             INT_UNDER_NC,
-            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[D("a.sub.example.com")]),
+            make_cert("l", LEAF_KEY, (INT_UNDER_NC, INT_KEY), sans=[dns("a.sub.example.com")]),
         ),
     ),
 ]
@@ -552,31 +592,37 @@ MAP_ANY = x509.UnrecognizedExtension(
     x509.ObjectIdentifier("2.5.29.33"),
     bytes.fromhex("300e300c0604551d200006042a030405"),
 )
-EXPLICIT_1 = ca_cert(
-    "explicit 1", OTHER_KEY, extensions=[(x509.PolicyConstraints(1, None), True)]
-)
-EXPLICIT_2 = ca_cert(
-    "explicit 2", OTHER_KEY, extensions=[(x509.PolicyConstraints(2, None), True)]
-)
+EXPLICIT_1 = ca_cert("explicit 1", OTHER_KEY, extensions=[(x509.PolicyConstraints(1, None), True)])
+EXPLICIT_2 = ca_cert("explicit 2", OTHER_KEY, extensions=[(x509.PolicyConstraints(2, None), True)])
 INHIBIT_ANY = ca_cert(
     "inhibit any",
     OTHER_KEY,
-    extensions=[_policies(ANY_POLICY), (x509.InhibitAnyPolicy(0), True),
-                (x509.PolicyConstraints(0, None), True)],
+    extensions=[
+        _policies(ANY_POLICY),
+        (x509.InhibitAnyPolicy(0), True),
+        (x509.PolicyConstraints(0, None), True),
+    ],
 )
-MAPS_ANY = ca_cert(
-    "maps any", OTHER_KEY, extensions=[_policies(ANY_POLICY), (MAP_ANY, True)]
-)
+MAPS_ANY = ca_cert("maps any", OTHER_KEY, extensions=[_policies(ANY_POLICY), (MAP_ANY, True)])
 POLICY_CASES: list[tuple[str, str]] = [
     ("explicit policy, leaf without", pem(ROOT, RICH, UNDER_RICH)),
     ("explicit policy, leaf with it", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, P1))),
     ("explicit policy, leaf with another", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, P2))),
-    ("explicit policy, leaf with anyPolicy", pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, ANY_POLICY))),
+    (
+        "explicit policy, leaf with anyPolicy",
+        pem(ROOT, RICH, _leaf_with(RICH, OTHER_KEY, ANY_POLICY)),
+    ),
     ("require explicit after 1, none", pem(ROOT, EXPLICIT_1, _leaf_with(EXPLICIT_1, OTHER_KEY))),
-    ("require explicit after 1, leaf has one", pem(ROOT, EXPLICIT_1, _leaf_with(EXPLICIT_1, OTHER_KEY, P2))),
+    (
+        "require explicit after 1, leaf has one",
+        pem(ROOT, EXPLICIT_1, _leaf_with(EXPLICIT_1, OTHER_KEY, P2)),
+    ),
     ("require explicit after 2", pem(ROOT, EXPLICIT_2, _leaf_with(EXPLICIT_2, OTHER_KEY))),
     ("anyPolicy inhibited", pem(ROOT, INHIBIT_ANY, _leaf_with(INHIBIT_ANY, OTHER_KEY, P2))),
-    ("anyPolicy inhibited, leaf anyPolicy", pem(ROOT, INHIBIT_ANY, _leaf_with(INHIBIT_ANY, OTHER_KEY, ANY_POLICY))),
+    (
+        "anyPolicy inhibited, leaf anyPolicy",
+        pem(ROOT, INHIBIT_ANY, _leaf_with(INHIBIT_ANY, OTHER_KEY, ANY_POLICY)),
+    ),
     ("a mapping of anyPolicy", pem(ROOT, MAPS_ANY, _leaf_with(MAPS_ANY, OTHER_KEY, P2))),
     ("policies but no constraints", pem(ROOT, INTER, _leaf_with(INTER, INT_KEY, P2))),
 ]
@@ -803,7 +849,7 @@ def test_oracle_marker() -> None:
 P521_KEY = ec.generate_private_key(ec.SECP521R1())
 P521_ROOT = make_cert("p521 root", P521_KEY, ca=True, org="p521")
 P521_INT = ca_cert("p521 int", P521_KEY, (P521_ROOT, P521_KEY), sign_hash=hashes.SHA256())
-P521_LEAF = make_cert("p521 leaf", LEAF_KEY, (P521_ROOT, P521_KEY), sans=[D("a.example")])
+P521_LEAF = make_cert("p521 leaf", LEAF_KEY, (P521_ROOT, P521_KEY), sans=[dns("a.example")])
 P521_UNDER_INT = make_cert("p521 under int", P521_KEY, (P521_INT, P521_KEY), eku=SERVER)
 P521_CASES: list[tuple[str, Any]] = [
     ("crypto.x509.parse_and_verify_certificates(input.c)", {"c": pem(P521_ROOT, P521_LEAF)}),
@@ -839,3 +885,89 @@ def test_p521_matches_opa(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], expr: str, inp: Any
 ) -> None:
     _check(opa, authorizer, expr, inp)
+
+
+# -- name constraints, random: constraints and names drawn from pools of near misses ------------
+
+NC_POOL: list[x509.GeneralName] = [
+    dns("example.com"),
+    dns(".example.com"),
+    dns("a.example.com"),
+    dns("EXAMPLE.com"),
+    dns("com"),
+    dns("a-a.example.com"),
+    email("example.com"),
+    email(".example.com"),
+    email("a@example.com"),
+    email("A@Example.COM"),
+    net("10.0.0.0/8"),
+    net("10.1.0.0/16"),
+    net("192.168.0.0/24"),
+    net("fd00::/8"),
+    net("0.0.0.0/0"),
+    uri("example.com"),
+    uri(".example.com"),
+    uri("a.example.com"),
+]
+SAN_POOL: list[x509.GeneralName] = [
+    dns("example.com"),
+    dns("a.example.com"),
+    dns("b.a.example.com"),
+    dns("*.example.com"),
+    dns("*.a.example.com"),
+    dns("badexample.com"),
+    dns("A.EXAMPLE.COM"),
+    dns("x.a-a.example.com"),
+    dns("other.org"),
+    email("a@example.com"),
+    email("A@example.com"),
+    email("a@sub.example.com"),
+    email("b@EXAMPLE.com"),
+    email("a@other.org"),
+    ip("10.1.2.3"),
+    ip("10.2.0.1"),
+    ip("192.168.0.5"),
+    ip("192.168.1.5"),
+    ip("fd00::1"),
+    ip("::1"),
+    uri("https://example.com/"),
+    uri("https://a.example.com:8443/x"),
+    uri("spiffe://b.a.example.com/"),
+    uri("urn:x"),
+    uri("https://10.0.0.1/"),
+    uri("https://other.org"),
+]
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    permitted=st.lists(st.sampled_from(NC_POOL), max_size=3, unique_by=repr),
+    excluded=st.lists(st.sampled_from(NC_POOL), max_size=2, unique_by=repr),
+    sans=st.lists(st.sampled_from(SAN_POOL), max_size=3, unique_by=repr),
+    on_root=st.booleans(),
+)
+def test_hypothesis_name_constraints_agree_with_opa(
+    opa: Any,
+    authorizer: Callable[..., regoguard.Authorizer],
+    permitted: list[x509.GeneralName],
+    excluded: list[x509.GeneralName],
+    sans: list[x509.GeneralName],
+    on_root: bool,
+) -> None:
+    if not permitted and not excluded:
+        return
+    p, e = permitted or None, excluded or None
+    if on_root:
+        root = ca_cert("random root", ROOT_NC_KEY, None, permitted=p, excluded=e)
+        leaf = make_cert("l", LEAF_KEY, (root, ROOT_NC_KEY), sans=sans or None, eku=SERVER)
+        certs = pem(root, leaf)
+    else:
+        certs = nc_chain(p, e, sans or None)
+    expr = "crypto.x509.parse_and_verify_certificates(input.c)[0]"
+    policy = policy_of(expr)
+    expected = opa_value_of(opa, policy, "data.t.r.v", {"c": certs})
+    for evaluator in EVALUATORS:
+        authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert same(ours(authz, {"c": certs}), expected), (permitted, excluded, sans, on_root)

@@ -982,7 +982,11 @@ fn p521_signed_by(child: &X509Certificate<'_>, key: &SubjectPublicKeyInfo<'_>) -
     ) else {
         return Some(false);
     };
-    Some(vk.verify_prehash(&digest, &sig).is_ok())
+    // The digest as a number, as Go's hashToInt reads one shorter than the order: `ecdsa`
+    // refuses prehashes under half the field size, so left-pad it (the value is unchanged).
+    let mut field = [0u8; 66];
+    field[66 - digest.len()..].copy_from_slice(&digest);
+    Some(vk.verify_prehash(&field, &sig).is_ok())
 }
 
 /// Whether the leaf may serve one of `wanted` (Go's `checkChainForKeyUsage`).

@@ -5,8 +5,8 @@
 //! - **name constraints** (`constraints.go`): each certificate's subject alternative names are
 //!   checked against the permitted and excluded subtrees (DNS, email, IP, URI) of every
 //!   certificate above it in the chain, with Go's matching rules: DNS constraints match the
-//!   name and its subdomains (`.example.com` only subdomains), email and URI host rules, IP
-//!   networks. Go parses the extension strictly when it reads the certificate; what it
+//!   name and its subdomains (`.example.com` only subdomains), and so do URI hosts and email
+//!   domains (a full mailbox constraint matches exactly), IP networks contain addresses. Go parses the extension strictly when it reads the certificate; what it
 //!   refuses there ([`parse_name_constraints`]'s errors) makes the whole input unparseable.
 //! - **certificate policies** (`policiesValid`, RFC 5280 section 6.1 as updated by RFC 9618):
 //!   OPA passes no policy set, so Go accepts any policy, and a chain fails only where the
@@ -304,17 +304,6 @@ fn dns_has_suffix(a: &str, b: &str) -> bool {
     !(a.first() != Some(&b'.') && b.len() > a.len() && b[b.len() - a.len() - 1] != b'.')
 }
 
-/// Go's `hostMatchesConstraint`: exact host, or (leading dot) a subdomain.
-fn host_matches(constraint: &str, host: &str) -> bool {
-    if constraint.is_empty() {
-        return true;
-    }
-    if !constraint.starts_with('.') && constraint.len() != host.len() {
-        return false;
-    }
-    dns_has_suffix(constraint, host)
-}
-
 /// Go's `sortAndPrune`.
 fn sort_and_prune<T: Clone>(
     mut set: Vec<T>,
@@ -421,38 +410,14 @@ fn trim_first_label(name: &str) -> &str {
     name.find('.').map_or("", |i| &name[i..])
 }
 
-struct HostConstraints {
-    all: bool,
-    set: Vec<String>,
-}
-
-impl HostConstraints {
-    fn new(l: &[String]) -> Option<Self> {
-        if l.is_empty() {
-            return None;
-        }
-        if l.iter().any(String::is_empty) {
-            return Some(HostConstraints {
-                all: true,
-                set: Vec::new(),
-            });
-        }
-        let set = sort_and_prune(l.to_vec(), |a, b| dns_compare(a, b), |a, b| host_matches(a, b));
-        Some(HostConstraints { all: false, set })
-    }
-
-    fn query(&self, s: &str) -> bool {
-        self.all || search(&self.set, s, |c, t| dns_compare(c, t), |c, t| host_matches(c, t))
-    }
-}
-
+/// Full mailboxes (domain lowercased) match exactly; domains as DNS constraints do.
 struct EmailConstraints {
-    hosts: Option<HostConstraints>,
+    domains: Option<DnsConstraints>,
     full: HashSet<Mailbox>,
 }
 
 impl EmailConstraints {
-    fn new(l: &[String]) -> Option<Self> {
+    fn new(l: &[String], permitted: bool) -> Option<Self> {
         if l.is_empty() {
             return None;
         }
@@ -469,13 +434,13 @@ impl EmailConstraints {
             }
         }
         Some(EmailConstraints {
-            hosts: HostConstraints::new(&domains),
+            domains: DnsConstraints::new(&domains, permitted),
             full,
         })
     }
 
     fn query(&self, m: &Mailbox) -> bool {
-        self.full.contains(m) || self.hosts.as_ref().is_some_and(|h| h.query(&m.domain))
+        self.full.contains(m) || self.domains.as_ref().is_some_and(|h| h.query(&m.domain))
     }
 }
 
@@ -605,8 +570,8 @@ impl ChainConstraints {
                 DnsConstraints::new(&e.uris, false),
             ),
             email: (
-                EmailConstraints::new(&p.emails),
-                EmailConstraints::new(&e.emails),
+                EmailConstraints::new(&p.emails, true),
+                EmailConstraints::new(&e.emails, false),
             ),
             index,
         }
