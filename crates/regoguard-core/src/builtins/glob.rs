@@ -636,19 +636,21 @@ fn append_merge(target: &[usize], sub: &[usize]) -> Vec<usize> {
                 out.extend_from_slice(target.get(x..).unwrap_or_default());
                 break;
             }
-            (Some(&a), Some(&b)) => {
-                if a == b {
+            (Some(&a), Some(&b)) => match a.cmp(&b) {
+                std::cmp::Ordering::Equal => {
                     out.push(a);
                     x += 1;
                     y += 1;
-                } else if a < b {
+                }
+                std::cmp::Ordering::Less => {
                     out.push(a);
                     x += 1;
-                } else {
+                }
+                std::cmp::Ordering::Greater => {
                     out.push(b);
                     y += 1;
                 }
-            }
+            },
         }
     }
     out
@@ -684,13 +686,7 @@ impl Matcher {
                 l
             }
             // gobwas's loop starts at 0 and only adds while positive: -1 unless empty.
-            Matcher::EveryOf(ms) => {
-                if ms.is_empty() {
-                    0
-                } else {
-                    -1
-                }
-            }
+            Matcher::EveryOf(ms) if ms.is_empty() => 0,
             Matcher::BTree(t) => t.len,
             _ => -1,
         }
@@ -786,9 +782,7 @@ impl Matcher {
                 Some(idx) => {
                     let head = s.get(..idx).unwrap_or_default();
                     let i = last_index_any_runes(head, seps)?.map_or(0, |j| j + 1);
-                    let seg = (idx + x.len())
-                        .checked_sub(i)
-                        .ok_or_else(out_of_range)?;
+                    let seg = (idx + x.len()).checked_sub(i).ok_or_else(out_of_range)?;
                     Some((i, vec![seg]))
                 }
             },
@@ -827,7 +821,7 @@ impl Matcher {
                 Some((0, seg))
             }
             Matcher::Min(limit) => {
-                if s.len() + 1 <= *limit {
+                if s.len() < *limit {
                     return Ok(None);
                 }
                 let mut count = 0;
@@ -955,12 +949,12 @@ impl BTree {
             )
         };
         while offset < limit {
-            let (o, l) = (offset.unsigned_abs(), limit.unsigned_abs());
-            let window = s.get(o..l).ok_or_else(out_of_range)?;
+            let (start, end) = (offset.unsigned_abs(), limit.unsigned_abs());
+            let window = s.get(start..end).ok_or_else(out_of_range)?;
             let Some((index, segments)) = self.value.index(window)? else {
                 return Ok(false);
             };
-            let at = o + index;
+            let at = start + index;
             let head = s.get(..at).ok_or_else(out_of_range)?;
             let left = match &self.left {
                 Some(m) => m.matches(head)?,
@@ -1331,7 +1325,10 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, seps: &[char], s: &str) -> bool {
-        compile_pattern(pattern, seps).unwrap().matches(s.as_bytes()).unwrap()
+        compile_pattern(pattern, seps)
+            .unwrap()
+            .matches(s.as_bytes())
+            .unwrap()
     }
 
     #[test]

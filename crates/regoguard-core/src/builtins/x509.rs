@@ -296,7 +296,14 @@ fn go_url(s: &str) -> Value {
     obj(vec![
         ("Scheme", Value::from(scheme)),
         ("Opaque", Value::from(opaque)),
-        ("User", if user { Value::new_object() } else { Value::Null }),
+        (
+            "User",
+            if user {
+                Value::new_object()
+            } else {
+                Value::Null
+            },
+        ),
         ("Host", Value::from(host)),
         ("Path", Value::from(percent_decode(path))),
         ("RawPath", Value::from("")),

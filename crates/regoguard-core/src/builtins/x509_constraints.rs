@@ -464,11 +464,9 @@ fn net_contains((ip, mask): &Net, target: &[u8]) -> bool {
         None if ip.len() == 16 => ip,
         None => return false,
     };
-    let m: &[u8] = match mask.len() {
-        4 if nn.len() == 4 => mask,
-        4 => return false,
-        16 if nn.len() == 4 => &mask[12..],
-        16 => mask,
+    let m: &[u8] = match (mask.len(), nn.len()) {
+        (4, 4) | (16, 16) => mask,
+        (16, 4) => &mask[12..],
         _ => return false,
     };
     let t = to4(target).unwrap_or(target);
@@ -485,12 +483,11 @@ fn net_subset(a: &Net, b: &Net) -> bool {
     if !net_contains(a, &b.0) {
         return false;
     }
-    let broadcast: Vec<u8> = b
-        .0
-        .iter()
-        .zip(b.1.iter().chain(std::iter::repeat(&0)))
-        .map(|(&i, &m)| i | !m)
-        .collect();
+    let broadcast: Vec<u8> =
+        b.0.iter()
+            .zip(b.1.iter().chain(std::iter::repeat(&0)))
+            .map(|(&i, &m)| i | !m)
+            .collect();
     net_contains(a, &broadcast)
 }
 
@@ -536,7 +533,7 @@ impl IpConstraints {
                 s,
                 ip,
                 |c: &Net, t: &[u8]| c.0.as_slice().cmp(t),
-                |c, t| net_contains(c, t),
+                net_contains,
             )
         })
     }
@@ -768,7 +765,11 @@ impl PolicyGraph {
     }
 
     fn insert(&mut self, id: usize) {
-        let key = self.nodes.get(id).map(|n| n.valid.clone()).unwrap_or_default();
+        let key = self
+            .nodes
+            .get(id)
+            .map(|n| n.valid.clone())
+            .unwrap_or_default();
         if let Some(s) = self.strata.get_mut(self.depth) {
             s.insert(key, id);
         }
@@ -825,13 +826,19 @@ impl PolicyGraph {
                 .stratum(i)
                 .map(|s| {
                     s.iter()
-                        .filter(|(_, &id)| self.nodes.get(id).is_some_and(|n| n.children.is_empty()))
+                        .filter(|(_, &id)| {
+                            self.nodes.get(id).is_some_and(|n| n.children.is_empty())
+                        })
                         .map(|(k, &id)| (k.clone(), id))
                         .collect()
                 })
                 .unwrap_or_default();
             for (key, id) in childless {
-                let parents = self.nodes.get(id).map(|n| n.parents.clone()).unwrap_or_default();
+                let parents = self
+                    .nodes
+                    .get(id)
+                    .map(|n| n.parents.clone())
+                    .unwrap_or_default();
                 for p in parents {
                     if let Some(n) = self.nodes.get_mut(p) {
                         n.children.remove(&id);
@@ -864,7 +871,9 @@ impl PolicyGraph {
         let mut out = Vec::new();
         for d in (0..=self.depth).rev() {
             for &id in self.stratum(d).into_iter().flat_map(BTreeMap::values) {
-                let Some(n) = self.nodes.get(id) else { continue };
+                let Some(n) = self.nodes.get(id) else {
+                    continue;
+                };
                 if n.valid == ANY_POLICY {
                     continue;
                 }
@@ -932,7 +941,11 @@ pub(super) fn policies_valid(chain: &[&PolicyInfo]) -> bool {
                     .map(|s| s.values().copied().collect())
                     .unwrap_or_default();
                 for p in parents {
-                    let expected = g.nodes.get(p).map(|n| n.expected.clone()).unwrap_or_default();
+                    let expected = g
+                        .nodes
+                        .get(p)
+                        .map(|n| n.expected.clone())
+                        .unwrap_or_default();
                     for e in expected {
                         if g.leaf_with_policy(&e).is_none() {
                             missing.entry(e).or_default().push(p);
@@ -952,7 +965,10 @@ pub(super) fn policies_valid(chain: &[&PolicyInfo]) -> bool {
                         if issuer == ANY_POLICY || subject == ANY_POLICY {
                             return false;
                         }
-                        mappings.entry(issuer.clone()).or_default().push(subject.clone());
+                        mappings
+                            .entry(issuer.clone())
+                            .or_default()
+                            .push(subject.clone());
                     } else {
                         g.delete_leaf(issuer);
                         g.prune();
@@ -985,7 +1001,10 @@ pub(super) fn policies_valid(chain: &[&PolicyInfo]) -> bool {
         }
     }
     explicit = explicit.saturating_sub(1);
-    if chain.first().is_some_and(|c| c.require_explicit_policy == Some(0)) {
+    if chain
+        .first()
+        .is_some_and(|c| c.require_explicit_policy == Some(0))
+    {
         explicit = 0;
     }
     let mut valid = 0;
