@@ -8,13 +8,18 @@
 //! tree minimisation and matcher gluing, and every matcher's `Match`/`Index`/`Len`, working
 //! on bytes as Go's strings do (a matcher may cut a subject inside a character, which then
 //! decodes as U+FFFD, as in Go). Where gobwas would panic (a slice out of range) the call is
-//! an error, so the expression is undefined.
+//! an error, so the expression is undefined. gobwas's matching backtracks (`a*a*a*...b` is
+//! exponential) and has no bound; here every step counts against the evaluation's time budget
+//! ([`tick`]), and a match that spends it fails the evaluation (ARCHITECTURE.md, "Caching
+//! rules" 9).
 
 use anyhow::{anyhow, bail, Result};
 use regorus::Value;
 
 use super::misc::string;
-use super::Builtin;
+use super::{tick, Builtin};
+
+const NAME: &str = "glob.match";
 
 /// This family's builtins (they replace regorus's of the same names).
 pub const BUILTINS: &[Builtin] = &[
@@ -693,6 +698,7 @@ impl Matcher {
     }
 
     pub(crate) fn matches(&self, s: &[u8]) -> Result<bool> {
+        tick(NAME)?;
         Ok(match self {
             Matcher::Nothing => s.is_empty(),
             Matcher::Super => true,
@@ -747,6 +753,7 @@ impl Matcher {
     }
 
     fn index(&self, s: &[u8]) -> Result<Found> {
+        tick(NAME)?;
         Ok(match self {
             Matcher::Nothing => Some((0, vec![0])),
             Matcher::Super => Some((0, all_segments(s))),
@@ -949,6 +956,7 @@ impl BTree {
             )
         };
         while offset < limit {
+            tick(NAME)?;
             let (start, end) = (offset.unsigned_abs(), limit.unsigned_abs());
             let window = s.get(start..end).ok_or_else(out_of_range)?;
             let Some((index, segments)) = self.value.index(window)? else {
@@ -1141,12 +1149,13 @@ fn glue_as_every(matchers: &[Matcher]) -> Option<Matcher> {
     Some(Matcher::EveryOf(every))
 }
 
-fn minimize_matchers(matchers: Vec<Matcher>) -> Vec<Matcher> {
+fn minimize_matchers(matchers: Vec<Matcher>) -> Result<Vec<Matcher>> {
     let mut done: Option<Matcher> = None;
     let (mut left, mut right, mut count) = (0, 0, 0);
     let n = matchers.len();
     for l in 0..n {
         for r in (l + 1..=n).rev() {
+            tick(NAME)?;
             let Some(glued) = matchers.get(l..r).and_then(glue) else {
                 continue;
             };
@@ -1166,13 +1175,13 @@ fn minimize_matchers(matchers: Vec<Matcher>) -> Vec<Matcher> {
         }
     }
     let Some(done) = done else {
-        return matchers;
+        return Ok(matchers);
     };
     let mut next: Vec<Matcher> = matchers.get(..left).unwrap_or_default().to_vec();
     next.push(done);
     next.extend_from_slice(matchers.get(right..).unwrap_or_default());
     if next.len() == n {
-        return next;
+        return Ok(next);
     }
     minimize_matchers(next)
 }
@@ -1300,7 +1309,7 @@ fn compile(tree: &Node, sep: &[char]) -> Result<Matcher> {
             if tree.children.is_empty() {
                 return Ok(Matcher::Nothing);
             }
-            compile_matchers(minimize_matchers(compile_children(tree, sep)?))?
+            compile_matchers(minimize_matchers(compile_children(tree, sep)?)?)?
         }
         Kind::Any => Matcher::Any(sep.to_vec()),
         Kind::Super => Matcher::Super,
