@@ -118,9 +118,6 @@ fn subtrees(mut der: &[u8]) -> Result<(Subtrees, bool)> {
                 if !valid_ip_mask(mask) {
                     bail!("x509: IP constraint contained invalid mask");
                 }
-                if ip.len() == 16 && to4(ip).is_some() {
-                    bail!("x509: IP constraint contained IPv4-mapped IPv6 address");
-                }
                 out.ips.push((ip.to_vec(), mask.to_vec()));
             }
             0x81 => {
