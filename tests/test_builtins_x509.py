@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests import opa_oracle
@@ -1029,3 +1029,72 @@ def test_name_constraints_go_cannot_parse_match_opa(
     certs = _raw_nc_ca(value)
     _check(opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)[0]", {"c": certs})
     _check(opa, authorizer, "count(crypto.x509.parse_certificates(input.c))", {"c": certs})
+
+
+# -- certificate policies, random: RFC 5280 section 6.1 (with RFC 9618) as Go runs it ----------
+
+POLICY_OIDS = [P1, P2, ANY_POLICY]
+OID_DER = {P1: bytes.fromhex("6781" + "0c010201"), P2: bytes.fromhex("2a030405")}
+OID_DER[ANY_POLICY] = bytes.fromhex("551d2000")
+
+
+def _mappings(pairs: list[tuple[x509.ObjectIdentifier, x509.ObjectIdentifier]]) -> Any:
+    body = b"".join(_tlv(0x30, _tlv(0x06, OID_DER[a]), _tlv(0x06, OID_DER[b])) for a, b in pairs)
+    return x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.33"), _tlv(0x30, body))
+
+
+CA_POLICY = st.fixed_dictionaries(
+    {
+        "policies": st.lists(st.sampled_from(POLICY_OIDS), max_size=2, unique=True),
+        "explicit": st.sampled_from([None, 0, 1, 2]),
+        "inhibit_mapping": st.sampled_from([None, 0, 1]),
+        "inhibit_any": st.sampled_from([None, 0, 1]),
+        "mappings": st.lists(
+            st.tuples(st.sampled_from(POLICY_OIDS), st.sampled_from(POLICY_OIDS)),
+            max_size=2,
+            unique=True,
+        ),
+    }
+)
+
+
+def _policy_ca(i: int, spec: dict[str, Any], issuer: tuple[x509.Certificate, Any]) -> Any:
+    exts: list[tuple[x509.ExtensionType, bool]] = []
+    if spec["policies"]:
+        exts.append(_policies(*spec["policies"]))
+    if spec["explicit"] is not None or spec["inhibit_mapping"] is not None:
+        exts.append((x509.PolicyConstraints(spec["explicit"], spec["inhibit_mapping"]), True))
+    if spec["inhibit_any"] is not None:
+        exts.append((x509.InhibitAnyPolicy(spec["inhibit_any"]), True))
+    if spec["mappings"]:
+        exts.append((_mappings(spec["mappings"]), True))
+    return ca_cert(f"policy ca {i}", INT_KEY, issuer, extensions=exts)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cas=st.lists(CA_POLICY, min_size=1, max_size=2),
+    leaf_policies=st.lists(st.sampled_from(POLICY_OIDS), max_size=2, unique=True),
+)
+def test_hypothesis_certificate_policies_agree_with_opa(
+    opa: Any,
+    authorizer: Callable[..., regoguard.Authorizer],
+    cas: list[dict[str, Any]],
+    leaf_policies: list[x509.ObjectIdentifier],
+) -> None:
+    chain = [ROOT]
+    issuer: tuple[x509.Certificate, Any] = (ROOT, ROOT_KEY)
+    for i, spec in enumerate(cas):
+        ca = _policy_ca(i, spec, issuer)
+        chain.append(ca)
+        issuer = (ca, INT_KEY)
+    chain.append(_leaf_with(issuer[0], issuer[1], *leaf_policies))
+    certs = pem(*chain)
+    policy = policy_of("crypto.x509.parse_and_verify_certificates(input.c)[0]")
+    expected = opa_value_of(opa, policy, "data.t.r.v", {"c": certs})
+    for evaluator in EVALUATORS:
+        authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert same(ours(authz, {"c": certs}), expected), (cas, leaf_policies)
+    event(f"valid={expected}")  # both answers are drawn (--hypothesis-show-statistics)
