@@ -1098,3 +1098,38 @@ def test_hypothesis_certificate_policies_agree_with_opa(
         authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
         assert same(ours(authz, {"c": certs}), expected), (cas, leaf_policies)
     event(f"valid={expected}")  # both answers are drawn (--hypothesis-show-statistics)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1, ec.SECP384R1, ec.SECP521R1])
+@pytest.mark.parametrize("digest", [hashes.SHA256, hashes.SHA384, hashes.SHA512])
+@pytest.mark.parametrize("forge", [False, True])
+def test_every_ecdsa_curve_and_digest_matches_opa(
+    opa: Any,
+    authorizer: Callable[..., regoguard.Authorizer],
+    curve: Any,
+    digest: Any,
+    forge: bool,
+) -> None:
+    """Go accepts any of SHA-256/384/512 with any curve (ring pairs only some; RustCrypto
+    checks the rest); a changed signature byte never verifies."""
+    key = ec.generate_private_key(curve())
+    root = ca_cert("ecdsa root", key, None, sign_hash=digest())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("ecdsa leaf"))
+        .issuer_name(root.subject)
+        .public_key(LEAF_KEY.public_key())
+        .serial_number(5)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .sign(key, digest())
+    )
+    der = bytearray(leaf.public_bytes(serialization.Encoding.DER))
+    if forge:
+        der[-3] ^= 1
+    body = base64.encodebytes(bytes(der)).decode()
+    certs = pem(root) + f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+    expected = _check(
+        opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)[0]", {"c": certs}
+    )
+    assert expected is (not forge)

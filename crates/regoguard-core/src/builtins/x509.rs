@@ -14,6 +14,8 @@
 //! Name constraints and certificate policies are checked as Go checks a candidate chain
 //! (`x509_constraints.rs`).
 //!
+//! ECDSA signatures ring cannot check (P-521, SHA-512 over P-256/P-384) go to `RustCrypto`.
+//!
 //! Differences from Go, all refusals: SHA-1 and MD5 signatures never verify (Go refuses them
 //! too), nor do DSA signatures (ring lacks them).
 
@@ -958,42 +960,87 @@ fn signed_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool 
     ) {
         return false;
     }
-    if let Some(ok) = p521_signed_by(child, parent.public_key()) {
+    if let Some(ok) = ecdsa_signed_by(child, parent.public_key()) {
         return ok;
     }
     child.verify_signature(Some(parent.public_key())).is_ok()
 }
 
-/// ECDSA with a P-521 issuer key (ring has none): `RustCrypto`'s `p521` over the digest the
-/// signature algorithm names, as Go accepts any of SHA-256/384/512 with any curve. `None`
-/// when the key is not P-521.
-fn p521_signed_by(child: &X509Certificate<'_>, key: &SubjectPublicKeyInfo<'_>) -> Option<bool> {
-    use p521::ecdsa::signature::hazmat::PrehashVerifier;
+/// ECDSA where ring has no verifier: a P-521 issuer key (ring has no P-521), or SHA-512 over
+/// P-256/P-384 (ring pairs those curves with SHA-256/384 only). Go accepts any of
+/// SHA-256/384/512 with any curve; `RustCrypto`'s `p256`/`p384`/`p521` check the digest the
+/// signature algorithm names. `None`: ring's path (x509-parser) decides.
+fn ecdsa_signed_by(child: &X509Certificate<'_>, key: &SubjectPublicKeyInfo<'_>) -> Option<bool> {
     use sha2::Digest;
-    let curve = key.algorithm.parameters.as_ref()?.as_oid().ok()?;
-    if oid_string(&key.algorithm.algorithm) != "1.2.840.10045.2.1"
-        || oid_string(&curve) != "1.3.132.0.35"
+    if oid_string(&key.algorithm.algorithm) != "1.2.840.10045.2.1" {
+        return None;
+    }
+    let curve = oid_string(&key.algorithm.parameters.as_ref()?.as_oid().ok()?);
+    let alg = signature_algorithm(&child.signature_algorithm);
+    // ring checks P-256/P-384 with SHA-256/384 itself.
+    let ring_can = alg != 12 && matches!(curve.as_str(), "1.2.840.10045.3.1.7" | "1.3.132.0.34");
+    if ring_can
+        || !matches!(
+            curve.as_str(),
+            "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
+        )
     {
         return None;
     }
     let tbs = child.tbs_certificate.as_ref();
-    let digest: Vec<u8> = match signature_algorithm(&child.signature_algorithm) {
+    let digest: Vec<u8> = match alg {
         10 => sha2::Sha256::digest(tbs).to_vec(),
         11 => sha2::Sha384::digest(tbs).to_vec(),
         12 => sha2::Sha512::digest(tbs).to_vec(),
         _ => return Some(false),
     };
+    let point = &key.subject_public_key.data;
+    let sig = &child.signature_value.data;
+    Some(match curve.as_str() {
+        "1.3.132.0.35" => p521_prehash(point, sig, &digest),
+        "1.2.840.10045.3.1.7" => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier;
+            let (Ok(vk), Ok(sig)) = (
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(point),
+                p256::ecdsa::Signature::from_der(sig),
+            ) else {
+                return Some(false);
+            };
+            // A digest longer than the order: its leftmost bits, as Go's hashToInt.
+            vk.verify_prehash(&digest, &sig).is_ok()
+        }
+        _ => {
+            use p384::ecdsa::signature::hazmat::PrehashVerifier;
+            let (Ok(vk), Ok(sig)) = (
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(point),
+                p384::ecdsa::Signature::from_der(sig),
+            ) else {
+                return Some(false);
+            };
+            vk.verify_prehash(&digest, &sig).is_ok()
+        }
+    })
+}
+
+fn p521_prehash(point: &[u8], sig: &[u8], digest: &[u8]) -> bool {
+    use p521::ecdsa::signature::hazmat::PrehashVerifier;
     let (Ok(vk), Ok(sig)) = (
-        p521::ecdsa::VerifyingKey::from_sec1_bytes(&key.subject_public_key.data),
-        p521::ecdsa::Signature::from_der(&child.signature_value.data),
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point),
+        p521::ecdsa::Signature::from_der(sig),
     ) else {
-        return Some(false);
+        return false;
     };
     // The digest as a number, as Go's hashToInt reads one shorter than the order: `ecdsa`
     // refuses prehashes under half the field size, so left-pad it (the value is unchanged).
     let mut field = [0u8; 66];
-    field[66 - digest.len()..].copy_from_slice(&digest);
-    Some(vk.verify_prehash(&field, &sig).is_ok())
+    let Some(tail) = field.get_mut(66usize.saturating_sub(digest.len())..) else {
+        return false;
+    };
+    if tail.len() != digest.len() {
+        return false;
+    }
+    tail.copy_from_slice(digest);
+    vk.verify_prehash(&field, &sig).is_ok()
 }
 
 /// Whether the leaf may serve one of `wanted` (Go's `checkChainForKeyUsage`).
