@@ -13,6 +13,9 @@
 //! ([`tick`]), and a match that spends it fails the evaluation (ARCHITECTURE.md, "Caching
 //! rules" 9).
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use anyhow::{anyhow, bail, Result};
 use regorus::Value;
 
@@ -54,8 +57,37 @@ fn glob_match(args: &[Value]) -> Result<Value> {
         _ => bail!("{name}: operand 2 must be one of {{array, null}}"),
     };
     let subject = string(name, 3, &args[2])?;
-    let matcher = compile_pattern(pattern, &delimiters)?;
+    let matcher = compiled(pattern, delimiters)?;
     Ok(Value::from(matcher.matches(subject.as_bytes())?))
+}
+
+/// Patterns compiled on this thread (a policy matches few distinct patterns; OPA caches them
+/// too, process-wide). Bounded: cleared when full, and long patterns are not kept.
+const CACHE_ENTRIES: usize = 128;
+const CACHE_PATTERN_BYTES: usize = 1024;
+
+thread_local! {
+    static COMPILED: std::cell::RefCell<HashMap<(String, Vec<char>), Rc<Matcher>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn compiled(pattern: &str, delimiters: Vec<char>) -> Result<Rc<Matcher>> {
+    let key = (pattern.to_owned(), delimiters);
+    if let Some(m) = COMPILED.with(|c| c.borrow().get(&key).cloned()) {
+        return Ok(m);
+    }
+    let m = Rc::new(compile_pattern(pattern, &key.1)?);
+    if pattern.len() > CACHE_PATTERN_BYTES {
+        return Ok(m);
+    }
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(key, Rc::clone(&m));
+    });
+    Ok(m)
 }
 
 /// `glob.quote_meta(pattern)`: gobwas's `QuoteMeta`, a `\` before each of `*?\[]{}`.
