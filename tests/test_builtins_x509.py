@@ -1135,3 +1135,34 @@ def test_every_ecdsa_curve_and_digest_matches_opa(
         opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)[0]", {"c": certs}
     )
     assert expected is (not forge)
+
+
+@pytest.mark.parametrize(
+    "sans",
+    [
+        pytest.param([x509.DirectoryName(_name("d"))], id="directory name only"),
+        pytest.param([x509.DirectoryName(_name("d")), dns("a.example")], id="with a dns name"),
+        pytest.param(
+            [x509.OtherName(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00")], id="other name only"
+        ),
+    ],
+)
+def test_a_critical_san_without_known_names_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], sans: list[x509.GeneralName]
+) -> None:
+    """Go leaves a critical SAN extension naming no DNS, email, IP or URI unhandled, so the
+    certificate never verifies."""
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("san leaf"))
+        .issuer_name(ROOT.subject)
+        .public_key(LEAF_KEY.public_key())
+        .serial_number(5)
+        .not_valid_before(NOW - YEAR)
+        .not_valid_after(NOW + YEAR)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+        .sign(ROOT_KEY, hashes.SHA256())
+    )
+    certs = pem(ROOT, leaf)
+    _check(opa, authorizer, "crypto.x509.parse_and_verify_certificates(input.c)[0]", {"c": certs})
+    _check(opa, authorizer, "crypto.x509.parse_certificates(input.c)", {"c": certs})

@@ -445,6 +445,12 @@ struct Sans {
     uri: Vec<String>,
 }
 
+impl Sans {
+    fn count(&self) -> usize {
+        self.dns.len() + self.email.len() + self.ip.len() + self.uri.len()
+    }
+}
+
 fn sans_of(general_names: &[GeneralName<'_>], into: &mut Sans) {
     for g in general_names {
         match g {
@@ -597,7 +603,11 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
                 }
             }
             ParsedExtension::SubjectAlternativeName(san) => {
+                let before = e.sans.count();
                 sans_of(&san.general_names, &mut e.sans);
+                // Go: a SAN extension naming none of DNS, email, IP, URI is not handled (so a
+                // critical one makes the certificate unverifiable).
+                handled = e.sans.count() > before;
             }
             ParsedExtension::NameConstraints(nc) => {
                 e.nc_critical = x.critical;
