@@ -129,3 +129,32 @@ def test_allocation_failure_under_ulimit_is_an_evaluation_error(tmp_path: Path) 
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "healthy"
+
+
+GLOB = """package authz
+
+default allow := false
+
+allow if not glob.match(input.p, ["."], input.s)
+"""
+
+
+@pytest.mark.parametrize("evaluator", ["rvm", "interpreter"])
+@pytest.mark.parametrize(
+    "hostile",
+    [{"p": "a*" * 40, "s": "a" * 40 + "."}, {"p": "a?" * 2000, "s": "a"}],
+    ids=["backtracking", "long pattern"],
+)
+def test_a_hostile_glob_ends_within_the_budget_and_never_grants(
+    authorizer: Any, evaluator: str, hostile: dict[str, str]
+) -> None:
+    """gobwas/glob (OPA's) backtracks without bound; here the match counts against the time
+    budget and spending it fails the evaluation: under `not`, an undefined match would grant."""
+    authz = authorizer({"authz.rego": GLOB}, evaluator=evaluator)
+    started = time.monotonic()
+    with pytest.raises(regoguard.EvaluationError, match="evaluation budget exceeded"):
+        authz.check(hostile)
+    assert time.monotonic() - started < BOUND_S
+    assert not authz.check({"p": "a*", "s": "ab"}).allow
+    assert authz.check({"p": "b*", "s": "ab"}).allow
+    assert authz.stats()["budget_exceeded"] == 1

@@ -345,20 +345,6 @@ def test_what_regorus_cannot_express_is_refused_at_construction(
     assert re.search(r"authz\.rego:\d+:\d+", str(e.value)), str(e.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known difference (README): OPA's gobwas/glob never matches `{**/,}x`; regorus does",
-)
-def test_glob_alternative_with_a_super_wildcard_matches_opa(
-    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
-) -> None:
-    policy = policy_of('[glob.match("{**/,}x", ["/"], s) | some s in ["x", "a/x", "a/b/x"]]')
-    expected = opa_value(opa, policy, "data.t.r.v", {})
-    for evaluator in EVALUATORS:
-        a = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
-        assert same(ours(a, None), expected), evaluator
-
-
 # -- construction: unknown functions, the evaluator choice ------------------------------------
 
 UNKNOWN_SHAPES = [

@@ -431,6 +431,26 @@ def test_an_rsa_signature_from_a_pem_key_loads(tmp_path: Path) -> None:
         Authorizer(Bundle(bad, verification_key=public_pem))
 
 
+def test_an_es512_signature_from_a_p521_key_loads(tmp_path: Path) -> None:
+    ec = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ec")
+    serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+    private = ec.generate_private_key(ec.SECP521R1())
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    files = bundle_files(["alice"])
+    path = write(tmp_path, {**files, ".signatures.json": signatures(files, private, alg="ES512")})
+    assert Authorizer(Bundle(path, verification_key=public_pem)).check({"user": "alice"}).allow
+    other = ec.generate_private_key(ec.SECP521R1())
+    bad = write(
+        tmp_path, {**files, ".signatures.json": signatures(files, other, alg="ES512")}, "x.tar.gz"
+    )
+    with pytest.raises(ConfigError, match="failed to verify JWT signature"):
+        Authorizer(Bundle(bad, verification_key=public_pem))
+
+
 def hs256_by_hand(files: Files, secret: bytes) -> str:
     """An HS256 JWS over ``files`` built without PyJWT (which refuses a PEM as a secret)."""
     import base64

@@ -732,7 +732,7 @@ class JWTIdentity:
         audience: The required audience; a token with an ``aud`` claim is refused when this
             is ``None`` (as OPA and PyJWT do).
         algorithms: Accepted ``alg`` values. Default: the asymmetric ones (RS*, PS*, ES256,
-            ES384, EdDSA); HMAC (HS*) must be listed.
+            ES384, ES512, EdDSA); HMAC (HS*) must be listed.
         leeway_seconds: Clock skew allowed on ``exp`` and ``nbf``.
         header: The header carrying the token (case-insensitive).
         scheme: The scheme before the token (case-insensitive); ``""``: the whole value is

@@ -22,8 +22,8 @@ use regoguard_core::identity::{
 };
 
 /// The algorithms accepted by default: every asymmetric one (an HMAC secret must be asked for).
-const DEFAULT_ALGORITHMS: [&str; 9] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+const DEFAULT_ALGORITHMS: [&str; 10] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
 
 /// A verified bearer token: what `JWTIdentity` returns and `input.user` is written from.
@@ -192,11 +192,6 @@ impl PyJWTIdentity {
                     "JWTIdentity: unknown algorithm {n:?} (alg \"none\" is never accepted)"
                 ))
             })?;
-            if a == Alg::ES512 {
-                return Err(config_error(
-                    "JWTIdentity: ES512 (P-521) is not supported: such tokens never verify",
-                ));
-            }
             algs.push(a);
         }
         let header = header.trim().to_ascii_lowercase();

@@ -394,3 +394,29 @@ def test_cache_control_max_age_refreshes_and_a_removed_key_stops_verifying_at_on
         assert time.monotonic() < deadline, ident.stats()
         time.sleep(0.1)
     assert client.get("/me", headers=bearer(token(keys.k2, kid="k2"))).status_code == 200
+
+
+def test_es512_tokens_verify_with_a_p521_jwk_or_pem(policy_dir: Any) -> None:
+    """ES512 (P-521) is one of the default algorithms, as in OPA: a JWK and a PEM key verify
+    it, a token signed by another P-521 key does not."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP521R1())
+    other = ec.generate_private_key(ec.SECP521R1())
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="p521", use="sig", alg="ES512")
+    pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    policy = POLICY.replace('input.token.alg == "RS256"', 'input.token.alg == "ES512"')
+    authz = regoguard.Authorizer(policy_dir(policy))
+    assert "ES512" in regoguard.JWTIdentity(keys=[jwk]).algorithms
+    for keys in ([jwk], [pem]):
+        ident = regoguard.JWTIdentity(issuer=ISSUER, audience=AUDIENCE, keys=keys)
+        client = app_for(authz, ident)
+        good = token(key, kid="p521", alg="ES512")  # type: ignore[arg-type]
+        assert client.get("/me", headers=bearer(good)).status_code == 200
+        forged = token(other, kid="p521", alg="ES512")  # type: ignore[arg-type]
+        assert client.get("/me", headers=bearer(forged)).status_code == 401

@@ -15,6 +15,9 @@
 //!   seconds building a ten-million-digit number in one uninterruptible call). The RVM cannot
 //!   take replacements, so `auto` evaluates entrypoints that call them on the interpreter
 //!   (`rvm_guard`).
+//! - **Long builtins**: ours that can run long (`glob.match`'s backtracking) count their steps
+//!   with [`crate::builtins::tick`], which reads what is left of the time budget and fails the
+//!   evaluation with [`crate::builtins::OutOfTime`] once it is spent.
 //! - **Instructions**: the RVM also stops after [`crate::engine::MAX_INSTRUCTIONS`].
 
 use std::num::{NonZeroU32, NonZeroU64};

@@ -131,7 +131,7 @@ impl Drop for Current {
 /// What is left of the evaluation's time budget: the budget less the time since the
 /// evaluation's clock was read ([`eval_context::now_unix_ns`]). A request never outlives the
 /// evaluation that made it (README, "Evaluation budgets").
-fn remaining_budget() -> Duration {
+pub(super) fn remaining_budget() -> Duration {
     let budget = OWNER.with(|o| o.get().1);
     let started = eval_context::now_unix_ns();
     let elapsed = crate::clock::unix_ns().saturating_sub(started);

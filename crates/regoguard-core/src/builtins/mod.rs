@@ -28,6 +28,7 @@ use regorus::{Engine, Value};
 pub mod aws;
 pub mod check;
 pub mod crypto;
+pub mod glob;
 pub mod http;
 pub mod jwt;
 pub mod metadata;
@@ -37,6 +38,7 @@ pub mod schema;
 pub mod template;
 pub mod uri;
 pub mod x509;
+mod x509_constraints;
 
 /// A builtin implemented here: `name` as OPA spells it, its argument count, and the function.
 pub struct Builtin {
@@ -72,6 +74,7 @@ impl Builtin {
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
     let families: &[&[Builtin]] = &[
         misc::BUILTINS,
+        glob::BUILTINS,
         net::BUILTINS,
         http::BUILTINS,
         schema::BUILTINS,
@@ -108,13 +111,57 @@ pub fn lookup(name: &str) -> Option<&'static Builtin> {
         .copied()
 }
 
-/// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error.
+/// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error, except
+/// [`OutOfTime`], which fails the evaluation (an undefined answer could grant under `not`).
+///
+/// # Errors
+/// [`OutOfTime`] only.
 #[inline]
-pub fn call(b: &Builtin, args: &[Value]) -> Value {
+pub fn call(b: &Builtin, args: &[Value]) -> anyhow::Result<Value> {
     if args.len() != usize::from(b.nargs) || args.contains(&Value::Undefined) {
-        return Value::Undefined;
+        return Ok(Value::Undefined);
     }
-    (b.f)(args).unwrap_or(Value::Undefined)
+    match (b.f)(args) {
+        Ok(v) => Ok(v),
+        Err(e) if e.is::<OutOfTime>() => Err(e),
+        Err(_) => Ok(Value::Undefined),
+    }
+}
+
+/// A builtin spent the evaluation's whole time budget (ARCHITECTURE.md, "Caching rules" 9):
+/// the evaluation ends with a budget error. Its text is the one `budget::classify` reads.
+#[derive(Debug)]
+pub struct OutOfTime(pub &'static str);
+
+impl std::fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: exceeded time limit", self.0)
+    }
+}
+
+impl std::error::Error for OutOfTime {}
+
+thread_local! {
+    static TICKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One unit of a long builtin computation (a glob match's backtracking): every 1024 units the
+/// evaluation's remaining time budget is read, and when it is spent the builtin stops with
+/// [`OutOfTime`].
+///
+/// # Errors
+/// [`OutOfTime`] when the budget is spent.
+#[inline]
+pub fn tick(name: &'static str) -> anyhow::Result<()> {
+    let n = TICKS.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n
+    });
+    if n % 1024 == 0 && http::remaining_budget().is_zero() {
+        return Err(OutOfTime(name).into());
+    }
+    Ok(())
 }
 
 /// Registers every builtin of [`all`] on `engine` as a regorus extension.
@@ -126,7 +173,7 @@ pub fn register_interpreter(engine: &mut Engine) -> anyhow::Result<()> {
         engine.add_extension(
             b.name.to_owned(),
             b.nargs,
-            Box::new(move |args: Vec<Value>| Ok(call(b, &args))),
+            Box::new(move |args: Vec<Value>| call(b, &args)),
         )?;
     }
     Ok(())
@@ -171,7 +218,7 @@ pub fn execute_rvm(vm: &mut RegoVM) -> anyhow::Result<Value> {
                 };
                 // The compiler packs the call's arguments into one array.
                 match argument {
-                    Value::Array(args) => call(b, &args.to_vec()),
+                    Value::Array(args) => call(b, &args.to_vec())?,
                     _ => Value::Undefined,
                 }
             }

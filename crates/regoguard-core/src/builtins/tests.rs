@@ -199,3 +199,13 @@ fn an_undefined_builtin_inside_a_collection_literal_is_undefined_on_both() {
         }
     }
 }
+
+#[test]
+fn glob_match_is_gobwas_on_both_evaluators() {
+    // regorus's own glob.match matches `a/x` here; OPA's gobwas/glob (and ours) does not.
+    let p = "package t\nx := [glob.match(\"{**/,}x\", [\"/\"], s) | some s in input.s]\n";
+    assert_eq!(
+        both(p, r#"{"s": ["x", "a/x", "a/b/x"]}"#),
+        json("[false, false, false]")
+    );
+}

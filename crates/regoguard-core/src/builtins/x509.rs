@@ -11,11 +11,13 @@
 //! A verification that read the clock bounds the decision (ARCHITECTURE.md, "Caching rules" 8):
 //! a valid chain holds until its first `NotAfter`, an invalid one until the next `NotBefore`.
 //!
+//! Name constraints and certificate policies are checked as Go checks a candidate chain
+//! (`x509_constraints.rs`).
+//!
+//! ECDSA signatures ring cannot check (P-521, SHA-512 over P-256/P-384) go to `RustCrypto`.
+//!
 //! Differences from Go, all refusals: SHA-1 and MD5 signatures never verify (Go refuses them
-//! too), nor do ECDSA P-521 or DSA signatures (ring lacks them); name constraints and policy
-//! constraints, mappings and `inhibitAnyPolicy` are not evaluated, so a chain through a
-//! certificate carrying one of them never verifies (a denial where Go might accept, never an
-//! acceptance where Go denies).
+//! too), nor do DSA signatures (ring lacks them).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -32,6 +34,7 @@ use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo, X509Name};
 
 use super::jwt::der_tlv;
 use super::misc::string;
+use super::x509_constraints::{self as constraints, NameConstraints, PolicyInfo, SanNames};
 use super::Builtin;
 use crate::eval_context;
 
@@ -283,6 +286,49 @@ fn ip_text(b: &[u8]) -> Value {
 /// Go's `url.URL` struct in JSON, for the URIs a certificate names (Go's `url.Parse` of the
 /// common `scheme://host/path?query#fragment` and `scheme:opaque` shapes).
 fn go_url(s: &str) -> Value {
+    let UrlParts {
+        scheme,
+        opaque,
+        user,
+        host,
+        path,
+        query,
+        fragment,
+    } = url_parts(s);
+    obj(vec![
+        ("Scheme", Value::from(scheme)),
+        ("Opaque", Value::from(opaque)),
+        (
+            "User",
+            if user {
+                Value::new_object()
+            } else {
+                Value::Null
+            },
+        ),
+        ("Host", Value::from(host)),
+        ("Path", Value::from(percent_decode(path))),
+        ("RawPath", Value::from("")),
+        ("OmitHost", Value::from(false)),
+        ("ForceQuery", Value::from(query == Some(""))),
+        ("RawQuery", Value::from(query.unwrap_or(""))),
+        ("Fragment", Value::from(percent_decode(fragment))),
+        ("RawFragment", Value::from("")),
+    ])
+}
+
+/// The pieces of a URI as Go's `url.Parse` splits the common shapes.
+struct UrlParts<'a> {
+    scheme: String,
+    opaque: &'a str,
+    user: bool,
+    host: String,
+    path: &'a str,
+    query: Option<&'a str>,
+    fragment: &'a str,
+}
+
+fn url_parts(s: &str) -> UrlParts<'_> {
     let (scheme, rest) = match s.split_once(':') {
         Some((sch, rest))
             if !sch.is_empty()
@@ -299,14 +345,14 @@ fn go_url(s: &str) -> Value {
     let (rest, query) = rest
         .split_once('?')
         .map_or((rest, None), |(a, b)| (a, Some(b)));
-    let (mut host, mut user, mut opaque, mut path) = (String::new(), Value::Null, "", rest);
+    let (mut host, mut user, mut opaque, mut path) = (String::new(), false, "", rest);
     if let Some(after) = rest.strip_prefix("//") {
         let end = after.find('/').unwrap_or(after.len());
         let authority = &after[..end];
         path = &after[end..];
         let authority = match authority.rsplit_once('@') {
             Some((_, h)) => {
-                user = Value::new_object();
+                user = true;
                 h
             }
             None => authority,
@@ -316,19 +362,15 @@ fn go_url(s: &str) -> Value {
         opaque = rest;
         path = "";
     }
-    obj(vec![
-        ("Scheme", Value::from(scheme)),
-        ("Opaque", Value::from(opaque)),
-        ("User", user),
-        ("Host", Value::from(host)),
-        ("Path", Value::from(percent_decode(path))),
-        ("RawPath", Value::from("")),
-        ("OmitHost", Value::from(false)),
-        ("ForceQuery", Value::from(query == Some(""))),
-        ("RawQuery", Value::from(query.unwrap_or(""))),
-        ("Fragment", Value::from(percent_decode(fragment))),
-        ("RawFragment", Value::from("")),
-    ])
+    UrlParts {
+        scheme,
+        opaque,
+        user,
+        host,
+        path,
+        query,
+        fragment,
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -403,6 +445,12 @@ struct Sans {
     uri: Vec<String>,
 }
 
+impl Sans {
+    fn count(&self) -> usize {
+        self.dns.len() + self.email.len() + self.ip.len() + self.uri.len()
+    }
+}
+
 fn sans_of(general_names: &[GeneralName<'_>], into: &mut Sans) {
     for g in general_names {
         match g {
@@ -466,9 +514,15 @@ struct Exts {
     sans: Sans,
     /// A critical extension Go would not handle (verification fails on it).
     unhandled_critical: Vec<Value>,
-    /// An extension Go enforces during verification and this module does not (name
-    /// constraints, policy constraints and mappings): a chain through it never verifies.
-    unverifiable: bool,
+    /// An extension Go's parser refuses (a malformed name-constraints extension): Go cannot
+    /// read the certificate at all.
+    go_unparseable: bool,
+    /// A subject-alternative-name extension is present (Go's `hasSANExtension`).
+    has_san: bool,
+    /// The name constraints as Go's verifier reads them.
+    name_constraints: Option<NameConstraints>,
+    /// What Go's policy validation reads.
+    policy: PolicyInfo,
     /// Name constraints, in Go's fields: permitted, excluded.
     nc_critical: bool,
     nc: [NameSubtrees; 2],
@@ -484,6 +538,19 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
             ("Value", bytes(x.value)),
         ]));
         let mut handled = true;
+        let oid = oid_string(&x.oid);
+        if oid == "2.5.29.17" {
+            e.has_san = true;
+        }
+        if oid == "2.5.29.30" {
+            match constraints::parse_name_constraints(x.value) {
+                Ok(nc) => {
+                    handled = !nc.unhandled;
+                    e.name_constraints = Some(nc);
+                }
+                Err(_) => e.go_unparseable = true,
+            }
+        }
         match x.parsed_extension() {
             ParsedExtension::KeyUsage(k) => e.key_usage = u64::from(k.flags),
             ParsedExtension::ExtendedKeyUsage(_) => {
@@ -530,15 +597,19 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
             }
             ParsedExtension::CertificatePolicies(ps) => {
                 for p in ps {
+                    e.policy.policies.push(p.policy_id.as_bytes().to_vec());
                     e.policies.push(oid_arcs(&p.policy_id));
                     e.policy_strings.push(Value::from(oid_string(&p.policy_id)));
                 }
             }
             ParsedExtension::SubjectAlternativeName(san) => {
+                let before = e.sans.count();
                 sans_of(&san.general_names, &mut e.sans);
+                // Go: a SAN extension naming none of DNS, email, IP, URI is not handled (so a
+                // critical one makes the certificate unverifiable).
+                handled = e.sans.count() > before;
             }
             ParsedExtension::NameConstraints(nc) => {
-                e.unverifiable = true;
                 e.nc_critical = x.critical;
                 e.nc = [
                     subtrees_of(nc.permitted_subtrees.as_ref()),
@@ -546,17 +617,21 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
                 ];
             }
             ParsedExtension::PolicyConstraints(c) => {
-                e.unverifiable = true;
                 e.require_explicit_policy = c.require_explicit_policy;
                 e.inhibit_policy_mapping = c.inhibit_policy_mapping;
+                e.policy.require_explicit_policy = c.require_explicit_policy.map(i64::from);
+                e.policy.inhibit_policy_mapping = c.inhibit_policy_mapping.map(i64::from);
             }
             ParsedExtension::InhibitAnyPolicy(i) => {
-                e.unverifiable = true;
                 e.inhibit_any_policy = Some(i.skip_certs);
+                e.policy.inhibit_any_policy = Some(i64::from(i.skip_certs));
             }
             ParsedExtension::PolicyMappings(m) => {
-                e.unverifiable = true;
                 for p in &m.mappings {
+                    e.policy.mappings.push((
+                        p.issuer_domain_policy.as_bytes().to_vec(),
+                        p.subject_domain_policy.as_bytes().to_vec(),
+                    ));
                     e.policy_mappings.push(obj(vec![
                         (
                             "IssuerDomainPolicy",
@@ -569,7 +644,8 @@ fn exts_of(cert: &X509Certificate<'_>) -> Exts {
                     ]));
                 }
             }
-            _ => handled = false,
+            // Name constraints are read above, from the extension's bytes, as Go does.
+            _ => handled = handled && oid == "2.5.29.30",
         }
         if x.critical && !handled {
             e.unhandled_critical.push(oid_arcs(&x.oid));
@@ -763,6 +839,9 @@ fn parse_certificates(args: &[Value]) -> Result<Value> {
     let input = string("crypto.x509.parse_certificates", 1, &args[0])?;
     let der = cert_ders(input)?;
     let certs = parse_all(&der)?;
+    if certs.iter().any(|c| exts_of(c).go_unparseable) {
+        bail!("x509: invalid NameConstraints extension");
+    }
     Ok(Value::from(
         certs
             .iter()
@@ -866,7 +945,8 @@ struct Node<'a> {
 
 impl<'a> Node<'a> {
     fn new(cert: X509Certificate<'a>) -> Self {
-        let exts = exts_of(&cert);
+        let mut exts = exts_of(&cert);
+        exts.policy.self_issued = cert.issuer().as_raw() == cert.subject().as_raw();
         let v = cert.validity();
         Node {
             not_before_ns: i128::from(v.not_before.timestamp()) * 1_000_000_000,
@@ -890,7 +970,87 @@ fn signed_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool 
     ) {
         return false;
     }
+    if let Some(ok) = ecdsa_signed_by(child, parent.public_key()) {
+        return ok;
+    }
     child.verify_signature(Some(parent.public_key())).is_ok()
+}
+
+/// ECDSA where ring has no verifier: a P-521 issuer key (ring has no P-521), or SHA-512 over
+/// P-256/P-384 (ring pairs those curves with SHA-256/384 only). Go accepts any of
+/// SHA-256/384/512 with any curve; `RustCrypto`'s `p256`/`p384`/`p521` check the digest the
+/// signature algorithm names. `None`: ring's path (x509-parser) decides.
+fn ecdsa_signed_by(child: &X509Certificate<'_>, key: &SubjectPublicKeyInfo<'_>) -> Option<bool> {
+    use sha2::Digest;
+    if oid_string(&key.algorithm.algorithm) != "1.2.840.10045.2.1" {
+        return None;
+    }
+    let curve = oid_string(&key.algorithm.parameters.as_ref()?.as_oid().ok()?);
+    let alg = signature_algorithm(&child.signature_algorithm);
+    // ring checks P-256/P-384 with SHA-256/384 itself.
+    let ring_can = alg != 12 && matches!(curve.as_str(), "1.2.840.10045.3.1.7" | "1.3.132.0.34");
+    if ring_can
+        || !matches!(
+            curve.as_str(),
+            "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
+        )
+    {
+        return None;
+    }
+    let tbs = child.tbs_certificate.as_ref();
+    let digest: Vec<u8> = match alg {
+        10 => sha2::Sha256::digest(tbs).to_vec(),
+        11 => sha2::Sha384::digest(tbs).to_vec(),
+        12 => sha2::Sha512::digest(tbs).to_vec(),
+        _ => return Some(false),
+    };
+    let point = &key.subject_public_key.data;
+    let sig = &child.signature_value.data;
+    Some(match curve.as_str() {
+        "1.3.132.0.35" => p521_prehash(point, sig, &digest),
+        "1.2.840.10045.3.1.7" => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier;
+            let (Ok(vk), Ok(sig)) = (
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(point),
+                p256::ecdsa::Signature::from_der(sig),
+            ) else {
+                return Some(false);
+            };
+            // A digest longer than the order: its leftmost bits, as Go's hashToInt.
+            vk.verify_prehash(&digest, &sig).is_ok()
+        }
+        _ => {
+            use p384::ecdsa::signature::hazmat::PrehashVerifier;
+            let (Ok(vk), Ok(sig)) = (
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(point),
+                p384::ecdsa::Signature::from_der(sig),
+            ) else {
+                return Some(false);
+            };
+            vk.verify_prehash(&digest, &sig).is_ok()
+        }
+    })
+}
+
+fn p521_prehash(point: &[u8], sig: &[u8], digest: &[u8]) -> bool {
+    use p521::ecdsa::signature::hazmat::PrehashVerifier;
+    let (Ok(vk), Ok(sig)) = (
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point),
+        p521::ecdsa::Signature::from_der(sig),
+    ) else {
+        return false;
+    };
+    // The digest as a number, as Go's hashToInt reads one shorter than the order: `ecdsa`
+    // refuses prehashes under half the field size, so left-pad it (the value is unchanged).
+    let mut field = [0u8; 66];
+    let Some(tail) = field.get_mut(66usize.saturating_sub(digest.len())..) else {
+        return false;
+    };
+    if tail.len() != digest.len() {
+        return false;
+    }
+    tail.copy_from_slice(digest);
+    vk.verify_prehash(&field, &sig).is_ok()
 }
 
 /// Whether the leaf may serve one of `wanted` (Go's `checkChainForKeyUsage`).
@@ -972,10 +1132,7 @@ fn extend<'n, 'a>(
     let Some(&child) = chain.last() else {
         return false;
     };
-    if !child.valid_at(now_ns)
-        || !child.exts.unhandled_critical.is_empty()
-        || child.exts.unverifiable
-    {
+    if !child.valid_at(now_ns) || !child.exts.unhandled_critical.is_empty() {
         return false;
     }
     if chain.len() > MAX_DEPTH {
@@ -1016,8 +1173,8 @@ fn extend<'n, 'a>(
         if is_root {
             if parent.valid_at(now_ns)
                 && parent.exts.unhandled_critical.is_empty()
-                && !parent.exts.unverifiable
                 && chain_allows_usage(chain, usages)
+                && go_chain_checks(chain)
             {
                 return true;
             }
@@ -1027,6 +1184,33 @@ fn extend<'n, 'a>(
         chain.pop();
     }
     false
+}
+
+/// What Go checks of a candidate chain (leaf first) after building it: its certificate
+/// policies and every certificate's names against the name constraints above it.
+fn go_chain_checks(chain: &[&Node<'_>]) -> bool {
+    let policies: Vec<&PolicyInfo> = chain.iter().map(|n| &n.exts.policy).collect();
+    if !constraints::policies_valid(&policies) {
+        return false;
+    }
+    let ncs: Vec<Option<&NameConstraints>> = chain
+        .iter()
+        .map(|n| n.exts.name_constraints.as_ref())
+        .collect();
+    if ncs.iter().all(Option::is_none) {
+        return true;
+    }
+    let names: Vec<SanNames<'_>> = chain
+        .iter()
+        .map(|n| SanNames {
+            present: n.exts.has_san,
+            dns: &n.exts.sans.dns,
+            emails: &n.exts.sans.email,
+            ips: &n.exts.sans.ip,
+            uri_hosts: n.exts.sans.uri.iter().map(|u| url_parts(u).host).collect(),
+        })
+        .collect();
+    constraints::chain_names_allowed(&ncs, &names)
 }
 
 fn invalid() -> Value {
@@ -1047,6 +1231,9 @@ fn verify_value(input: &str, options: &Options, uri_strings: bool) -> Value {
         return invalid();
     }
     let nodes: Vec<Node<'_>> = certs.into_iter().map(Node::new).collect();
+    if nodes.iter().any(|n| n.exts.go_unparseable) {
+        return invalid();
+    }
     let clocked = options.current_time_ns.is_none();
     let now_ns = options
         .current_time_ns
