@@ -33,6 +33,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod misc;
 pub mod net;
+pub mod parse;
 pub mod schema;
 pub mod template;
 pub mod uri;
@@ -81,6 +82,7 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
         crypto::BUILTINS,
         x509::BUILTINS,
         uri::BUILTINS,
+        parse::BUILTINS,
     ];
     families.iter().flat_map(|f| f.iter())
 }
@@ -108,13 +110,36 @@ pub fn lookup(name: &str) -> Option<&'static Builtin> {
         .copied()
 }
 
-/// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error.
-#[inline]
-pub fn call(b: &Builtin, args: &[Value]) -> Value {
-    if args.len() != usize::from(b.nargs) || args.contains(&Value::Undefined) {
-        return Value::Undefined;
+/// A builtin's refusal to answer: the call's arguments are valid for OPA, but regoguard
+/// cannot give OPA's exact answer (README, "Builtins"). Unlike any other failure it is an
+/// evaluation error, not undefined, so a decision that reaches it fails instead of going on
+/// with a value OPA would not have given.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    (b.f)(args).unwrap_or(Value::Undefined)
+}
+
+impl std::error::Error for Refused {}
+
+/// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error; only
+/// a [`Refused`] answer is an error.
+///
+/// # Errors
+/// The builtin's [`Refused`].
+#[inline]
+pub fn call(b: &Builtin, args: &[Value]) -> anyhow::Result<Value> {
+    if args.len() != usize::from(b.nargs) || args.contains(&Value::Undefined) {
+        return Ok(Value::Undefined);
+    }
+    match (b.f)(args) {
+        Ok(v) => Ok(v),
+        Err(e) if e.is::<Refused>() => Err(e),
+        Err(_) => Ok(Value::Undefined),
+    }
 }
 
 /// Registers every builtin of [`all`] on `engine` as a regorus extension.
@@ -126,7 +151,7 @@ pub fn register_interpreter(engine: &mut Engine) -> anyhow::Result<()> {
         engine.add_extension(
             b.name.to_owned(),
             b.nargs,
-            Box::new(move |args: Vec<Value>| Ok(call(b, &args))),
+            Box::new(move |args: Vec<Value>| call(b, &args)),
         )?;
     }
     Ok(())
@@ -171,7 +196,7 @@ pub fn execute_rvm(vm: &mut RegoVM) -> anyhow::Result<Value> {
                 };
                 // The compiler packs the call's arguments into one array.
                 match argument {
-                    Value::Array(args) => call(b, &args.to_vec()),
+                    Value::Array(args) => call(b, &args.to_vec())?,
                     _ => Value::Undefined,
                 }
             }

@@ -1,0 +1,672 @@
+//! `rego.parse_module(filename, source)`: the module's AST as OPA marshals it to JSON.
+//!
+//! The source is parsed by regorus's own parser (Rego v1, as OPA v1's `ast.ParseModule`), and
+//! regorus's AST is rewritten into the shape of OPA's `ast.Module` JSON: terms are
+//! `{"type", "value"}`, operators become calls of their builtin (`x + 1` is
+//! `plus(x, 1)`, `x := 1` is `assign(x, 1)`, `x in xs` is `internal.member_2(x, xs)`), a rule
+//! without a body gets OPA's generated `true` body, `_` becomes OPA's numbered wildcard
+//! (`$0`, `$1`, ... in source order), and comments (which regorus's lexer skips) are read
+//! back from the gaps between tokens. OPA leaves locations out of this JSON, so do we.
+//!
+//! A source OPA would also reject makes the call undefined (OPA: a builtin error). What this
+//! cannot reproduce exactly is refused with an evaluation error rather than answered with a
+//! different AST ([`super::Refused`]); README, "Builtins", lists those forms.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use base64::Engine as _;
+use regorus::unstable::{
+    ArithOp, AssignOp, BinOp, BoolOp, Expr, Lexer, Literal, LiteralStmt, Module, Parser, Query,
+    Rule, RuleBody, RuleHead, Source, TokenKind,
+};
+use regorus::Value;
+
+use super::{misc::string, Builtin, Refused};
+
+/// This family's builtins.
+pub const BUILTINS: &[Builtin] = &[Builtin::pure("rego.parse_module", 2, parse_module)];
+
+/// Sources longer than this are not parsed (a policy is not a megabyte of text).
+const MAX_SOURCE_BYTES: usize = 1 << 20;
+
+fn parse_module(args: &[Value]) -> Result<Value> {
+    let filename = string("rego.parse_module", 1, &args[0])?;
+    let text = string("rego.parse_module", 2, &args[1])?;
+    if text.len() > MAX_SOURCE_BYTES {
+        anyhow::bail!("rego.parse_module: source too large");
+    }
+    module_json(filename, text)
+}
+
+/// OPA's JSON of the module `text` (file `filename`).
+///
+/// # Errors
+/// A parse error (the call is undefined, as in OPA), or [`Refused`] for a form whose OPA
+/// shape this does not reproduce.
+pub fn module_json(filename: &str, text: &str) -> Result<Value> {
+    refuse_unsupported(text)?;
+    let source = Source::from_contents(filename.to_owned(), text.to_owned())?;
+    let mut parser = Parser::new(&source)?;
+    parser.enable_rego_v1()?;
+    let module = parser.parse()?;
+    let comments = comments(&source)?;
+    let mut c = Converter::default();
+    c.module(&module, comments)
+}
+
+/// Forms refused before parsing, found in the text.
+fn refuse_unsupported(text: &str) -> Result<()> {
+    if text.lines().any(|l| l.trim() == "# METADATA") {
+        return Err(Refused(
+            "rego.parse_module: modules with `# METADATA` annotations are not supported".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `{"type": kind, "value": value}`.
+fn term(kind: &str, value: Value) -> Value {
+    obj([("type", Value::from(kind)), ("value", value)])
+}
+
+fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let m: BTreeMap<Value, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (Value::from(k), v))
+        .collect();
+    Value::from(m)
+}
+
+fn var(name: &str) -> Value {
+    term("var", Value::from(name))
+}
+
+fn string_term(s: &str) -> Value {
+    term("string", Value::from(s))
+}
+
+fn bool_true() -> Value {
+    term("boolean", Value::Bool(true))
+}
+
+/// A ref to a builtin operator: `plus` is `[var plus]`, `internal.member_2` is
+/// `[var internal, string member_2]`.
+fn op_ref(name: &str) -> Value {
+    let mut parts = name.split('.');
+    let mut items = vec![var(parts.next().unwrap_or_default())];
+    items.extend(parts.map(string_term));
+    term("ref", Value::from(items))
+}
+
+fn arith_name(op: &ArithOp) -> &'static str {
+    match op {
+        ArithOp::Add => "plus",
+        ArithOp::Sub => "minus",
+        ArithOp::Mul => "mul",
+        ArithOp::Div => "div",
+        ArithOp::Mod => "rem",
+    }
+}
+
+fn bool_name(op: &BoolOp) -> &'static str {
+    match op {
+        BoolOp::Lt => "lt",
+        BoolOp::Le => "lte",
+        BoolOp::Eq => "equal",
+        BoolOp::Ge => "gte",
+        BoolOp::Gt => "gt",
+        BoolOp::Ne => "neq",
+    }
+}
+
+fn bin_name(op: &BinOp) -> &'static str {
+    match op {
+        BinOp::Intersection => "and",
+        BinOp::Union => "or",
+    }
+}
+
+fn assign_name(op: &AssignOp) -> &'static str {
+    match op {
+        AssignOp::Eq => "eq",
+        AssignOp::ColEq => "assign",
+    }
+}
+
+/// Every comment of `source`: `(line, column, text after '#')`, read from the gaps between
+/// tokens (which hold only whitespace and comments).
+fn comments(source: &Source) -> Result<Vec<(u32, u32, String)>> {
+    let text = source.contents();
+    let mut lexer = Lexer::new(source);
+    let mut out = Vec::new();
+    let mut prev_end = 0usize;
+    loop {
+        let tok = lexer.next_token()?;
+        let start = usize::try_from(tok.1.start).unwrap_or(usize::MAX);
+        let gap = text.get(prev_end..start.min(text.len())).unwrap_or_default();
+        let mut offset = prev_end;
+        for line in gap.split_inclusive('\n') {
+            if let Some(hash) = line.find('#') {
+                let at = offset + hash;
+                let body = line[hash + 1..].trim_end_matches(['\n', '\r']);
+                let (row, col) = line_col(text, at);
+                out.push((row, col, body.to_owned()));
+            }
+            offset += line.len();
+        }
+        if tok.0 == TokenKind::Eof {
+            break;
+        }
+        prev_end = usize::try_from(tok.1.end).unwrap_or(usize::MAX);
+        // A string token's span leaves out its quotes: step past the closing one.
+        if matches!(tok.0, TokenKind::String | TokenKind::RawString) {
+            prev_end = prev_end.saturating_add(1);
+        }
+    }
+    Ok(out)
+}
+
+/// 1-based line and column (in characters) of byte `at`.
+fn line_col(text: &str, at: usize) -> (u32, u32) {
+    let before = text.get(..at).unwrap_or_default();
+    let row = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (
+        u32::try_from(row).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
+#[derive(Default)]
+struct Converter {
+    /// The next wildcard number (`_` is `$N`, numbered in parse order, as OPA's parser does).
+    wildcards: u32,
+    filename: String,
+}
+
+impl Converter {
+    fn module(&mut self, m: &Module, comments: Vec<(u32, u32, String)>) -> Result<Value> {
+        self.filename = m.package.span.source.get_path().clone();
+        let mut out = BTreeMap::new();
+        let mut path = vec![var("data")];
+        for part in self.ref_parts(&m.package.refr)? {
+            // Package paths are strings after `data` (`package a.b` is data.a.b).
+            path.push(match as_var_name(&part) {
+                Some(name) => string_term(&name),
+                None => part,
+            });
+        }
+        out.insert(
+            Value::from("package"),
+            obj([("path", Value::from(path))]),
+        );
+        if !m.imports.is_empty() {
+            let mut imports = Vec::new();
+            for imp in &m.imports {
+                let path = self.term(&imp.refr)?;
+                let mut fields = BTreeMap::new();
+                fields.insert(Value::from("path"), path);
+                if let Some(alias) = &imp.r#as {
+                    fields.insert(Value::from("alias"), Value::from(alias.text()));
+                }
+                imports.push(Value::from(fields));
+            }
+            out.insert(Value::from("imports"), Value::from(imports));
+        }
+        let mut rules = Vec::new();
+        for rule in &m.policy {
+            self.rule(rule, &mut rules)?;
+        }
+        if !rules.is_empty() {
+            out.insert(Value::from("rules"), Value::from(rules));
+        }
+        if !comments.is_empty() {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let list = comments
+                .into_iter()
+                .map(|(row, col, text)| {
+                    obj([
+                        (
+                            "Location",
+                            obj([
+                                ("file", Value::from(self.filename.as_str())),
+                                ("row", Value::from(row)),
+                                ("col", Value::from(col)),
+                            ]),
+                        ),
+                        ("Text", Value::from(b64.encode(text.as_bytes()))),
+                    ])
+                })
+                .collect::<Vec<_>>();
+            out.insert(Value::from("comments"), Value::from(list));
+        }
+        Ok(Value::from(out))
+    }
+
+    fn next_wildcard(&mut self) -> Value {
+        let v = var(&format!("${}", self.wildcards));
+        self.wildcards += 1;
+        v
+    }
+
+    fn rule(&mut self, rule: &Rule, out: &mut Vec<Value>) -> Result<()> {
+        match rule {
+            Rule::Default {
+                refr,
+                args,
+                op,
+                value,
+                ..
+            } => {
+                let mut head = self.head_ref(refr)?;
+                if !args.is_empty() {
+                    let args = args
+                        .iter()
+                        .map(|a| self.term(a))
+                        .collect::<Result<Vec<_>>>()?;
+                    head.insert(Value::from("args"), Value::from(args));
+                }
+                head.insert(Value::from("value"), self.term(value)?);
+                if *op == AssignOp::ColEq {
+                    head.insert(Value::from("assign"), Value::Bool(true));
+                }
+                out.push(obj([
+                    ("default", Value::Bool(true)),
+                    ("head", Value::from(head)),
+                    ("body", generated_body()),
+                ]));
+            }
+            Rule::Spec { head, bodies, .. } => {
+                let (mut h, default_value) = self.head(head)?;
+                // The first body belongs to the rule; `else` bodies chain after it; further
+                // plain bodies are rules of their own with the same head.
+                let mut main: Option<Value> = None;
+                let mut elses: Vec<(BTreeMap<Value, Value>, Value)> = Vec::new();
+                if bodies.is_empty() {
+                    main = Some(generated_body());
+                }
+                for body in bodies {
+                    if body.is_else {
+                        let mut eh = h.clone();
+                        let value = match &body.assign {
+                            Some(a) => self.term(&a.value)?,
+                            None => bool_true(),
+                        };
+                        eh.insert(Value::from("value"), value);
+                        let b = self.rule_body(body)?;
+                        elses.push((eh, b));
+                    } else if main.is_none() {
+                        main = Some(self.rule_body(body)?);
+                    } else {
+                        return Err(Refused(
+                            "rego.parse_module: a rule with several bodies is not supported"
+                                .into(),
+                        )
+                        .into());
+                    }
+                }
+                if h.get(&Value::from("value")).is_none() {
+                    if let Some(v) = default_value {
+                        h.insert(Value::from("value"), v);
+                    }
+                }
+                let mut chained: Option<Value> = None;
+                for (eh, b) in elses.into_iter().rev() {
+                    let mut r = BTreeMap::new();
+                    r.insert(Value::from("head"), Value::from(eh));
+                    r.insert(Value::from("body"), b);
+                    if let Some(next) = chained.take() {
+                        r.insert(Value::from("else"), next);
+                    }
+                    chained = Some(Value::from(r));
+                }
+                let mut r = BTreeMap::new();
+                r.insert(Value::from("head"), Value::from(h));
+                r.insert(
+                    Value::from("body"),
+                    main.unwrap_or_else(generated_body),
+                );
+                if let Some(e) = chained {
+                    r.insert(Value::from("else"), e);
+                }
+                out.push(Value::from(r));
+            }
+        }
+        Ok(())
+    }
+
+    /// `name` (a one-part ref) and `ref` of a rule head.
+    fn head_ref(&mut self, refr: &Expr) -> Result<BTreeMap<Value, Value>> {
+        let parts = self.ref_parts(refr)?;
+        let mut head = BTreeMap::new();
+        if parts.len() == 1 {
+            if let Some(name) = as_var_name(&parts[0]) {
+                head.insert(Value::from("name"), Value::from(name));
+            }
+        }
+        head.insert(Value::from("ref"), Value::from(parts));
+        Ok(head)
+    }
+
+    /// The head's fields, and the value OPA gives a head without one (`true`), if it has none.
+    fn head(&mut self, head: &RuleHead) -> Result<(BTreeMap<Value, Value>, Option<Value>)> {
+        match head {
+            RuleHead::Compr { refr, assign, .. } => {
+                let mut h = self.head_ref(refr)?;
+                match assign {
+                    Some(a) => {
+                        h.insert(Value::from("value"), self.term(&a.value)?);
+                        if a.op == AssignOp::ColEq {
+                            h.insert(Value::from("assign"), Value::Bool(true));
+                        }
+                        Ok((h, None))
+                    }
+                    None => Ok((h, Some(bool_true()))),
+                }
+            }
+            RuleHead::Set { refr, key, .. } => {
+                let mut h = self.head_ref(refr)?;
+                match key {
+                    Some(k) => {
+                        h.insert(Value::from("key"), self.term(k)?);
+                        Ok((h, None))
+                    }
+                    None => Ok((h, Some(bool_true()))),
+                }
+            }
+            RuleHead::Func {
+                refr, args, assign, ..
+            } => {
+                let mut h = self.head_ref(refr)?;
+                let args = args
+                    .iter()
+                    .map(|a| self.term(a))
+                    .collect::<Result<Vec<_>>>()?;
+                h.insert(Value::from("args"), Value::from(args));
+                match assign {
+                    Some(a) => {
+                        h.insert(Value::from("value"), self.term(&a.value)?);
+                        if a.op == AssignOp::ColEq {
+                            h.insert(Value::from("assign"), Value::Bool(true));
+                        }
+                        Ok((h, None))
+                    }
+                    None => Ok((h, Some(bool_true()))),
+                }
+            }
+        }
+    }
+
+    fn rule_body(&mut self, body: &RuleBody) -> Result<Value> {
+        if body.query.stmts.is_empty() {
+            return Ok(generated_body());
+        }
+        self.body(&body.query)
+    }
+
+    fn body(&mut self, q: &Query) -> Result<Value> {
+        let mut exprs = Vec::with_capacity(q.stmts.len());
+        for (i, stmt) in q.stmts.iter().enumerate() {
+            exprs.push(self.stmt(stmt, i)?);
+        }
+        Ok(Value::from(exprs))
+    }
+
+    fn stmt(&mut self, stmt: &LiteralStmt, index: usize) -> Result<Value> {
+        let mut out = BTreeMap::new();
+        out.insert(Value::from("index"), Value::from(index));
+        let terms = match &stmt.literal {
+            Literal::SomeVars { vars, .. } => {
+                let symbols = vars
+                    .iter()
+                    .map(|v| {
+                        if v.text() == "_" {
+                            self.next_wildcard()
+                        } else {
+                            var(v.text())
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                obj([("symbols", Value::from(symbols))])
+            }
+            Literal::SomeIn {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                let call = self.membership(key.as_deref(), value, collection)?;
+                obj([("symbols", Value::from(vec![term("call", call)]))])
+            }
+            Literal::Expr { expr, .. } => self.expr_terms(expr)?,
+            Literal::NotExpr { expr, .. } => {
+                out.insert(Value::from("negated"), Value::Bool(true));
+                self.expr_terms(expr)?
+            }
+            Literal::Every {
+                key,
+                value,
+                domain,
+                query,
+                ..
+            } => {
+                let key = match key {
+                    Some(k) if k.text() == "_" => self.next_wildcard(),
+                    Some(k) => var(k.text()),
+                    None => Value::Null,
+                };
+                let value = if value.text() == "_" {
+                    self.next_wildcard()
+                } else {
+                    var(value.text())
+                };
+                let domain = self.term(domain)?;
+                let body = self.body(query)?;
+                obj([
+                    ("key", key),
+                    ("value", value),
+                    ("domain", domain),
+                    ("body", body),
+                ])
+            }
+        };
+        out.insert(Value::from("terms"), terms);
+        if !stmt.with_mods.is_empty() {
+            let mut withs = Vec::new();
+            for w in &stmt.with_mods {
+                let target = self.term(&w.refr)?;
+                let value = self.term(&w.r#as)?;
+                withs.push(obj([("target", target), ("value", value)]));
+            }
+            out.insert(Value::from("with"), Value::from(withs));
+        }
+        Ok(Value::from(out))
+    }
+
+    /// An expression statement's `terms`: the operator and operands of a call, or one term.
+    fn expr_terms(&mut self, e: &Expr) -> Result<Value> {
+        match self.call_parts(e)? {
+            Some(parts) => Ok(Value::from(parts)),
+            None => self.term(e),
+        }
+    }
+
+    /// `[operator, operands...]` when `e` is a call (an operator or a function call).
+    fn call_parts(&mut self, e: &Expr) -> Result<Option<Vec<Value>>> {
+        let (name, lhs, rhs) = match e {
+            Expr::Call { fcn, params, .. } => {
+                let mut parts = vec![self.term(fcn)?];
+                // `f` alone is a var: OPA's operator is always a ref.
+                if let Some(name) = as_var_name(&parts[0]) {
+                    parts[0] = term("ref", Value::from(vec![var(&name)]));
+                }
+                for p in params {
+                    parts.push(self.term(p)?);
+                }
+                return Ok(Some(parts));
+            }
+            Expr::Membership {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                return self
+                    .membership(key.as_deref(), value, collection)
+                    .map(|v| v.as_array().ok().map(|a| a.to_vec()));
+            }
+            Expr::ArithExpr { op, lhs, rhs, .. } => (arith_name(op), lhs, rhs),
+            Expr::BoolExpr { op, lhs, rhs, .. } => (bool_name(op), lhs, rhs),
+            Expr::BinExpr { op, lhs, rhs, .. } => (bin_name(op), lhs, rhs),
+            Expr::AssignExpr { op, lhs, rhs, .. } => (assign_name(op), lhs, rhs),
+            _ => return Ok(None),
+        };
+        let l = self.term(lhs)?;
+        let r = self.term(rhs)?;
+        Ok(Some(vec![op_ref(name), l, r]))
+    }
+
+    fn membership(
+        &mut self,
+        key: Option<&Expr>,
+        value: &Expr,
+        collection: &Expr,
+    ) -> Result<Value> {
+        let mut parts = Vec::with_capacity(4);
+        match key {
+            Some(k) => {
+                parts.push(op_ref("internal.member_3"));
+                parts.push(self.term(k)?);
+            }
+            None => parts.push(op_ref("internal.member_2")),
+        }
+        parts.push(self.term(value)?);
+        parts.push(self.term(collection)?);
+        Ok(Value::from(parts))
+    }
+
+    /// The parts of a ref (`input.x[0]` is `[var input, string x, number 0]`); anything else
+    /// is one part.
+    fn ref_parts(&mut self, e: &Expr) -> Result<Vec<Value>> {
+        match e {
+            Expr::RefDot { refr, field, .. } => {
+                let mut parts = self.ref_parts(refr)?;
+                parts.push(string_term(field.1.as_string()?.as_ref()));
+                Ok(parts)
+            }
+            Expr::RefBrack { refr, index, .. } => {
+                let mut parts = self.ref_parts(refr)?;
+                parts.push(self.term(index)?);
+                Ok(parts)
+            }
+            _ => Ok(vec![self.term(e)?]),
+        }
+    }
+
+    fn term(&mut self, e: &Expr) -> Result<Value> {
+        Ok(match e {
+            Expr::String { value, .. } | Expr::RawString { value, .. } => {
+                term("string", value.clone())
+            }
+            Expr::Number { value, .. } => term("number", value.clone()),
+            Expr::Bool { value, .. } => term("boolean", value.clone()),
+            Expr::Null { .. } => term("null", Value::Null),
+            Expr::Var { value, span, .. } => {
+                if span.text() == "_" {
+                    self.next_wildcard()
+                } else {
+                    term("var", value.clone())
+                }
+            }
+            Expr::Array { items, .. } => {
+                let items = items
+                    .iter()
+                    .map(|i| self.term(i))
+                    .collect::<Result<Vec<_>>>()?;
+                term("array", Value::from(items))
+            }
+            Expr::Set { items, .. } => {
+                let items = items
+                    .iter()
+                    .map(|i| self.term(i))
+                    .collect::<Result<Vec<_>>>()?;
+                term("set", Value::from(items))
+            }
+            Expr::Object { fields, .. } => {
+                let mut pairs = Vec::with_capacity(fields.len());
+                for (_, k, v) in fields {
+                    let k = self.term(k)?;
+                    let v = self.term(v)?;
+                    pairs.push(Value::from(vec![k, v]));
+                }
+                term("object", Value::from(pairs))
+            }
+            Expr::ArrayCompr { term: t, query, .. } => {
+                let t = self.term(t)?;
+                let body = self.body(query)?;
+                term("arraycomprehension", obj([("term", t), ("body", body)]))
+            }
+            Expr::SetCompr { term: t, query, .. } => {
+                let t = self.term(t)?;
+                let body = self.body(query)?;
+                term("setcomprehension", obj([("term", t), ("body", body)]))
+            }
+            Expr::ObjectCompr {
+                key, value, query, ..
+            } => {
+                let k = self.term(key)?;
+                let v = self.term(value)?;
+                let body = self.body(query)?;
+                term(
+                    "objectcomprehension",
+                    obj([("key", k), ("value", v), ("body", body)]),
+                )
+            }
+            Expr::UnaryExpr { .. } => {
+                return Err(Refused(
+                    "rego.parse_module: unary minus on a non-literal is not supported".into(),
+                )
+                .into())
+            }
+            Expr::RefDot { .. } | Expr::RefBrack { .. } => {
+                term("ref", Value::from(self.ref_parts(e)?))
+            }
+            Expr::Call { .. }
+            | Expr::Membership { .. }
+            | Expr::ArithExpr { .. }
+            | Expr::BoolExpr { .. }
+            | Expr::BinExpr { .. }
+            | Expr::AssignExpr { .. } => {
+                let parts = self
+                    .call_parts(e)?
+                    .ok_or_else(|| anyhow!("rego.parse_module: not a call"))?;
+                term("call", Value::from(parts))
+            }
+        })
+    }
+}
+
+/// The name of a `{"type": "var"}` term.
+fn as_var_name(t: &Value) -> Option<String> {
+    let Value::Object(o) = t else { return None };
+    if o.get(&Value::from("type")) != Some(&Value::from("var")) {
+        return None;
+    }
+    o.get(&Value::from("value"))
+        .and_then(|v| v.as_string().ok())
+        .map(|s| s.as_ref().to_owned())
+}
+
+/// The body OPA's parser gives a rule written without one: `true`.
+fn generated_body() -> Value {
+    Value::from(vec![obj([
+        ("index", Value::from(0u32)),
+        ("terms", bool_true()),
+    ])])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+"""``rego.parse_module`` against the OPA Go engine, on both evaluators.
+
+Each module of the corpus is parsed by OPA (the oracle) and by regoguard on the RVM and on the
+interpreter, with and without the decision cache; the ASTs (OPA's ``ast.Module`` JSON) must be
+equal. The source reaches the call through ``input.src`` so neither engine folds it at compile
+time. Forms regoguard cannot reproduce exactly are refused with an evaluation error
+(``REFUSED``), never answered with another AST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import regoguard
+
+from tests import opa_oracle
+from tests._builtins_util import EVALUATORS, assert_matches_opa, opa_value, policy_of
+
+EXPR = 'rego.parse_module("x.rego", input.src)'
+
+# One module per syntax form (and a few that mix them), as OPA v1 parses them.
+CORPUS: dict[str, str] = {
+    "package only": "package t\n",
+    "dotted package": "package a.b.c\n",
+    "complete rule assign": "package t\n\np := 1\n",
+    "complete rule eq": "package t\n\np = 1\n",
+    "rule if block": "package t\n\np if {\n\ttrue\n}\n",
+    "rule if literal": "package t\n\np if input.x == 1\n",
+    "rule value if": 'package t\n\np := "yes" if {\n\tinput.x > 1\n}\n',
+    "partial set": "package t\n\ns contains x if {\n\tsome x in input.xs\n}\n",
+    "partial set no body": "package t\n\ns contains 1\n",
+    "partial object": "package t\n\no[k] := v if {\n\tsome k, v in input.o\n}\n",
+    "ref head": "package t\n\na.b.c := 1\n",
+    "ref head var": 'package t\n\na.b[x] := 1 if {\n\tsome x in ["q"]\n}\n',
+    "ref head if": "package t\n\na.b if input.x\n",
+    "function": "package t\n\nf(x) := y if {\n\ty := x * 2\n}\n",
+    "function no value": "package t\n\nf(x) if {\n\tx > 1\n}\n",
+    "function two args": "package t\n\nf(x, y) := x + y\n",
+    "function literal args": 'package t\n\nf(1, "a", [z]) := z\n',
+    "default": "package t\n\ndefault allow := false\n\nallow if input.ok\n",
+    "default eq": "package t\n\ndefault allow = false\n",
+    "default function": "package t\n\ndefault f(_) := 0\n\nf(x) := x if x > 0\n",
+    "else chain": (
+        "package t\n\nr := 1 if {\n\tinput.a\n} else := 2 if {\n\tinput.b\n} else := 3\n"
+    ),
+    "else without value": "package t\n\nr if {\n\tinput.a\n} else if {\n\tinput.b\n}\n",
+    "imports": (
+        "package t\n\nimport data.foo\nimport data.foo.bar as baz\nimport input.x\n"
+        "import rego.v1\n\np := baz\n"
+    ),
+    "future keywords": "package t\n\nimport future.keywords.in\nimport future.keywords\n",
+    "not and with": (
+        "package t\n\nr if {\n\tnot input.deny\n\tallow with input.user as \"a\"\n"
+        "\tallow with input.user as \"a\" with data.x as 1\n}\n\nallow if input.user\n"
+    ),
+    "with function": "package t\n\nf(x) := x\n\nr if {\n\tf(1) with f as g\n}\n\ng(x) := 2\n",
+    "some vars": "package t\n\nr if {\n\tsome x\n\tsome y, z\n\tx := input.a[y][z]\n}\n",
+    "some in": "package t\n\nr if {\n\tsome x in input.xs\n\tsome k, v in input.o\n\tk == v\n}\n",
+    "some in wildcard": "package t\n\nr if {\n\tsome _ in input.xs\n\tsome _, v in input.o\n\tv\n}\n",
+    "every": "package t\n\nr if {\n\tevery x in input.xs {\n\t\tx > 0\n\t}\n}\n",
+    "every key": (
+        "package t\n\nr if {\n\tevery k, v in input.o {\n\t\tk != v\n\t\tv > 1\n\t}\n}\n"
+    ),
+    "comprehensions": (
+        "package t\n\na := [x | some x in input.xs; x > 1]\n"
+        "s := {x | some x in input.xs}\n"
+        "o := {k: v | some k, v in input.o}\n"
+    ),
+    "scalars": (
+        'package t\n\nr := [1, -2, 3.5, 1e3, 0.1, "s", "esc\\n\\"q\\" \\u00e9", `raw\\n`, '
+        "true, false, null]\n"
+    ),
+    "collections": 'package t\n\nr := {"a": [1, {2}], "b": {}, "c": [], "d": set(), 3: "n"}\n',
+    "sets": "package t\n\nr := {3, 1, 2}\n",
+    "object key order": 'package t\n\nr := {"z": 1, "a": 2, "m": 3}\n',
+    "wildcards": "package t\n\nr if {\n\tinput.a[_] == input.b[_]\n\t_ = input.c\n}\n",
+    "infix operators": (
+        "package t\n\nr if {\n\tx := input.a + 1 - 2 * 3 / 4 % 5\n\tx == 1\n\tx != 2\n\tx < 3\n"
+        "\tx <= 4\n\tx > 5\n\tx >= 6\n\ty := input.s | input.t\n\tz := input.s & input.t\n}\n"
+    ),
+    "precedence": "package t\n\nr := (1 + 2) * 3 == 9\n",
+    "unify": "package t\n\nr if {\n\t[x, 1] = input.a\n\tx = 2\n}\n",
+    "calls": (
+        "package t\n\nr if {\n\tcount(input.xs) > 0\n\tstrings.contains(input.s, \"a\")\n"
+        "\tx := object.get(input, [\"a\", \"b\"], null)\n\tio.jwt.decode(input.t)\n}\n"
+    ),
+    "call statement": "package t\n\nr if {\n\tprint(\"x\", input)\n\tf(1)\n}\n\nf(x) := x\n",
+    "ref on call": 'package t\n\nr := f(1).a[0]\n\nf(x) := {"a": [x]}\n',
+    "membership expr": "package t\n\nr := 1 in input.xs\n\nq := \"k\", 2 in input.o\n",
+    "refs": (
+        'package t\n\nr if {\n\tinput.a.b[0][\"c-d\"]\n\tx := \"k\"\n\tinput[x]\n'
+        "\tdata.t.q\n}\n\nq := true\n"
+    ),
+    "ref on collections": 'package t\n\nr := [[1, 2][0], {"a": 1}.a, {"a": 1}["a"]]\n',
+    "comments": (
+        "# leading\npackage t # after package\n\n# before rule\nr := 1 # trailing \"#\"\n"
+        'x := "# not a comment"\n#last'
+    ),
+    "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
+    "multiline": "package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t\"a\": 1,\n}\n",
+    "realistic": (
+        "package httpapi.authz\n\nimport rego.v1\n\ndefault allow := false\n\n"
+        "allow if {\n\tinput.method == \"GET\"\n\tinput.path == [\"salary\", input.user]\n}\n\n"
+        "allow if {\n\tsome role in data.roles[input.user]\n\trole == \"admin\"\n}\n\n"
+        'deny contains msg if {\n\tnot allow\n\tmsg := sprintf("denied: %v", [input.user])\n}\n'
+    ),
+}
+
+# Sources OPA rejects: the call is undefined there and here.
+INVALID: dict[str, Any] = {
+    "syntax error": "package t\n\np := \n",
+    "no package": "p := 1\n",
+    "v0 body": "package t\n\np { true }\n",
+    "v0 partial set": "package t\n\np[x] { x := 1 }\n",
+    "empty": "",
+    "not a string": 1,
+}
+
+# Forms regoguard refuses (an evaluation error) rather than answer with another AST.
+REFUSED: dict[str, str] = {
+    "metadata": "# METADATA\n# title: T\npackage t\n",
+    "unary minus": "package t\n\nr := -input.x\n",
+}
+
+
+def _check_refused(authz: regoguard.Authorizer, src: str) -> None:
+    with pytest.raises(regoguard.EvaluationError, match=r"rego\.parse_module"):
+        authz.check({"src": src})
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_module_matches_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], name: str
+) -> None:
+    assert_matches_opa(opa, authorizer, EXPR, {"src": CORPUS[name]})
+
+
+def test_corpus_is_broad() -> None:
+    assert len(CORPUS) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_source_is_undefined_as_in_opa(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], name: str
+) -> None:
+    inp = {"src": INVALID[name]}
+    assert opa_value(opa, policy_of(EXPR), "data.t.r.v", inp) is opa_oracle.UNDEFINED
+    assert_matches_opa(opa, authorizer, EXPR, inp)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("evaluator", EVALUATORS)
+def test_unsupported_forms_are_refused(
+    authorizer: Callable[..., regoguard.Authorizer], name: str, evaluator: str
+) -> None:
+    authz = authorizer(policy_of(EXPR), entrypoint="data.t.r", evaluator=evaluator)
+    _check_refused(authz, REFUSED[name])
+
+
+def test_listed_as_supported() -> None:
+    assert "rego.parse_module" in regoguard.builtins()
