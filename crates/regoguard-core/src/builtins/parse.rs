@@ -49,7 +49,17 @@ pub fn module_json(filename: &str, text: &str) -> Result<Value> {
     let source = Source::from_contents(filename.to_owned(), text.to_owned())?;
     let mut parser = Parser::new(&source)?;
     parser.enable_rego_v1()?;
-    let module = parser.parse()?;
+    let module = parser.parse().map_err(|e| {
+        // regorus refuses an import that repeats an earlier one; OPA's parser accepts it
+        // (only its compiler objects), so the AST exists but this cannot build it.
+        if e.to_string().contains("import shadows") {
+            anyhow::Error::from(Refused(
+                "rego.parse_module: a module that repeats an import is not supported".into(),
+            ))
+        } else {
+            e
+        }
+    })?;
     let comments = comments(&source)?;
     let mut c = Converter::default();
     c.module(&module, comments)
@@ -285,6 +295,7 @@ impl Converter {
                 // plain bodies are rules of their own with the same head.
                 let mut main: Option<Value> = None;
                 let mut elses: Vec<(BTreeMap<Value, Value>, Value)> = Vec::new();
+                let mut extra: Vec<Value> = Vec::new();
                 if bodies.is_empty() {
                     main = Some(generated_body());
                 }
@@ -301,11 +312,7 @@ impl Converter {
                     } else if main.is_none() {
                         main = Some(self.rule_body(body)?);
                     } else {
-                        return Err(Refused(
-                            "rego.parse_module: a rule with several bodies is not supported"
-                                .into(),
-                        )
-                        .into());
+                        extra.push(self.rule_body(body)?);
                     }
                 }
                 if h.get(&Value::from("value")).is_none() {
@@ -323,8 +330,9 @@ impl Converter {
                     }
                     chained = Some(Value::from(r));
                 }
+                let head_value = Value::from(h);
                 let mut r = BTreeMap::new();
-                r.insert(Value::from("head"), Value::from(h));
+                r.insert(Value::from("head"), head_value.clone());
                 r.insert(
                     Value::from("body"),
                     main.unwrap_or_else(generated_body),
@@ -333,6 +341,10 @@ impl Converter {
                     r.insert(Value::from("else"), e);
                 }
                 out.push(Value::from(r));
+                // `p if { a } { b }`: OPA makes each further body a rule with the same head.
+                for b in extra {
+                    out.push(obj([("head", head_value.clone()), ("body", b)]));
+                }
             }
         }
         Ok(())
@@ -351,11 +363,33 @@ impl Converter {
         Ok(head)
     }
 
+    /// OPA's parser keeps its v0 reading of a head written `p[k]` (a var, then one bracket):
+    /// `k` is also the head's `key`, and with a value `p` is also its `name`.
+    fn bracket_key(refr: &Expr, head: &mut BTreeMap<Value, Value>, has_value: bool) {
+        let Expr::RefBrack { refr: base, .. } = refr else {
+            return;
+        };
+        let Expr::Var { value: name, .. } = base.as_ref() else {
+            return;
+        };
+        let Some(Value::Array(parts)) = head.get(&Value::from("ref")) else {
+            return;
+        };
+        let Some(key) = parts.get(1).cloned() else {
+            return;
+        };
+        head.insert(Value::from("key"), key);
+        if has_value {
+            head.insert(Value::from("name"), name.clone());
+        }
+    }
+
     /// The head's fields, and the value OPA gives a head without one (`true`), if it has none.
     fn head(&mut self, head: &RuleHead) -> Result<(BTreeMap<Value, Value>, Option<Value>)> {
         match head {
             RuleHead::Compr { refr, assign, .. } => {
                 let mut h = self.head_ref(refr)?;
+                Self::bracket_key(refr, &mut h, assign.is_some());
                 match assign {
                     Some(a) => {
                         h.insert(Value::from("value"), self.term(&a.value)?);
@@ -562,6 +596,9 @@ impl Converter {
                 parts.push(self.term(index)?);
                 Ok(parts)
             }
+            Expr::Var { span, value, .. } if span.text() != "_" => {
+                Ok(vec![term("var", value.clone())])
+            }
             _ => Ok(vec![self.term(e)?]),
         }
     }
@@ -573,10 +610,14 @@ impl Converter {
             }
             Expr::Number { value, .. } => term("number", value.clone()),
             Expr::Bool { value, .. } => term("boolean", value.clone()),
-            Expr::Null { .. } => term("null", Value::Null),
+            // OPA marshals its `Null` (an empty struct) as `{}`.
+            Expr::Null { .. } => term("null", Value::new_object()),
             Expr::Var { value, span, .. } => {
                 if span.text() == "_" {
                     self.next_wildcard()
+                } else if matches!(span.text(), "input" | "data") {
+                    // OPA's parser turns the root documents into refs of one part.
+                    term("ref", Value::from(vec![term("var", value.clone())]))
                 } else {
                     term("var", value.clone())
                 }
@@ -593,6 +634,10 @@ impl Converter {
                     .iter()
                     .map(|i| self.term(i))
                     .collect::<Result<Vec<_>>>()?;
+                // OPA's sets are sorted, without duplicates.
+                let mut items = items;
+                items.sort_by(order::compare);
+                items.dedup_by(|a, b| order::compare(a, b).is_eq());
                 term("set", Value::from(items))
             }
             Expr::Object { fields, .. } => {
@@ -600,8 +645,14 @@ impl Converter {
                 for (_, k, v) in fields {
                     let k = self.term(k)?;
                     let v = self.term(v)?;
-                    pairs.push(Value::from(vec![k, v]));
+                    pairs.push((k, v));
                 }
+                // OPA's objects iterate in key order (a stable sort: repeated keys stay).
+                pairs.sort_by(|a, b| order::compare(&a.0, &b.0));
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(k, v)| Value::from(vec![k, v]))
+                    .collect::<Vec<_>>();
                 term("object", Value::from(pairs))
             }
             Expr::ArrayCompr { term: t, query, .. } => {
@@ -625,12 +676,19 @@ impl Converter {
                     obj([("key", k), ("value", v), ("body", body)]),
                 )
             }
-            Expr::UnaryExpr { .. } => {
-                return Err(Refused(
-                    "rego.parse_module: unary minus on a non-literal is not supported".into(),
-                )
-                .into())
-            }
+            Expr::UnaryExpr { expr, .. } => match expr.as_ref() {
+                // `- 1` is the number -1; `-x` is `minus(0, x)`, as OPA parses them.
+                Expr::Number { span, .. } => {
+                    term("number", Value::from_json_str(&format!("-{}", span.text()))?)
+                }
+                other => {
+                    let operand = self.term(other)?;
+                    term(
+                        "call",
+                        Value::from(vec![op_ref("minus"), term("number", Value::from(0u32)), operand]),
+                    )
+                }
+            },
             Expr::RefDot { .. } | Expr::RefBrack { .. } => {
                 term("ref", Value::from(self.ref_parts(e)?))
             }
@@ -670,3 +728,72 @@ fn generated_body() -> Value {
 
 #[cfg(test)]
 mod tests;
+
+/// OPA's order of terms (`ast.Compare`), on their JSON form: first by kind, then by value.
+mod order {
+    use std::cmp::Ordering;
+
+    use regorus::Value;
+
+    fn kind_rank(kind: &str) -> u8 {
+        match kind {
+            "null" => 0,
+            "boolean" => 1,
+            "number" => 2,
+            "string" => 3,
+            "var" => 4,
+            "ref" => 5,
+            "array" => 6,
+            "object" => 7,
+            "set" => 8,
+            "arraycomprehension" => 9,
+            "objectcomprehension" => 10,
+            "setcomprehension" => 11,
+            _ => 12, // call
+        }
+    }
+
+    fn field<'a>(t: &'a Value, name: &str) -> &'a Value {
+        match t {
+            Value::Object(o) => o.get(&Value::from(name)).unwrap_or(&Value::Undefined),
+            _ => &Value::Undefined,
+        }
+    }
+
+    fn slice(a: &Value, b: &Value, each: fn(&Value, &Value) -> Ordering) -> Ordering {
+        let (Ok(a), Ok(b)) = (a.as_array(), b.as_array()) else {
+            return a.cmp(b);
+        };
+        for (x, y) in a.iter().zip(b.iter()) {
+            let c = each(x, y);
+            if c.is_ne() {
+                return c;
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+
+    fn pair(a: &Value, b: &Value) -> Ordering {
+        slice(a, b, compare)
+    }
+
+    /// How two terms (`{"type", "value"}`) compare in OPA.
+    pub fn compare(a: &Value, b: &Value) -> Ordering {
+        let (ka, kb) = (field(a, "type"), field(b, "type"));
+        let (Ok(ka), Ok(kb)) = (ka.as_string(), kb.as_string()) else {
+            return a.cmp(b);
+        };
+        let rank = kind_rank(ka).cmp(&kind_rank(kb));
+        if rank.is_ne() {
+            return rank;
+        }
+        let (va, vb) = (field(a, "value"), field(b, "value"));
+        match ka.as_ref() {
+            "ref" | "array" | "call" | "set" => slice(va, vb, compare),
+            // Objects are kept sorted by key: compare their pairs in order.
+            "object" => slice(va, vb, pair),
+            // Scalars compare as values (numbers numerically, strings bytewise).
+            _ => va.cmp(vb),
+        }
+    }
+}
