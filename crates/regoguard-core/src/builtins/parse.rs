@@ -56,10 +56,22 @@ pub fn module_json(filename: &str, text: &str) -> Result<Value> {
             anyhow::Error::from(Refused(
                 "rego.parse_module: a module that repeats an import is not supported".into(),
             ))
+        } else if text.contains("$\"") || text.contains("$`") {
+            // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
+            anyhow::Error::from(Refused(
+                "rego.parse_module: template strings are not supported".into(),
+            ))
         } else {
             e
         }
     })?;
+    if module.target.is_some() {
+        // regorus reads `__target__ := "..."` as a directive and drops the rule OPA keeps.
+        return Err(Refused(
+            "rego.parse_module: a `__target__` rule is not supported".into(),
+        )
+        .into());
+    }
     let comments = comments(&source)?;
     let mut c = Converter::default();
     c.module(&module, comments)
@@ -419,7 +431,10 @@ impl Converter {
                     .iter()
                     .map(|a| self.term(a))
                     .collect::<Result<Vec<_>>>()?;
-                h.insert(Value::from("args"), Value::from(args));
+                // `f()` has no `args` field in OPA's JSON (an empty list is left out).
+                if !args.is_empty() {
+                    h.insert(Value::from("args"), Value::from(args));
+                }
                 match assign {
                     Some(a) => {
                         h.insert(Value::from("value"), self.term(&a.value)?);
@@ -676,7 +691,20 @@ impl Converter {
                     obj([("key", k), ("value", v), ("body", body)]),
                 )
             }
-            Expr::UnaryExpr { expr, .. } => match expr.as_ref() {
+            Expr::UnaryExpr { expr, span, .. } => match expr.as_ref() {
+                // OPA's parser negates only a number, a var, a ref or a call (`-(x)` and
+                // `-[1]` are syntax errors there); regorus's AST keeps no parentheses, so
+                // look at the text after the `-`.
+                _ if !span
+                    .source
+                    .contents()
+                    .get(usize::try_from(span.start).unwrap_or(usize::MAX)..)
+                    .and_then(|t| t.strip_prefix('-'))
+                    .and_then(|t| t.trim_start().chars().next())
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_') =>
+                {
+                    return Err(span.error("unexpected token after `-`: expected number"));
+                }
                 // `- 1` is the number -1; `-x` is `minus(0, x)`, as OPA parses them.
                 Expr::Number { span, .. } => {
                     term("number", Value::from_json_str(&format!("-{}", span.text()))?)
