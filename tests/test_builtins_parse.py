@@ -110,6 +110,10 @@ CORPUS: dict[str, str] = {
         "# leading\npackage t # after package\n\n# before rule\nr := 1 # trailing \"#\"\n"
         'x := "# not a comment"\n#last'
     ),
+    "metadata stays comments": (
+        "# METADATA\n# title: T\n# description: |\n#  multi\npackage t\n\n"
+        "# METADATA\n# scope: rule\nr := 1\n"
+    ),
     "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
     "multiline": "package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t\"a\": 1,\n}\n",
     "realistic": (
@@ -127,14 +131,24 @@ INVALID: dict[str, Any] = {
     "v0 body": "package t\n\np { true }\n",
     "v0 partial set": "package t\n\np[x] { x := 1 }\n",
     "empty": "",
+    "rego import": "package t\n\nimport rego.v2\n",
+    "unknown future keyword": "package t\n\nimport future.keywords.foo\n",
+    "default with ref": "package t\n\ndefault p := input.x\n",
+    "default with var": "package t\n\ndefault p := [x]\n",
+    "minus paren": "package t\n\nr := -(1)\n",
+    "minus array": "package t\n\nr := -[1]\n",
     "not a string": 1,
 }
 
 # Forms regoguard refuses (an evaluation error) rather than answer with another AST.
 REFUSED: dict[str, str] = {
-    "metadata": "# METADATA\n# title: T\npackage t\n",
     "repeated import": "package t\n\nimport data.a\nimport data.a\n",
     "repeated future import": "package t\n\nimport future.keywords.in\nimport future.keywords\n",
+    "rule named input": "package t\n\ninput := 1\n",
+    "import after rule": "package t\n\nr := 1\n\nimport data.x\n",
+    "rego.v1 alias": "package t\n\nimport rego.v1 as v\n",
+    "template string": 'package t\n\nr := $"x{1}"\n',
+    "__target__": 'package t\n\n__target__ := "x"\n',
 }
 
 

@@ -6,7 +6,8 @@
 //! `plus(x, 1)`, `x := 1` is `assign(x, 1)`, `x in xs` is `internal.member_2(x, xs)`), a rule
 //! without a body gets OPA's generated `true` body, `_` becomes OPA's numbered wildcard
 //! (`$0`, `$1`, ... in source order), and comments (which regorus's lexer skips) are read
-//! back from the gaps between tokens. OPA leaves locations out of this JSON, so do we.
+//! back from the gaps between tokens. OPA leaves locations out of this JSON (except comments'),
+//! and does not process `# METADATA` annotations here: they stay comments.
 //!
 //! A source OPA would also reject makes the call undefined (OPA: a builtin error). What this
 //! cannot reproduce exactly is refused with an evaluation error rather than answered with a
@@ -45,47 +46,105 @@ fn parse_module(args: &[Value]) -> Result<Value> {
 /// A parse error (the call is undefined, as in OPA), or [`Refused`] for a form whose OPA
 /// shape this does not reproduce.
 pub fn module_json(filename: &str, text: &str) -> Result<Value> {
-    refuse_unsupported(text)?;
     let source = Source::from_contents(filename.to_owned(), text.to_owned())?;
     let mut parser = Parser::new(&source)?;
     parser.enable_rego_v1()?;
-    let module = parser.parse().map_err(|e| {
-        // regorus refuses an import that repeats an earlier one; OPA's parser accepts it
-        // (only its compiler objects), so the AST exists but this cannot build it.
-        if e.to_string().contains("import shadows") {
-            anyhow::Error::from(Refused(
-                "rego.parse_module: a module that repeats an import is not supported".into(),
-            ))
-        } else if text.contains("$\"") || text.contains("$`") {
-            // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
-            anyhow::Error::from(Refused(
-                "rego.parse_module: template strings are not supported".into(),
-            ))
-        } else {
-            e
-        }
-    })?;
+    let module = parser
+        .parse()
+        .map_err(|e| refusal_for(&e, filename, text).unwrap_or(e))?;
     if module.target.is_some() {
         // regorus reads `__target__ := "..."` as a directive and drops the rule OPA keeps.
-        return Err(Refused(
-            "rego.parse_module: a `__target__` rule is not supported".into(),
-        )
-        .into());
+        return Err(refused("a `__target__` rule"));
     }
+    check_like_opa(&module)?;
     let comments = comments(&source)?;
     let mut c = Converter::default();
     c.module(&module, comments)
 }
 
-/// Forms refused before parsing, found in the text.
-fn refuse_unsupported(text: &str) -> Result<()> {
-    if text.lines().any(|l| l.trim() == "# METADATA") {
-        return Err(Refused(
-            "rego.parse_module: modules with `# METADATA` annotations are not supported".into(),
-        )
-        .into());
+fn refused(what: &str) -> anyhow::Error {
+    Refused(format!("rego.parse_module: {what} is not supported")).into()
+}
+
+/// The refusal for a regorus parse error where OPA's parser accepts the source (so the AST
+/// exists but this cannot build it); `None` when OPA rejects the source too.
+fn refusal_for(e: &anyhow::Error, filename: &str, text: &str) -> Option<anyhow::Error> {
+    let msg = e.to_string();
+    if msg.contains("import shadows") {
+        // OPA's parser accepts a repeated import; only its compiler objects.
+        return Some(refused("a module that repeats an import"));
+    }
+    if msg.contains("cannot be shadowed") {
+        return Some(refused("a rule named `input` or `data`"));
+    }
+    if msg.contains("cannot be aliased") && text.contains("import rego.v1 as") {
+        return Some(refused("an alias of `import rego.v1`"));
+    }
+    if text.contains("$\"") || text.contains("$`") {
+        // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
+        return Some(refused("a template string"));
+    }
+    // The line regorus stopped at (its message reads `--> file:line:col`).
+    let at = msg.find(&format!("--> {filename}:"))? + filename.len() + 5;
+    let line: usize = msg.get(at..)?.split(':').next()?.parse().ok()?;
+    let stopped_at = text.lines().nth(line.checked_sub(1)?)?.trim_start();
+    if stopped_at.starts_with("import ") {
+        // OPA's parser takes imports after rules too.
+        return Some(refused("an import after a rule"));
+    }
+    None
+}
+
+/// What OPA's parser rejects and regorus's accepts.
+fn check_like_opa(m: &Module) -> Result<()> {
+    for imp in &m.imports {
+        let Ok(path) = regorus::utils::get_path_string(&imp.refr, None) else {
+            continue;
+        };
+        let mut parts = path.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("rego"), Some("v1"), None, _)
+            | (Some("future"), Some("keywords"), None, _)
+            | (Some("future"), Some("keywords"), Some("contains" | "every" | "if" | "in"), None) => {}
+            (Some("rego" | "future"), ..) => {
+                return Err(imp.span.error(&format!("invalid import `{path}`")));
+            }
+            _ => {}
+        }
+    }
+    for rule in &m.policy {
+        if let Rule::Default { value, .. } = rule.as_ref() {
+            if let Some(bad) = not_constant(value) {
+                return Err(value
+                    .span()
+                    .error(&format!("illegal default rule (value cannot contain {bad})")));
+            }
+        }
     }
     Ok(())
+}
+
+/// What makes a default rule's value not a constant (OPA: a var, ref, call or comprehension).
+fn not_constant(e: &Expr) -> Option<&'static str> {
+    match e {
+        Expr::String { .. }
+        | Expr::RawString { .. }
+        | Expr::Number { .. }
+        | Expr::Bool { .. }
+        | Expr::Null { .. } => None,
+        Expr::Var { .. } => Some("var"),
+        Expr::RefDot { .. } | Expr::RefBrack { .. } => Some("ref"),
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().find_map(|i| not_constant(i))
+        }
+        Expr::Object { fields, .. } => fields
+            .iter()
+            .find_map(|(_, k, v)| not_constant(k).or_else(|| not_constant(v))),
+        Expr::ArrayCompr { .. } | Expr::SetCompr { .. } | Expr::ObjectCompr { .. } => {
+            Some("comprehension")
+        }
+        _ => Some("call"),
+    }
 }
 
 /// `{"type": kind, "value": value}`.

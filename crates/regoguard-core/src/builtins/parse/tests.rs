@@ -72,8 +72,39 @@ fn invalid_source_is_an_error_not_a_refusal() {
 }
 
 #[test]
-fn metadata_is_refused() {
-    let err = module_json("x.rego", "# METADATA\n# title: x\npackage t\n").expect_err("refused");
-    assert!(err.is::<Refused>());
+fn metadata_stays_comments() {
+    let got = json("# METADATA\n# title: x\npackage t\n");
+    assert!(got.get("annotations").is_none());
+    assert_eq!(got["comments"][1]["Text"], "IHRpdGxlOiB4");
+}
+
+#[test]
+fn what_opa_accepts_and_regorus_cannot_read_is_refused() {
+    for src in [
+        "package t\n\nimport data.a\nimport data.a\n",
+        "package t\n\ninput := 1\n",
+        "package t\n\nr := 1\n\nimport data.a\n",
+        "package t\n\nimport rego.v1 as v\n",
+        "package t\n\nr := $\"x{1}\"\n",
+        "package t\n\n__target__ := \"x\"\n",
+    ] {
+        let err = module_json("x.rego", src).expect_err(src);
+        assert!(err.is::<Refused>(), "{src}: {err}");
+    }
+}
+
+#[test]
+fn what_opa_rejects_is_an_error() {
+    for src in [
+        "package t\n\nimport rego.v2\n",
+        "package t\n\nimport future.keywords.foo\n",
+        "package t\n\ndefault p := input.x\n",
+        "package t\n\ndefault p := [x]\n",
+        "package t\n\nr := -(1)\n",
+        "package t\n\nr := -[1]\n",
+    ] {
+        let err = module_json("x.rego", src).expect_err(src);
+        assert!(!err.is::<Refused>(), "{src}: {err}");
+    }
     assert!(matches!(module_json("x.rego", "package t\n"), Ok(Value::Object(_))));
 }
