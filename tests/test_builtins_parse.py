@@ -114,6 +114,21 @@ CORPUS: dict[str, str] = {
         "# METADATA\n# title: T\n# description: |\n#  multi\npackage t\n\n"
         "# METADATA\n# scope: rule\nr := 1\n"
     ),
+    "two-part heads": (
+        "package t\n\na.b := 1\n\na.c = 2\n\na.d if true\n\na[\"e\"] if true\n\n"
+        "a.f := 1 if true\n\nc[1] := 2 if true\n\na[[x]] := 1 if x := 1\n\n"
+        "default a.g := 1\n\na.h(x) := x\n\na.i := 1 if input.x else := 2\n"
+    ),
+    "wildcard everywhere": (
+        "package t\n\ndefault f(_) := 0\n\nf(_, y) := y\n\n"
+        "p := 1 if { input[_] } else := 2 if { input[_] } else := _\n\n"
+        "r := [[_ | _ = input[_]], {_ | input[_]}, {_: 1 | input[_]}]\n\n"
+        "q if {\n\tevery _ in input.xs { true }\n\tevery k, _ in input.o { k }\n}\n"
+    ),
+    "comments everywhere": (
+        "package t\n# c1\nr if { # c2\n\t# c3\n\ttrue # c4\n} # c5\nx := \"é\" # unicode\n"
+        "\t# tab\ny := `raw # not\ncomment` # yes\nz := 1#tight\n#last"
+    ),
     "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
     "multiline": "package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t\"a\": 1,\n}\n",
     "realistic": (
@@ -149,6 +164,7 @@ REFUSED: dict[str, str] = {
     "rego.v1 alias": "package t\n\nimport rego.v1 as v\n",
     "template string": 'package t\n\nr := $"x{1}"\n',
     "__target__": 'package t\n\n__target__ := "x"\n',
+    "wildcard alias": "package t\n\nimport data.x as _\n",
 }
 
 

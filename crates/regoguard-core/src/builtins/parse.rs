@@ -51,7 +51,7 @@ pub fn module_json(filename: &str, text: &str) -> Result<Value> {
     parser.enable_rego_v1()?;
     let module = parser
         .parse()
-        .map_err(|e| refusal_for(&e, filename, text).unwrap_or(e))?;
+        .map_err(|e| refusal_for(&e, text).unwrap_or(e))?;
     if module.target.is_some() {
         // regorus reads `__target__ := "..."` as a directive and drops the rule OPA keeps.
         return Err(refused("a `__target__` rule"));
@@ -68,7 +68,7 @@ fn refused(what: &str) -> anyhow::Error {
 
 /// The refusal for a regorus parse error where OPA's parser accepts the source (so the AST
 /// exists but this cannot build it); `None` when OPA rejects the source too.
-fn refusal_for(e: &anyhow::Error, filename: &str, text: &str) -> Option<anyhow::Error> {
+fn refusal_for(e: &anyhow::Error, text: &str) -> Option<anyhow::Error> {
     let msg = e.to_string();
     if msg.contains("import shadows") {
         // OPA's parser accepts a repeated import; only its compiler objects.
@@ -84,13 +84,12 @@ fn refusal_for(e: &anyhow::Error, filename: &str, text: &str) -> Option<anyhow::
         // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
         return Some(refused("a template string"));
     }
-    // The line regorus stopped at (its message reads `--> file:line:col`).
-    let at = msg.find(&format!("--> {filename}:"))? + filename.len() + 5;
-    let line: usize = msg.get(at..)?.split(':').next()?.parse().ok()?;
-    let stopped_at = text.lines().nth(line.checked_sub(1)?)?.trim_start();
-    if stopped_at.starts_with("import ") {
+    if msg.contains("unexpected keyword `import`") {
         // OPA's parser takes imports after rules too.
         return Some(refused("an import after a rule"));
+    }
+    if msg.contains("`_` cannot be used as alias") {
+        return Some(refused("`_` as an import alias"));
     }
     None
 }
@@ -361,7 +360,7 @@ impl Converter {
                 ]));
             }
             Rule::Spec { head, bodies, .. } => {
-                let (mut h, default_value) = self.head(head)?;
+                let (mut h, default_value) = self.head(head, !bodies.is_empty())?;
                 // The first body belongs to the rule; `else` bodies chain after it; further
                 // plain bodies are rules of their own with the same head.
                 let mut main: Option<Value> = None;
@@ -434,33 +433,44 @@ impl Converter {
         Ok(head)
     }
 
-    /// OPA's parser keeps its v0 reading of a head written `p[k]` (a var, then one bracket):
-    /// `k` is also the head's `key`, and with a value `p` is also its `name`.
-    fn bracket_key(refr: &Expr, head: &mut BTreeMap<Value, Value>, has_value: bool) {
-        let Expr::RefBrack { refr: base, .. } = refr else {
-            return;
-        };
-        let Expr::Var { value: name, .. } = base.as_ref() else {
-            return;
-        };
+    /// `name` and `key` of a head whose ref has two parts (`p.q`, `p[k]`), as OPA's parser
+    /// sets them: a rule written without a body is read as the expression `p.q := v` and
+    /// becomes a v0 partial-object rule (key `q`, name `p`); with a body, the key is kept
+    /// only when it is not ground (`p[k]`), and the name only when there is a value.
+    fn two_part_head(head: &mut BTreeMap<Value, Value>, has_body: bool, has_value: bool) {
         let Some(Value::Array(parts)) = head.get(&Value::from("ref")) else {
             return;
         };
-        let Some(key) = parts.get(1).cloned() else {
+        let [first, second] = parts.as_slice() else {
             return;
         };
-        head.insert(Value::from("key"), key);
-        if has_value {
-            head.insert(Value::from("name"), name.clone());
+        let Some(name) = as_var_name(first) else {
+            return;
+        };
+        let second = second.clone();
+        let (with_key, with_name) = if has_body {
+            (!ground(&second), has_value)
+        } else {
+            (has_value, has_value)
+        };
+        if with_key {
+            head.insert(Value::from("key"), second);
+        }
+        if with_name {
+            head.insert(Value::from("name"), Value::from(name));
         }
     }
 
     /// The head's fields, and the value OPA gives a head without one (`true`), if it has none.
-    fn head(&mut self, head: &RuleHead) -> Result<(BTreeMap<Value, Value>, Option<Value>)> {
+    fn head(
+        &mut self,
+        head: &RuleHead,
+        has_body: bool,
+    ) -> Result<(BTreeMap<Value, Value>, Option<Value>)> {
         match head {
             RuleHead::Compr { refr, assign, .. } => {
                 let mut h = self.head_ref(refr)?;
-                Self::bracket_key(refr, &mut h, assign.is_some());
+                Self::two_part_head(&mut h, has_body, assign.is_some());
                 match assign {
                     Some(a) => {
                         h.insert(Value::from("value"), self.term(&a.value)?);
@@ -791,6 +801,27 @@ impl Converter {
                 term("call", Value::from(parts))
             }
         })
+    }
+}
+
+/// Whether a term holds no var (OPA's `IsGround`; a ref always starts with one).
+fn ground(t: &Value) -> bool {
+    let Value::Object(o) = t else { return true };
+    let kind = o.get(&Value::from("type")).and_then(|k| k.as_string().ok());
+    let value = o.get(&Value::from("value"));
+    match kind.as_deref().map(AsRef::as_ref) {
+        Some("var" | "ref" | "call") => false,
+        Some("array" | "set") => value
+            .and_then(|v| v.as_array().ok())
+            .is_none_or(|items| items.iter().all(ground)),
+        Some("object") => value
+            .and_then(|v| v.as_array().ok())
+            .is_none_or(|pairs| {
+                pairs
+                    .iter()
+                    .all(|p| p.as_array().is_ok_and(|kv| kv.iter().all(ground)))
+            }),
+        Some(_) | None => true,
     }
 }
 

@@ -108,3 +108,4 @@ fn what_opa_rejects_is_an_error() {
     }
     assert!(matches!(module_json("x.rego", "package t\n"), Ok(Value::Object(_))));
 }
+
