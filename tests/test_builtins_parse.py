@@ -53,8 +53,8 @@ CORPUS: dict[str, str] = {
     "future keywords": "package t\n\nimport future.keywords.in\nimport future.keywords.if\n",
     "future keywords all": "package t\n\nimport future.keywords\n\np if input.x\n",
     "not and with": (
-        "package t\n\nr if {\n\tnot input.deny\n\tallow with input.user as \"a\"\n"
-        "\tallow with input.user as \"a\" with data.x as 1\n}\n\nallow if input.user\n"
+        'package t\n\nr if {\n\tnot input.deny\n\tallow with input.user as "a"\n'
+        '\tallow with input.user as "a" with data.x as 1\n}\n\nallow if input.user\n'
     ),
     "with function": "package t\n\nf(x) := x\n\nr if {\n\tf(1) with f as g\n}\n\ng(x) := 2\n",
     "some vars": "package t\n\nr if {\n\tsome x\n\tsome y, z\n\tx := input.a[y][z]\n}\n",
@@ -74,7 +74,7 @@ CORPUS: dict[str, str] = {
         "true, false, null]\n"
     ),
     "collections": 'package t\n\nr := {"a": [1, {2}], "b": {}, "c": [], "d": set(), 3: "n"}\n',
-    "sets": "package t\n\nr := {3, 1, 2, 1, \"a\", [1], null, true, {\"k\": 1}, input.x, y}\n\ny := 1\n",
+    "sets": 'package t\n\nr := {3, 1, 2, 1, "a", [1], null, true, {"k": 1}, input.x, y}\n\ny := 1\n',
     "duplicate keys": 'package t\n\nr := {"b": 1, "a": 2, "b": 3, 1: 0, true: 0, null: 0}\n',
     "numbers": (
         "package t\n\nr := [1.0, 10, 1e3, 1E3, 1.5e-3, 100000000000000000000, 0.0, -0, -1, - 2, "
@@ -95,19 +95,19 @@ CORPUS: dict[str, str] = {
     "precedence": "package t\n\nr := (1 + 2) * 3 == 9\n",
     "unify": "package t\n\nr if {\n\t[x, 1] = input.a\n\tx = 2\n}\n",
     "calls": (
-        "package t\n\nr if {\n\tcount(input.xs) > 0\n\tstrings.contains(input.s, \"a\")\n"
-        "\tx := object.get(input, [\"a\", \"b\"], null)\n\tio.jwt.decode(input.t)\n}\n"
+        'package t\n\nr if {\n\tcount(input.xs) > 0\n\tstrings.contains(input.s, "a")\n'
+        '\tx := object.get(input, ["a", "b"], null)\n\tio.jwt.decode(input.t)\n}\n'
     ),
-    "call statement": "package t\n\nr if {\n\tprint(\"x\", input)\n\tf(1)\n}\n\nf(x) := x\n",
+    "call statement": 'package t\n\nr if {\n\tprint("x", input)\n\tf(1)\n}\n\nf(x) := x\n',
     "ref on call": 'package t\n\nr := f(1).a[0]\n\nf(x) := {"a": [x]}\n',
-    "membership expr": "package t\n\nr := 1 in input.xs\n\nq := \"k\", 2 in input.o\n",
+    "membership expr": 'package t\n\nr := 1 in input.xs\n\nq := "k", 2 in input.o\n',
     "refs": (
-        'package t\n\nr if {\n\tinput.a.b[0][\"c-d\"]\n\tx := \"k\"\n\tinput[x]\n'
+        'package t\n\nr if {\n\tinput.a.b[0]["c-d"]\n\tx := "k"\n\tinput[x]\n'
         "\tdata.t.q\n}\n\nq := true\n"
     ),
     "ref on collections": 'package t\n\nr := [[1, 2][0], {"a": 1}.a, {"a": 1}["a"]]\n',
     "comments": (
-        "# leading\npackage t # after package\n\n# before rule\nr := 1 # trailing \"#\"\n"
+        '# leading\npackage t # after package\n\n# before rule\nr := 1 # trailing "#"\n'
         'x := "# not a comment"\n#last'
     ),
     "metadata stays comments": (
@@ -115,7 +115,7 @@ CORPUS: dict[str, str] = {
         "# METADATA\n# scope: rule\nr := 1\n"
     ),
     "two-part heads": (
-        "package t\n\na.b := 1\n\na.c = 2\n\na.d if true\n\na[\"e\"] if true\n\n"
+        'package t\n\na.b := 1\n\na.c = 2\n\na.d if true\n\na["e"] if true\n\n'
         "a.f := 1 if true\n\nc[1] := 2 if true\n\na[[x]] := 1 if x := 1\n\n"
         "default a.g := 1\n\na.h(x) := x\n\na.i := 1 if input.x else := 2\n"
     ),
@@ -126,15 +126,15 @@ CORPUS: dict[str, str] = {
         "q if {\n\tevery _ in input.xs { true }\n\tevery k, _ in input.o { k }\n}\n"
     ),
     "comments everywhere": (
-        "package t\n# c1\nr if { # c2\n\t# c3\n\ttrue # c4\n} # c5\nx := \"é\" # unicode\n"
+        'package t\n# c1\nr if { # c2\n\t# c3\n\ttrue # c4\n} # c5\nx := "é" # unicode\n'
         "\t# tab\ny := `raw # not\ncomment` # yes\nz := 1#tight\n#last"
     ),
     "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
-    "multiline": "package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t\"a\": 1,\n}\n",
+    "multiline": 'package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t"a": 1,\n}\n',
     "realistic": (
         "package httpapi.authz\n\nimport rego.v1\n\ndefault allow := false\n\n"
-        "allow if {\n\tinput.method == \"GET\"\n\tinput.path == [\"salary\", input.user]\n}\n\n"
-        "allow if {\n\tsome role in data.roles[input.user]\n\trole == \"admin\"\n}\n\n"
+        'allow if {\n\tinput.method == "GET"\n\tinput.path == ["salary", input.user]\n}\n\n'
+        'allow if {\n\tsome role in data.roles[input.user]\n\trole == "admin"\n}\n\n'
         'deny contains msg if {\n\tnot allow\n\tmsg := sprintf("denied: %v", [input.user])\n}\n'
     ),
 }

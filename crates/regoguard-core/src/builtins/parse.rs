@@ -104,7 +104,8 @@ fn check_like_opa(m: &Module) -> Result<()> {
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("rego"), Some("v1"), None, _)
             | (Some("future"), Some("keywords"), None, _)
-            | (Some("future"), Some("keywords"), Some("contains" | "every" | "if" | "in"), None) => {}
+            | (Some("future"), Some("keywords"), Some("contains" | "every" | "if" | "in"), None) => {
+            }
             (Some("rego" | "future"), ..) => {
                 return Err(imp.span.error(&format!("invalid import `{path}`")));
             }
@@ -114,9 +115,9 @@ fn check_like_opa(m: &Module) -> Result<()> {
     for rule in &m.policy {
         if let Rule::Default { value, .. } = rule.as_ref() {
             if let Some(bad) = not_constant(value) {
-                return Err(value
-                    .span()
-                    .error(&format!("illegal default rule (value cannot contain {bad})")));
+                return Err(value.span().error(&format!(
+                    "illegal default rule (value cannot contain {bad})"
+                )));
             }
         }
     }
@@ -225,7 +226,9 @@ fn comments(source: &Source) -> Result<Vec<(u32, u32, String)>> {
     loop {
         let tok = lexer.next_token()?;
         let start = usize::try_from(tok.1.start).unwrap_or(usize::MAX);
-        let gap = text.get(prev_end..start.min(text.len())).unwrap_or_default();
+        let gap = text
+            .get(prev_end..start.min(text.len()))
+            .unwrap_or_default();
         let mut offset = prev_end;
         for line in gap.split_inclusive('\n') {
             if let Some(hash) = line.find('#') {
@@ -279,10 +282,7 @@ impl Converter {
                 None => part,
             });
         }
-        out.insert(
-            Value::from("package"),
-            obj([("path", Value::from(path))]),
-        );
+        out.insert(Value::from("package"), obj([("path", Value::from(path))]));
         if !m.imports.is_empty() {
             let mut imports = Vec::new();
             for imp in &m.imports {
@@ -385,10 +385,8 @@ impl Converter {
                         extra.push(self.rule_body(body)?);
                     }
                 }
-                if h.get(&Value::from("value")).is_none() {
-                    if let Some(v) = default_value {
-                        h.insert(Value::from("value"), v);
-                    }
+                if let Some(v) = default_value {
+                    h.entry(Value::from("value")).or_insert(v);
                 }
                 let mut chained: Option<Value> = None;
                 for (eh, b) in elses.into_iter().rev() {
@@ -403,10 +401,7 @@ impl Converter {
                 let head_value = Value::from(h);
                 let mut r = BTreeMap::new();
                 r.insert(Value::from("head"), head_value.clone());
-                r.insert(
-                    Value::from("body"),
-                    main.unwrap_or_else(generated_body),
-                );
+                r.insert(Value::from("body"), main.unwrap_or_else(generated_body));
                 if let Some(e) = chained {
                     r.insert(Value::from("else"), e);
                 }
@@ -556,7 +551,7 @@ impl Converter {
                 collection,
                 ..
             } => {
-                let call = self.membership(key.as_deref(), value, collection)?;
+                let call = Value::from(self.membership(key.as_deref(), value, collection)?);
                 obj([("symbols", Value::from(vec![term("call", call)]))])
             }
             Literal::Expr { expr, .. } => self.expr_terms(expr)?,
@@ -632,9 +627,7 @@ impl Converter {
                 collection,
                 ..
             } => {
-                return self
-                    .membership(key.as_deref(), value, collection)
-                    .map(|v| v.as_array().ok().map(|a| a.to_vec()));
+                return self.membership(key.as_deref(), value, collection).map(Some);
             }
             Expr::ArithExpr { op, lhs, rhs, .. } => (arith_name(op), lhs, rhs),
             Expr::BoolExpr { op, lhs, rhs, .. } => (bool_name(op), lhs, rhs),
@@ -652,7 +645,7 @@ impl Converter {
         key: Option<&Expr>,
         value: &Expr,
         collection: &Expr,
-    ) -> Result<Value> {
+    ) -> Result<Vec<Value>> {
         let mut parts = Vec::with_capacity(4);
         match key {
             Some(k) => {
@@ -663,7 +656,7 @@ impl Converter {
         }
         parts.push(self.term(value)?);
         parts.push(self.term(collection)?);
-        Ok(Value::from(parts))
+        Ok(parts)
     }
 
     /// The parts of a ref (`input.x[0]` is `[var input, string x, number 0]`); anything else
@@ -775,14 +768,19 @@ impl Converter {
                     return Err(span.error("unexpected token after `-`: expected number"));
                 }
                 // `- 1` is the number -1; `-x` is `minus(0, x)`, as OPA parses them.
-                Expr::Number { span, .. } => {
-                    term("number", Value::from_json_str(&format!("-{}", span.text()))?)
-                }
+                Expr::Number { span, .. } => term(
+                    "number",
+                    Value::from_json_str(&format!("-{}", span.text()))?,
+                ),
                 other => {
                     let operand = self.term(other)?;
                     term(
                         "call",
-                        Value::from(vec![op_ref("minus"), term("number", Value::from(0u32)), operand]),
+                        Value::from(vec![
+                            op_ref("minus"),
+                            term("number", Value::from(0u32)),
+                            operand,
+                        ]),
                     )
                 }
             },
@@ -809,18 +807,16 @@ fn ground(t: &Value) -> bool {
     let Value::Object(o) = t else { return true };
     let kind = o.get(&Value::from("type")).and_then(|k| k.as_string().ok());
     let value = o.get(&Value::from("value"));
-    match kind.as_deref().map(AsRef::as_ref) {
+    match kind.map(AsRef::as_ref) {
         Some("var" | "ref" | "call") => false,
         Some("array" | "set") => value
             .and_then(|v| v.as_array().ok())
             .is_none_or(|items| items.iter().all(ground)),
-        Some("object") => value
-            .and_then(|v| v.as_array().ok())
-            .is_none_or(|pairs| {
-                pairs
-                    .iter()
-                    .all(|p| p.as_array().is_ok_and(|kv| kv.iter().all(ground)))
-            }),
+        Some("object") => value.and_then(|v| v.as_array().ok()).is_none_or(|pairs| {
+            pairs
+                .iter()
+                .all(|p| p.as_array().is_ok_and(|kv| kv.iter().all(ground)))
+        }),
         Some(_) | None => true,
     }
 }

@@ -1,5 +1,5 @@
 //! The converter's shapes, checked against what OPA's `rego.parse_module` returns (the
-//! differential tests in tests/test_builtins_parse.py compare whole modules with OPA).
+//! differential tests in `tests/test_builtins_parse.py` compare whole modules with OPA).
 
 use regorus::Value;
 
@@ -106,6 +106,8 @@ fn what_opa_rejects_is_an_error() {
         let err = module_json("x.rego", src).expect_err(src);
         assert!(!err.is::<Refused>(), "{src}: {err}");
     }
-    assert!(matches!(module_json("x.rego", "package t\n"), Ok(Value::Object(_))));
+    assert!(matches!(
+        module_json("x.rego", "package t\n"),
+        Ok(Value::Object(_))
+    ));
 }
-
