@@ -129,6 +129,18 @@ CORPUS: dict[str, str] = {
         'package t\n# c1\nr if { # c2\n\t# c3\n\ttrue # c4\n} # c5\nx := "é" # unicode\n'
         "\t# tab\ny := `raw # not\ncomment` # yes\nz := 1#tight\n#last"
     ),
+    "bracket head keys": (
+        'package t\n\np[concat("", ["a", "b"])] if true\n\nq[input.x] if true\n\n'
+        's[f(x)] if {\n\tx := 1\n}\n\nt[{"a": x}] if {\n\tx := 1\n}\n\nf(x) := x\n'
+    ),
+    "function ref heads": (
+        "package t\n\ndefault a.b(_) := 1\n\na.b(x) := x * 2 if x > 10\n\na.c(x) if x > 1\n\n"
+        "a.d(x) := x\n"
+    ),
+    "default comprehensions": (
+        "package t\n\nx := 5\n\ndefault a := [x | true]\n\ndefault b := {k: 1 | some k in [1]}\n"
+    ),
+    "minus and comments": "package t\n\nz := -   # a comment\n\n  1\n\ny := - input.x\n",
     "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
     "multiline": 'package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t"a": 1,\n}\n',
     "realistic": (
@@ -152,6 +164,7 @@ INVALID: dict[str, Any] = {
     "default with var": "package t\n\ndefault p := [x]\n",
     "minus paren": "package t\n\nr := -(1)\n",
     "minus array": "package t\n\nr := -[1]\n",
+    "else with key": ('package t\n\np[k] := 1 if {\n\tk := "x"\n} else := 2 if {\n\tk := "y"\n}\n'),
     "not a string": 1,
 }
 
@@ -164,6 +177,8 @@ REFUSED: dict[str, str] = {
     "rego.v1 alias": "package t\n\nimport rego.v1 as v\n",
     "template string": 'package t\n\nr := $"x{1}"\n',
     "__target__": 'package t\n\n__target__ := "x"\n',
+    "__target__ after rules": 'package t\n\nr := 1\n\n__target__ := "x"\n',
+    "__target__ number": "package t\n\n__target__ := 1\n",
     "wildcard alias": "package t\n\nimport data.x as _\n",
 }
 

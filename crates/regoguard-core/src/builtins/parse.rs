@@ -84,6 +84,11 @@ fn refusal_for(e: &anyhow::Error, text: &str) -> Option<anyhow::Error> {
         // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
         return Some(refused("a template string"));
     }
+    if text.contains("__target__") {
+        // regorus reads `__target__` as a directive (a string, before any rule); for OPA it
+        // is a rule like any other.
+        return Some(refused("a `__target__` rule"));
+    }
     if msg.contains("unexpected keyword `import`") {
         // OPA's parser takes imports after rules too.
         return Some(refused("an import after a rule"));
@@ -124,7 +129,8 @@ fn check_like_opa(m: &Module) -> Result<()> {
     Ok(())
 }
 
-/// What makes a default rule's value not a constant (OPA: a var, ref, call or comprehension).
+/// What makes a default rule's value not a constant (OPA: a var, ref or call outside a
+/// comprehension).
 fn not_constant(e: &Expr) -> Option<&'static str> {
     match e {
         Expr::String { .. }
@@ -140,10 +146,20 @@ fn not_constant(e: &Expr) -> Option<&'static str> {
         Expr::Object { fields, .. } => fields
             .iter()
             .find_map(|(_, k, v)| not_constant(k).or_else(|| not_constant(v))),
-        Expr::ArrayCompr { .. } | Expr::SetCompr { .. } | Expr::ObjectCompr { .. } => {
-            Some("comprehension")
-        }
+        // OPA does not look inside a comprehension.
+        Expr::ArrayCompr { .. } | Expr::SetCompr { .. } | Expr::ObjectCompr { .. } => None,
         _ => Some("call"),
+    }
+}
+
+/// `text` from its first character that is neither whitespace nor in a comment.
+fn skip_blank(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        match text.strip_prefix('#') {
+            Some(rest) => text = rest.split_once('\n').map_or("", |(_, after)| after),
+            None => return text,
+        }
     }
 }
 
@@ -388,6 +404,12 @@ impl Converter {
                 if let Some(v) = default_value {
                     h.entry(Value::from("value")).or_insert(v);
                 }
+                if !elses.is_empty() && h.contains_key(&Value::from("key")) {
+                    // OPA: "else keyword cannot be used on multi-value rules".
+                    return Err(anyhow!(
+                        "rego.parse_module: else keyword cannot be used on rules with a key"
+                    ));
+                }
                 let mut chained: Option<Value> = None;
                 for (eh, b) in elses.into_iter().rev() {
                     let mut r = BTreeMap::new();
@@ -491,6 +513,11 @@ impl Converter {
                 refr, args, assign, ..
             } => {
                 let mut h = self.head_ref(refr)?;
+                if has_body {
+                    // `a.b(x) ... if ...`: OPA's parser names it `a`.
+                    Self::two_part_head(&mut h, true, true);
+                    h.remove(&Value::from("key"));
+                }
                 let args = args
                     .iter()
                     .map(|a| self.term(a))
@@ -762,7 +789,7 @@ impl Converter {
                     .contents()
                     .get(usize::try_from(span.start).unwrap_or(usize::MAX)..)
                     .and_then(|t| t.strip_prefix('-'))
-                    .and_then(|t| t.trim_start().chars().next())
+                    .and_then(|t| skip_blank(t).chars().next())
                     .is_some_and(|c| c.is_alphanumeric() || c == '_') =>
                 {
                     return Err(span.error("unexpected token after `-`: expected number"));
@@ -802,21 +829,24 @@ impl Converter {
     }
 }
 
-/// Whether a term holds no var (OPA's `IsGround`; a ref always starts with one).
+/// Whether a term holds no var, a call's function name aside (what OPA's parser asks of a
+/// `p[k]` head's key: `p[concat("", ["a"])]` has none, `p[input.x]` and `p[f(x)]` do).
 fn ground(t: &Value) -> bool {
     let Value::Object(o) = t else { return true };
     let kind = o.get(&Value::from("type")).and_then(|k| k.as_string().ok());
-    let value = o.get(&Value::from("value"));
-    match kind.map(AsRef::as_ref) {
-        Some("var" | "ref" | "call") => false,
-        Some("array" | "set") => value
+    let items = || {
+        o.get(&Value::from("value"))
             .and_then(|v| v.as_array().ok())
-            .is_none_or(|items| items.iter().all(ground)),
-        Some("object") => value.and_then(|v| v.as_array().ok()).is_none_or(|pairs| {
-            pairs
-                .iter()
-                .all(|p| p.as_array().is_ok_and(|kv| kv.iter().all(ground)))
-        }),
+            .map(|a| a.to_vec())
+            .unwrap_or_default()
+    };
+    match kind.map(AsRef::as_ref) {
+        Some("var") => false,
+        Some("ref" | "array" | "set") => items().iter().all(ground),
+        Some("call") => items().iter().skip(1).all(ground),
+        Some("object") => items()
+            .iter()
+            .all(|p| p.as_array().is_ok_and(|kv| kv.iter().all(ground))),
         Some(_) | None => true,
     }
 }
