@@ -52,6 +52,7 @@ CORPUS: dict[str, str] = {
     ),
     "future keywords": "package t\n\nimport future.keywords.in\nimport future.keywords.if\n",
     "future keywords all": "package t\n\nimport future.keywords\n\np if input.x\n",
+    "future keyword not": "package t\n\nimport future.keywords.not\n\np contains 1 if true\n",
     "not and with": (
         'package t\n\nr if {\n\tnot input.deny\n\tallow with input.user as "a"\n'
         '\tallow with input.user as "a" with data.x as 1\n}\n\nallow if input.user\n'
@@ -141,6 +142,7 @@ CORPUS: dict[str, str] = {
         "package t\n\nx := 5\n\ndefault a := [x | true]\n\ndefault b := {k: 1 | some k in [1]}\n"
     ),
     "minus and comments": "package t\n\nz := -   # a comment\n\n  1\n\ny := - input.x\n",
+    "long ref": "package t\n\nr := input" + ".a" * 40 + "\n",
     "semicolons": "package t\n\nr if { x := 1; y := 2; x < y }\n",
     "multiline": 'package t\n\nr := [\n\t1,\n\t2,\n]\n\nq := {\n\t"a": 1,\n}\n',
     "realistic": (
@@ -164,6 +166,7 @@ INVALID: dict[str, Any] = {
     "default with var": "package t\n\ndefault p := [x]\n",
     "minus paren": "package t\n\nr := -(1)\n",
     "minus array": "package t\n\nr := -[1]\n",
+    "experimental or": "package t\n\nimport future.keywords.or\n\nr := or\n\nor := 1\n",
     "else with key": ('package t\n\np[k] := 1 if {\n\tk := "x"\n} else := 2 if {\n\tk := "y"\n}\n'),
     "not a string": 1,
 }
@@ -180,6 +183,8 @@ REFUSED: dict[str, str] = {
     "__target__ after rules": 'package t\n\nr := 1\n\n__target__ := "x"\n',
     "__target__ number": "package t\n\n__target__ := 1\n",
     "wildcard alias": "package t\n\nimport data.x as _\n",
+    "experimental not": "package t\n\nimport future.keywords\n\nr if {\n\tnot input.x\n}\n",
+    "deep nesting": "package t\n\nr := " + "[" * 40 + "1" + "]" * 40 + "\n",
 }
 
 

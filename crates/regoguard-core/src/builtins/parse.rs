@@ -31,6 +31,12 @@ pub const BUILTINS: &[Builtin] = &[Builtin::pure("rego.parse_module", 2, parse_m
 /// Sources longer than this are not parsed (a policy is not a megabyte of text).
 const MAX_SOURCE_BYTES: usize = 1 << 20;
 
+/// How deep `[` and `{` may nest. regorus's parser tries a comprehension before an array or
+/// set at every level and starts again when it is not one: about four times the work per
+/// level (16 levels take seconds), so a deeper source is refused before it is parsed. The
+/// source is the caller's input, and a parse cannot be interrupted by the evaluation budget.
+const MAX_BRACKET_DEPTH: usize = 10;
+
 fn parse_module(args: &[Value]) -> Result<Value> {
     let filename = string("rego.parse_module", 1, &args[0])?;
     let text = string("rego.parse_module", 2, &args[1])?;
@@ -47,6 +53,7 @@ fn parse_module(args: &[Value]) -> Result<Value> {
 /// shape this does not reproduce.
 pub fn module_json(filename: &str, text: &str) -> Result<Value> {
     let source = Source::from_contents(filename.to_owned(), text.to_owned())?;
+    bracket_depth_within_limit(&source)?;
     let mut parser = Parser::new(&source)?;
     parser.enable_rego_v1()?;
     let module = parser
@@ -57,9 +64,36 @@ pub fn module_json(filename: &str, text: &str) -> Result<Value> {
         return Err(refused("a `__target__` rule"));
     }
     check_like_opa(&module)?;
+    experimental_keywords(&source, &module)?;
     let comments = comments(&source)?;
     let mut c = Converter::default();
     c.module(&module, comments)
+}
+
+/// [`Refused`] when `[`/`{` nest deeper than [`MAX_BRACKET_DEPTH`] (tokens, so brackets in
+/// strings and comments do not count).
+fn bracket_depth_within_limit(source: &Source) -> Result<()> {
+    let mut lexer = Lexer::new(source);
+    let mut depth = 0usize;
+    loop {
+        // A lexing error is the parser's to report (or refuse).
+        let Ok(tok) = lexer.next_token() else {
+            return Ok(());
+        };
+        match (&tok.0, tok.1.text()) {
+            (TokenKind::Eof, _) => return Ok(()),
+            (TokenKind::Symbol, "[" | "{") => {
+                depth += 1;
+                if depth > MAX_BRACKET_DEPTH {
+                    return Err(refused(&format!(
+                        "`[`/`{{` nested deeper than {MAX_BRACKET_DEPTH}"
+                    )));
+                }
+            }
+            (TokenKind::Symbol, "]" | "}") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
 }
 
 fn refused(what: &str) -> anyhow::Error {
@@ -83,6 +117,14 @@ fn refusal_for(e: &anyhow::Error, text: &str) -> Option<anyhow::Error> {
     if text.contains("$\"") || text.contains("$`") {
         // OPA v1's template strings (`$"x{y}"`): regorus's lexer has none.
         return Some(refused("a template string"));
+    }
+    if msg.contains("nesting too deep")
+        || msg.contains("path exceeds maximum")
+        || msg.contains("could not parse number")
+    {
+        // regorus's parser limits: expressions nested 32 deep, refs of 32 parts, numbers it
+        // cannot hold (`1e400`); OPA's has none of these.
+        return Some(refused("a module beyond regorus's parser limits"));
     }
     if text.contains("__target__") {
         // regorus reads `__target__` as a directive (a string, before any rule); for OPA it
@@ -109,8 +151,12 @@ fn check_like_opa(m: &Module) -> Result<()> {
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("rego"), Some("v1"), None, _)
             | (Some("future"), Some("keywords"), None, _)
-            | (Some("future"), Some("keywords"), Some("contains" | "every" | "if" | "in"), None) => {
-            }
+            | (
+                Some("future"),
+                Some("keywords"),
+                Some("contains" | "every" | "if" | "in" | "not" | "and" | "or"),
+                None,
+            ) => {}
             (Some("rego" | "future"), ..) => {
                 return Err(imp.span.error(&format!("invalid import `{path}`")));
             }
@@ -127,6 +173,46 @@ fn check_like_opa(m: &Module) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// OPA's experimental keywords `not` (a block form), `and` and `or`, turned on by
+/// `import future.keywords` or `future.keywords.not|and|or`, change how OPA parses and
+/// marshals the module (`not x` becomes `{"type": "not", "body": ...}`); regorus has none of
+/// them, so a module that imports them and spells one is refused.
+fn experimental_keywords(source: &Source, m: &Module) -> Result<()> {
+    let mut import_lines = Vec::new();
+    let mut on = false;
+    for imp in &m.imports {
+        import_lines.push(imp.span.line);
+        if let Ok(path) = regorus::utils::get_path_string(&imp.refr, None) {
+            on |= matches!(
+                path.as_str(),
+                "future.keywords"
+                    | "future.keywords.not"
+                    | "future.keywords.and"
+                    | "future.keywords.or"
+            );
+        }
+    }
+    if !on {
+        return Ok(());
+    }
+    let mut lexer = Lexer::new(source);
+    loop {
+        let tok = lexer.next_token()?;
+        match tok.0 {
+            TokenKind::Eof => return Ok(()),
+            TokenKind::Ident
+                if matches!(tok.1.text(), "not" | "and" | "or")
+                    && !import_lines.contains(&tok.1.line) =>
+            {
+                return Err(refused(
+                    "`not`, `and` or `or` with OPA's experimental keywords imported",
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What makes a default rule's value not a constant (OPA: a var, ref or call outside a

@@ -111,3 +111,16 @@ fn what_opa_rejects_is_an_error() {
         Ok(Value::Object(_))
     ));
 }
+
+#[test]
+fn deep_brackets_are_refused_before_parsing() {
+    // regorus's parser backtracks on `[`/`{` (array or comprehension?), four times the work
+    // per level: 40 levels would never finish.
+    let src = format!("package t\nr := {}1{}\n", "[".repeat(40), "]".repeat(40));
+    let t = std::time::Instant::now();
+    let err = module_json("x.rego", &src).expect_err("refused");
+    assert!(err.is::<Refused>());
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    let ok = format!("package t\nr := {}1{}\n", "[{".repeat(5), "}]".repeat(5));
+    assert!(module_json("x.rego", &ok).is_ok());
+}
