@@ -31,11 +31,13 @@ pub const BUILTINS: &[Builtin] = &[Builtin::pure("rego.parse_module", 2, parse_m
 /// Sources longer than this are not parsed (a policy is not a megabyte of text).
 const MAX_SOURCE_BYTES: usize = 1 << 20;
 
-/// How deep `[` and `{` may nest. regorus's parser tries a comprehension before an array or
-/// set at every level and starts again when it is not one: about four times the work per
-/// level (16 levels take seconds), so a deeper source is refused before it is parsed. The
-/// source is the caller's input, and a parse cannot be interrupted by the evaluation budget.
-const MAX_BRACKET_DEPTH: usize = 10;
+/// What parsing may cost, in regorus's backtracking steps. regorus's parser tries a
+/// comprehension before an array, set or object at every `[`/`{` and starts again when it is
+/// not one: about four times the work per level of nesting (16 levels take seconds). The
+/// source is the caller's input and a parse cannot be interrupted by the evaluation budget, so
+/// a source whose brackets cost more than this (each `4^depth`: ten nested levels once, or
+/// thousands of shallow ones) is refused before it is parsed.
+const MAX_BRACKET_COST: u64 = 1 << 22;
 
 fn parse_module(args: &[Value]) -> Result<Value> {
     let filename = string("rego.parse_module", 1, &args[0])?;
@@ -53,7 +55,7 @@ fn parse_module(args: &[Value]) -> Result<Value> {
 /// shape this does not reproduce.
 pub fn module_json(filename: &str, text: &str) -> Result<Value> {
     let source = Source::from_contents(filename.to_owned(), text.to_owned())?;
-    bracket_depth_within_limit(&source)?;
+    bracket_cost_within_limit(&source)?;
     let mut parser = Parser::new(&source)?;
     parser.enable_rego_v1()?;
     let module = parser
@@ -70,11 +72,12 @@ pub fn module_json(filename: &str, text: &str) -> Result<Value> {
     c.module(&module, comments)
 }
 
-/// [`Refused`] when `[`/`{` nest deeper than [`MAX_BRACKET_DEPTH`] (tokens, so brackets in
-/// strings and comments do not count).
-fn bracket_depth_within_limit(source: &Source) -> Result<()> {
+/// [`Refused`] when the source's `[`/`{` cost more than [`MAX_BRACKET_COST`] to parse
+/// (tokens, so brackets in strings and comments do not count).
+fn bracket_cost_within_limit(source: &Source) -> Result<()> {
     let mut lexer = Lexer::new(source);
-    let mut depth = 0usize;
+    let mut depth = 0u32;
+    let mut cost = 0u64;
     loop {
         // A lexing error is the parser's to report (or refuse).
         let Ok(tok) = lexer.next_token() else {
@@ -84,10 +87,11 @@ fn bracket_depth_within_limit(source: &Source) -> Result<()> {
             (TokenKind::Eof, _) => return Ok(()),
             (TokenKind::Symbol, "[" | "{") => {
                 depth += 1;
-                if depth > MAX_BRACKET_DEPTH {
-                    return Err(refused(&format!(
-                        "`[`/`{{` nested deeper than {MAX_BRACKET_DEPTH}"
-                    )));
+                cost = cost.saturating_add(4u64.saturating_pow(depth));
+                if cost > MAX_BRACKET_COST {
+                    return Err(refused(
+                        "a module whose `[`/`{` nest this deep or this often",
+                    ));
                 }
             }
             (TokenKind::Symbol, "]" | "}") => depth = depth.saturating_sub(1),

@@ -123,4 +123,26 @@ fn deep_brackets_are_refused_before_parsing() {
     assert!(t.elapsed() < std::time::Duration::from_secs(1));
     let ok = format!("package t\nr := {}1{}\n", "[{".repeat(5), "}]".repeat(5));
     assert!(module_json("x.rego", &ok).is_ok());
+    // Width counts too: many shallow-enough structures add up.
+    let one = format!("{}1{}", "[".repeat(9), "]".repeat(9));
+    let wide = format!("package t\nr := [{}]\n", vec![one; 64].join(", "));
+    let t = std::time::Instant::now();
+    assert!(module_json("x.rego", &wide)
+        .expect_err("refused")
+        .is::<Refused>());
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn the_bracket_budget_bounds_the_parse() {
+    // The most a source may cost parses in well under a second (this is a debug build).
+    let one = format!("{}1{}", "[".repeat(8), "]".repeat(8));
+    let src = format!("package t\nr := [{}]\n", vec![one; 10].join(", "));
+    let t = std::time::Instant::now();
+    assert!(module_json("x.rego", &src).is_ok());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
 }
