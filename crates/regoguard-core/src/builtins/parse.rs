@@ -223,11 +223,15 @@ fn experimental_keywords(source: &Source, m: &Module) -> Result<()> {
 /// comprehension).
 fn not_constant(e: &Expr) -> Option<&'static str> {
     match e {
+        // Scalars, and comprehensions: OPA does not look inside one.
         Expr::String { .. }
         | Expr::RawString { .. }
         | Expr::Number { .. }
         | Expr::Bool { .. }
-        | Expr::Null { .. } => None,
+        | Expr::Null { .. }
+        | Expr::ArrayCompr { .. }
+        | Expr::SetCompr { .. }
+        | Expr::ObjectCompr { .. } => None,
         Expr::Var { .. } => Some("var"),
         Expr::RefDot { .. } | Expr::RefBrack { .. } => Some("ref"),
         Expr::Array { items, .. } | Expr::Set { items, .. } => {
@@ -236,8 +240,6 @@ fn not_constant(e: &Expr) -> Option<&'static str> {
         Expr::Object { fields, .. } => fields
             .iter()
             .find_map(|(_, k, v)| not_constant(k).or_else(|| not_constant(v))),
-        // OPA does not look inside a comprehension.
-        Expr::ArrayCompr { .. } | Expr::SetCompr { .. } | Expr::ObjectCompr { .. } => None,
         _ => Some("call"),
     }
 }
@@ -927,7 +929,7 @@ fn ground(t: &Value) -> bool {
     let items = || {
         o.get(&Value::from("value"))
             .and_then(|v| v.as_array().ok())
-            .map(|a| a.to_vec())
+            .map(|a| a.iter().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
     };
     match kind.map(AsRef::as_ref) {
