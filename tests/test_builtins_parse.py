@@ -45,6 +45,12 @@ CORPUS: dict[str, str] = {
     "else chain": (
         "package t\n\nr := 1 if {\n\tinput.a\n} else := 2 if {\n\tinput.b\n} else := 3\n"
     ),
+    "else operators": (
+        "package t\n\nr = 1 if {\n\tinput.a\n} else := 2\n\n"
+        "q := 1 if {\n\tinput.a\n} else = 2\n\np if {\n\tinput.a\n} else := false\n\n"
+        "f(x) = 1 if {\n\tx\n} else = 2 if {\n\tx > 1\n} else := 3\n\n"
+        "s := 1 if {\n\tinput.a\n} else if {\n\tinput.b\n}\n"
+    ),
     "else without value": "package t\n\nr if {\n\tinput.a\n} else if {\n\tinput.b\n}\n",
     "imports": (
         "package t\n\nimport data.foo\nimport data.foo.bar as baz\nimport input.x\n"

@@ -43,7 +43,7 @@ fn parse_module(args: &[Value]) -> Result<Value> {
     let filename = string("rego.parse_module", 1, &args[0])?;
     let text = string("rego.parse_module", 2, &args[1])?;
     if text.len() > MAX_SOURCE_BYTES {
-        anyhow::bail!("rego.parse_module: source too large");
+        return Err(refused("a source over 1 MiB"));
     }
     module_json(filename, text)
 }
@@ -480,8 +480,17 @@ impl Converter {
                 for body in bodies {
                     if body.is_else {
                         let mut eh = h.clone();
+                        // `else := v` / `else = v` sets its own `assign`; a bare `else` keeps
+                        // the head's.
                         let value = match &body.assign {
-                            Some(a) => self.term(&a.value)?,
+                            Some(a) => {
+                                if a.op == AssignOp::ColEq {
+                                    eh.insert(Value::from("assign"), Value::Bool(true));
+                                } else {
+                                    eh.remove(&Value::from("assign"));
+                                }
+                                self.term(&a.value)?
+                            }
                             None => bool_true(),
                         };
                         eh.insert(Value::from("value"), value);
