@@ -34,6 +34,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod misc;
 pub mod net;
+pub mod parse;
 pub mod schema;
 pub mod template;
 pub mod uri;
@@ -84,6 +85,7 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
         crypto::BUILTINS,
         x509::BUILTINS,
         uri::BUILTINS,
+        parse::BUILTINS,
     ];
     families.iter().flat_map(|f| f.iter())
 }
@@ -111,11 +113,27 @@ pub fn lookup(name: &str) -> Option<&'static Builtin> {
         .copied()
 }
 
+/// A builtin's refusal to answer: the call's arguments are valid for OPA, but regoguard
+/// cannot give OPA's exact answer (README, "Builtins"). Unlike any other failure it is an
+/// evaluation error, not undefined, so a decision that reaches it fails instead of going on
+/// with a value OPA would not have given.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Calls `b` with OPA's non-strict error rule: a failure is undefined, never an error, except
-/// [`OutOfTime`], which fails the evaluation (an undefined answer could grant under `not`).
+/// [`OutOfTime`], which fails the evaluation (an undefined answer could grant under `not`),
+/// and a [`Refused`] answer.
 ///
 /// # Errors
-/// [`OutOfTime`] only.
+/// [`OutOfTime`] and [`Refused`] only.
 #[inline]
 pub fn call(b: &Builtin, args: &[Value]) -> anyhow::Result<Value> {
     if args.len() != usize::from(b.nargs) || args.contains(&Value::Undefined) {
@@ -123,7 +141,7 @@ pub fn call(b: &Builtin, args: &[Value]) -> anyhow::Result<Value> {
     }
     match (b.f)(args) {
         Ok(v) => Ok(v),
-        Err(e) if e.is::<OutOfTime>() => Err(e),
+        Err(e) if e.is::<OutOfTime>() || e.is::<Refused>() => Err(e),
         Err(_) => Ok(Value::Undefined),
     }
 }
