@@ -214,10 +214,17 @@ fn new_engine(rego_v0: bool) -> Engine {
 pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     let mut engine = new_engine(rego_v0);
     let mut issues = Vec::new();
-    for f in files {
-        // rego.metadata.rule()/chain() calls become their values (src/builtins/metadata.rs).
-        let text = crate::builtins::metadata::rewrite(&f.path, &f.text, rego_v0)
-            .unwrap_or_else(|| f.text.clone());
+    // rego.metadata.rule()/chain() calls become their values, and `# METADATA` blocks OPA
+    // refuses are reported (src/builtins/metadata.rs).
+    let rewritten = match crate::builtins::metadata::rewrite_all(files, rego_v0) {
+        Ok(texts) => texts,
+        Err(found) => {
+            issues.extend(found);
+            vec![None; files.len()]
+        }
+    };
+    for (f, rewritten) in files.iter().zip(rewritten) {
+        let text = rewritten.unwrap_or_else(|| f.text.clone());
         // A failed add_policy leaves the engine as it was, so the next file still parses.
         if let Err(e) = engine.add_policy(f.path.clone(), text) {
             let mut issue = issue_from_regorus(&ErrorText::of(&e), &f.path, "rego_parse_error");

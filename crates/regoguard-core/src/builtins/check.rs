@@ -112,6 +112,32 @@ pub fn calls_in_rule(rule: &Rule) -> Vec<Call> {
     walker.calls
 }
 
+/// Every call in one rule with the index of the body it is in: a call in the head counts as in
+/// body 0 (OPA gives later bodies and `else` a copy of the head, but this one is the first).
+pub fn calls_by_body(rule: &Rule) -> Vec<(usize, Call)> {
+    let mut walker = Walker { calls: Vec::new() };
+    let mut out = Vec::new();
+    match rule {
+        Rule::Spec { head, bodies, .. } => {
+            walker.head(head);
+            for (i, body) in bodies.iter().enumerate() {
+                if let Some(a) = &body.assign {
+                    walker.expr(&a.value);
+                }
+                walker.query(&body.query);
+                // Head calls (drained with body 0) and this body's.
+                out.extend(walker.calls.drain(..).map(|c| (i, c)));
+            }
+            out.extend(walker.calls.drain(..).map(|c| (0, c)));
+        }
+        Rule::Default { .. } => {
+            walker.rule(rule);
+            out.extend(walker.calls.drain(..).map(|c| (0, c)));
+        }
+    }
+    out
+}
+
 /// Whether a call of `name` reaches something: a rule (relative, absolute, or through an
 /// import alias) or a builtin.
 fn resolves(
@@ -149,6 +175,24 @@ impl Walker {
     fn rule(&mut self, rule: &Rule) {
         match rule {
             Rule::Spec { head, bodies, .. } => {
+                self.head(head);
+                for body in bodies {
+                    if let Some(a) = &body.assign {
+                        self.expr(&a.value);
+                    }
+                    self.query(&body.query);
+                }
+            }
+            Rule::Default { args, value, .. } => {
+                for a in args {
+                    self.expr(a);
+                }
+                self.expr(value);
+            }
+        }
+    }
+
+    fn head(&mut self, head: &RuleHead) {
                 match head {
                     RuleHead::Compr { refr, assign, .. } => {
                         self.expr(refr);
@@ -171,20 +215,6 @@ impl Walker {
                         }
                     }
                 }
-                for body in bodies {
-                    if let Some(a) = &body.assign {
-                        self.expr(&a.value);
-                    }
-                    self.query(&body.query);
-                }
-            }
-            Rule::Default { args, value, .. } => {
-                for a in args {
-                    self.expr(a);
-                }
-                self.expr(value);
-            }
-        }
     }
 
     fn query(&mut self, q: &Query) {
