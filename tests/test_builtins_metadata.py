@@ -243,8 +243,8 @@ def test_each_field_is_normalised_as_opa_does(
 
 
 def test_block_shapes_match_opa(opa: Any, authorizer: Callable[..., regoguard.Authorizer]) -> None:
-    """A block ends at the first comment not in column 1 or not on the next row; `METADATA`
-    may follow code on its line; `#` inside strings is not a comment."""
+    """A block starts at a `METADATA` comment in column 1 and ends at the first comment not in
+    column 1 or not on the next row; `#` inside strings is not a comment."""
     policy = """package t
 
 s := "# METADATA"
@@ -255,11 +255,21 @@ s := "# METADATA"
 r := [rego.metadata.rule(), `# METADATA`]
 
 x := 1 # METADATA
-# title: trailing start
+# title: trailing start, not a block
 q := rego.metadata.rule()
+
+  # METADATA
+# title: indented start, not a block either
+q2 := rego.metadata.rule()
+
+#METADATA
+#title: no spaces
+q3 := rego.metadata.rule()
 """
     check(opa, authorizer, {"t.rego": policy}, "t", "r")
     check(opa, authorizer, {"t.rego": policy}, "t", "q")
+    check(opa, authorizer, {"t.rego": policy}, "t", "q2")
+    check(opa, authorizer, {"t.rego": policy}, "t", "q3")
 
 
 # -- what OPA refuses ----------------------------------------------------------------------
@@ -354,11 +364,13 @@ def test_a_second_block_for_one_path_is_refused_in_any_file(
     files = {**files, "call.rego": CALL}
     with pytest.raises(OpaError, match=r"annotation redeclared: p1\.rego:\d+") as o:
         opa_eval(opa, files, "data.t.r")
-    where = re.search(r"(p2\.rego:\d+)", str(o.value))
+    where = re.search(r"(p2\.rego:\d+): rego_type_error: (\w+ annotation redeclared: )p1\.rego:(\d+)", str(o.value))
     assert where, str(o.value)
-    with pytest.raises(regoguard.PolicyError, match="annotation redeclared: p1.rego") as e:
+    with pytest.raises(regoguard.PolicyError) as e:
         authorizer(files, entrypoint="data.t.r")
-    assert f"{where.group(1)}:" in str(e.value), str(e.value)
+    text = str(e.value)
+    assert f"{where.group(1)}:" in text, text
+    assert re.search(rf"{where.group(2)}\S*p1\.rego:{where.group(3)}", text), text
 
 
 def test_blocks_are_read_only_when_some_module_calls_rego_metadata(

@@ -4,8 +4,8 @@
 //! its document, its package and the packages above it, in any loaded file), so each call is
 //! replaced by its value, as a JSON literal, before the policy reaches regorus: both evaluators
 //! then see a constant. Lines keep their numbers; only columns after a call on its own line
-//! move. As OPA (`ast/parser.go`, `ast/annotations.go`): a block starts at a comment whose text
-//! begins with `METADATA` and takes the comments in column 1 on the rows right below; it
+//! move. As OPA (`ast/parser.go`, `ast/annotations.go`): a block starts at a comment in column 1
+//! whose text begins with `METADATA` and takes the comments in column 1 on the rows below; it
 //! annotates the first statement after it; its YAML is read into OPA's typed fields and
 //! normalised (authors, related resources, schemas); a block OPA refuses (bad YAML, a field
 //! of the wrong type, a scope on the wrong statement, a second `package`/`document`/
@@ -101,7 +101,8 @@ fn blocks(text: &str) -> Vec<Block> {
         }
         open = false;
         prev_row = c.row;
-        if c.text.trim().starts_with("METADATA") {
+        // OPA (the version the tests compare with) starts a block only in column 1 too.
+        if c.col == 1 && c.text.trim().starts_with("METADATA") {
             open = true;
             out.push(Block {
                 row: c.row,
