@@ -216,6 +216,8 @@ FIELDS = [
     'description: "  spaced  "',
     "organizations: [1, true, x]",
     "organizations: []",
+    "organizations: [~, a]",
+    "related_resources: ['https://x.com/a b?q=1', 'mailto:A@B.com', '//host/p', 'https://Ex.COM:80/']",
     "related_resources:\n- https://example.com/a?b=c#d\n- HTTPS://Example.com\n"
     "- ref: ' https://x.y '\n  description: ' d '\n- relative/path",
     "authors:\n- Jane Doe <jane@example.com>\n- '  A   B   <a@b>  '\n- <only@email>\n"
@@ -224,6 +226,9 @@ FIELDS = [
     'schemas:\n- data.x["y z"][1]: schema.a.b',
     "custom:\n  severity: high\n  n: 1.5\n  i: 3\n  list: [1, a, null, true]\n  nested: {a: {b: c}}\n  1: numeric key",
     "custom: {}",
+    "custom: {big: 12345678901234567890, h: 0x1F, f: 1.0, q: '2020-01-01', anchor: &x 1, alias: *x}",
+    "title: |\n  multi\n  line\ndescription: >\n  folded\n  line",
+    "title: 1e3\ndescription: !!str 5",
     "entrypoint: true",
     "entrypoint: yes",
     "entrypoint: false\ntitle: t",
@@ -292,6 +297,7 @@ REFUSED = [
     ("t.rego", "package t\n\n# METADATA\n# related_resources: [{description: d}]\nr := 1\n", 3),
     ("t.rego", "package t\n\n# METADATA\n# related_resources: [1]\nr := 1\n", 3),
     ("t.rego", 'package t\n\n# METADATA\n# related_resources: ["::"]\nr := 1\n', 3),
+    ("t.rego", 'package t\n\n# METADATA\n# related_resources: ["http://a b"]\nr := 1\n', 3),
     ("t.rego", 'package t\n\n# METADATA\n# authors: [""]\nr := 1\n', 3),
     ("t.rego", "package t\n\n# METADATA\n# authors: [1]\nr := 1\n", 3),
     ("t.rego", "package t\n\n# METADATA\n# authors: [{name: 1}]\nr := 1\n", 3),

@@ -193,28 +193,28 @@ impl Walker {
     }
 
     fn head(&mut self, head: &RuleHead) {
-                match head {
-                    RuleHead::Compr { refr, assign, .. } => {
-                        self.expr(refr);
-                        if let Some(a) = assign {
-                            self.expr(&a.value);
-                        }
-                    }
-                    RuleHead::Set { refr, key, .. } => {
-                        self.expr(refr);
-                        if let Some(k) = key {
-                            self.expr(k);
-                        }
-                    }
-                    RuleHead::Func { args, assign, .. } => {
-                        for a in args {
-                            self.expr(a);
-                        }
-                        if let Some(a) = assign {
-                            self.expr(&a.value);
-                        }
-                    }
+        match head {
+            RuleHead::Compr { refr, assign, .. } => {
+                self.expr(refr);
+                if let Some(a) = assign {
+                    self.expr(&a.value);
                 }
+            }
+            RuleHead::Set { refr, key, .. } => {
+                self.expr(refr);
+                if let Some(k) = key {
+                    self.expr(k);
+                }
+            }
+            RuleHead::Func { args, assign, .. } => {
+                for a in args {
+                    self.expr(a);
+                }
+                if let Some(a) = assign {
+                    self.expr(&a.value);
+                }
+            }
+        }
     }
 
     fn query(&mut self, q: &Query) {

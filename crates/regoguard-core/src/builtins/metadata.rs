@@ -181,7 +181,8 @@ fn yaml_value(v: &serde_yaml::Value) -> Result<Value, String> {
             if let Some(i) = n.as_i64() {
                 Value::from(i)
             } else if let Some(u) = n.as_u64() {
-                Value::from(u)
+                // Go's yaml.v3 reads it as a uint64 and OPA turns that into an int64: it wraps.
+                Value::from(i64::from_ne_bytes(u.to_ne_bytes()))
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if !f.is_finite() {
@@ -191,9 +192,12 @@ fn yaml_value(v: &serde_yaml::Value) -> Result<Value, String> {
             }
         }
         serde_yaml::Value::String(t) => s(t),
-        serde_yaml::Value::Sequence(items) => {
-            Value::from(items.iter().map(yaml_value).collect::<Result<Vec<_>, _>>()?)
-        }
+        serde_yaml::Value::Sequence(items) => Value::from(
+            items
+                .iter()
+                .map(yaml_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         serde_yaml::Value::Mapping(m) => {
             let mut out = BTreeMap::new();
             for (k, v) in m {
@@ -220,54 +224,76 @@ fn string_field(m: &serde_yaml::Mapping, key: &str) -> String {
     }
 }
 
-/// Go's `url.Parse(...).String()` for the usual shapes: the scheme is lower-cased; a
-/// reference starting with `:` has no scheme.
+/// Go's `url.Parse(...).String()` for the usual shapes: the scheme is lower-cased, a space in
+/// the host is refused and one in the path escaped; a reference starting with `:` has no
+/// scheme.
 fn url_ref(r: &str) -> Result<String, String> {
     if r.starts_with(':') {
         return Err(format!("parse \"{r}\": missing protocol scheme"));
     }
-    if let Some((scheme, rest)) = r.split_once(':') {
-        let valid = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
+    let (scheme, rest) = match r.split_once(':') {
+        Some((scheme, rest))
+            if scheme
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-        if valid {
-            return Ok(format!("{}:{rest}", scheme.to_ascii_lowercase()));
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            (format!("{}:", scheme.to_ascii_lowercase()), rest)
         }
+        _ => (String::new(), r),
+    };
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            (format!("//{}", &after[..end]), &after[end..])
+        }
+        None => (String::new(), rest),
+    };
+    if authority.contains(' ') {
+        return Err(format!(
+            "parse \"{r}\": invalid character \" \" in host name"
+        ));
     }
-    Ok(r.to_owned())
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let escaped = path[..end].replace(' ', "%20");
+    Ok(format!("{scheme}{authority}{escaped}{}", &path[end..]))
 }
 
-fn related_resource(v: &serde_yaml::Value) -> Result<Value, String> {
-    match v {
-        serde_yaml::Value::String(r) => {
-            if r.is_empty() {
+fn related_resource(item: &serde_yaml::Value) -> Result<Value, String> {
+    match item {
+        serde_yaml::Value::String(reference) => {
+            if reference.is_empty() {
                 return Err(format!(
-                    "invalid related-resource definition {r}: ref URL may not be empty string"
+                    "invalid related-resource definition {reference}: ref URL may not be empty string"
                 ));
             }
-            let u = url_ref(r).map_err(|e| format!("invalid related-resource definition {r}: {e}"))?;
-            Ok(obj(vec![("ref", s(&u))]))
+            let url = url_ref(reference)
+                .map_err(|e| format!("invalid related-resource definition {reference}: {e}"))?;
+            Ok(obj(vec![("ref", s(&url))]))
         }
-        serde_yaml::Value::Mapping(m) => {
-            let r = string_field(m, "ref");
-            if r.is_empty() {
+        serde_yaml::Value::Mapping(map) => {
+            let reference = string_field(map, "ref");
+            if reference.is_empty() {
                 return Err(format!(
                     "invalid related-resource definition {}: 'ref' value required in object",
-                    shown(v)
+                    shown(item)
                 ));
             }
-            let u = url_ref(&r).map_err(|e| format!("invalid related-resource definition {r}: {e}"))?;
-            let mut pairs = vec![("ref", s(&u))];
-            let d = string_field(m, "description");
-            if !d.is_empty() {
-                pairs.push(("description", s(&d)));
+            let url = url_ref(&reference)
+                .map_err(|e| format!("invalid related-resource definition {reference}: {e}"))?;
+            let mut pairs = vec![("ref", s(&url))];
+            let desc = string_field(map, "description");
+            if !desc.is_empty() {
+                pairs.push(("description", s(&desc)));
             }
             Ok(obj(pairs))
         }
         _ => Err(format!(
             "invalid related-resource definition {}: invalid value type, must be string or map",
-            shown(v)
+            shown(item)
         )),
     }
 }
@@ -289,7 +315,9 @@ fn author(v: &serde_yaml::Value) -> Result<Value, String> {
         serde_yaml::Value::String(t) => {
             let mut words: Vec<&str> = t.split_whitespace().collect();
             let Some(last) = words.last().copied() else {
-                return Err(format!("invalid author definition {t}: author is an empty string"));
+                return Err(format!(
+                    "invalid author definition {t}: author is an empty string"
+                ));
             };
             let mut email = "";
             if last.len() >= 2 && last.starts_with('<') && last.ends_with('>') {
@@ -349,9 +377,13 @@ fn parse_ref(text: &str) -> Option<Vec<Value>> {
                     let v: String = serde_json::from_str(inner).ok()?;
                     parts.push(s(&v));
                 } else if !inner.is_empty()
-                    && (inner.bytes().all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
+                    && (inner
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
                         || (inner.as_bytes()[0].is_ascii_alphabetic() || inner.starts_with('_'))
-                            && inner.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+                            && inner
+                                .bytes()
+                                .all(|c| c.is_ascii_alphanumeric() || c == b'_'))
                 {
                     parts.push(s(inner));
                 } else {
@@ -414,7 +446,10 @@ fn parse_block(b: &Block) -> Result<(String, bool, Vec<(&'static str, Value)>), 
         .map(|c| format!("{}\n", c.text.strip_prefix(' ').unwrap_or(&c.text)))
         .collect();
     if yaml.trim().is_empty() {
-        return Err((b.row, "expected METADATA block, found whitespace".to_owned()));
+        return Err((
+            b.row,
+            "expected METADATA block, found whitespace".to_owned(),
+        ));
     }
     let last = b.lines.last().map_or(b.row, |c| c.row);
     let raw: Raw = serde_yaml::from_str(&yaml).map_err(|e| {
@@ -427,7 +462,8 @@ fn parse_block(b: &Block) -> Result<(String, bool, Vec<(&'static str, Value)>), 
     })?;
     let at = |e: String| (b.row, e);
     let mut pairs = Vec::new();
-    let entry = entrypoint(raw.entrypoint.as_ref()).map_err(|e| (b.row + 1, format!("yaml: {e}")))?;
+    let entry =
+        entrypoint(raw.entrypoint.as_ref()).map_err(|e| (b.row + 1, format!("yaml: {e}")))?;
     if let Some(t) = raw.title.filter(|t| !t.is_empty()) {
         pairs.push(("title", s(&t)));
     }
@@ -437,20 +473,39 @@ fn parse_block(b: &Block) -> Result<(String, bool, Vec<(&'static str, Value)>), 
     if let Some(d) = raw.description.filter(|d| !d.is_empty()) {
         pairs.push(("description", s(&d)));
     }
-    if let Some(o) = raw.organizations.filter(|o| !o.is_empty()) {
-        let o: Vec<Value> = o.iter().map(|x| s(x.as_deref().unwrap_or(""))).collect();
-        pairs.push(("organizations", Value::from(o)));
+    // yaml.v3 leaves a null element out.
+    let orgs: Vec<Value> = raw
+        .organizations
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|x| s(x))
+        .collect();
+    if !orgs.is_empty() {
+        pairs.push(("organizations", Value::from(orgs)));
     }
     if let Some(r) = raw.related_resources.filter(|r| !r.is_empty()) {
-        let r = r.iter().map(related_resource).collect::<Result<Vec<_>, _>>().map_err(at)?;
+        let r = r
+            .iter()
+            .map(related_resource)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(at)?;
         pairs.push(("related_resources", Value::from(r)));
     }
     if let Some(a) = raw.authors.filter(|a| !a.is_empty()) {
-        let a = a.iter().map(author).collect::<Result<Vec<_>, _>>().map_err(at)?;
+        let a = a
+            .iter()
+            .map(author)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(at)?;
         pairs.push(("authors", Value::from(a)));
     }
     if let Some(sc) = raw.schemas.filter(|x| !x.is_empty()) {
-        let sc = sc.iter().map(schema).collect::<Result<Vec<_>, _>>().map_err(at)?;
+        let sc = sc
+            .iter()
+            .map(schema)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(at)?;
         pairs.push(("schemas", Value::from(sc)));
     }
     if let Some(c) = raw.custom.filter(|c| !c.is_empty()) {
@@ -535,7 +590,10 @@ fn rule_path(p: &Parsed, rule: &Rule) -> Vec<Value> {
 /// # Errors
 /// A `PolicyIssue` per refused block.
 #[allow(clippy::too_many_lines)]
-pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<String>>, Vec<PolicyIssue>> {
+pub fn rewrite_all(
+    files: &[PolicyFile],
+    rego_v0: bool,
+) -> Result<Vec<Option<String>>, Vec<PolicyIssue>> {
     let mut out: Vec<Option<String>> = vec![None; files.len()];
     let parse = |f: &PolicyFile| -> Option<Parsed> {
         let mut engine = Engine::new();
@@ -547,7 +605,12 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
     };
     let mut parsed: Vec<Option<Parsed>> = files
         .iter()
-        .map(|f| f.text.contains("rego.metadata.").then(|| parse(f)).flatten())
+        .map(|f| {
+            f.text
+                .contains("rego.metadata.")
+                .then(|| parse(f))
+                .flatten()
+        })
         .collect();
     // OPA's compiler reads the blocks of every module only when one calls rego.metadata.*
     // (a string or a comment naming it does not count).
@@ -578,7 +641,12 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
             continue;
         }
         let mut stmts: Vec<(u32, Target)> = vec![(p.module.package.span.line, Target::Package)];
-        stmts.extend(p.module.imports.iter().map(|i| (i.span.line, Target::Import)));
+        stmts.extend(
+            p.module
+                .imports
+                .iter()
+                .map(|i| (i.span.line, Target::Import)),
+        );
         stmts.extend(
             p.module
                 .policy
@@ -617,12 +685,12 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
                 Target::Nothing => "",
             };
             let attach = match scope.as_str() {
-                "rule" | "document" if !matches!(target, Target::Rule(_)) => {
-                    Some(format!("annotation scope '{scope}' must be applied to rule{have}"))
-                }
-                "package" | "subpackages" if target != Target::Package => {
-                    Some(format!("annotation scope '{scope}' must be applied to package{have}"))
-                }
+                "rule" | "document" if !matches!(target, Target::Rule(_)) => Some(format!(
+                    "annotation scope '{scope}' must be applied to rule{have}"
+                )),
+                "package" | "subpackages" if target != Target::Package => Some(format!(
+                    "annotation scope '{scope}' must be applied to package{have}"
+                )),
                 "rule" | "document" | "package" | "subpackages" => None,
                 _ => Some(format!(
                     "invalid annotation scope '{scope}'. Use one of 'rule', 'document', \
@@ -639,7 +707,9 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
                     path,
                     b.row,
                     "rego_parse_error",
-                    format!("annotation entrypoint applied to non-document or package scope '{scope}'"),
+                    format!(
+                        "annotation entrypoint applied to non-document or package scope '{scope}'"
+                    ),
                 ));
                 bad = true;
             }
@@ -667,7 +737,12 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
             return Vec::new();
         };
         match a.target {
-            Target::Rule(i) => p.module.policy.get(i).map(|r| rule_path(p, r)).unwrap_or_default(),
+            Target::Rule(i) => p
+                .module
+                .policy
+                .get(i)
+                .map(|r| rule_path(p, r))
+                .unwrap_or_default(),
             _ => p.package.clone(),
         }
     };
@@ -703,12 +778,20 @@ pub fn rewrite_all(files: &[PolicyFile], rego_v0: bool) -> Result<Vec<Option<Str
                     tree.contains_key(&path)
                 };
                 if taken {
-                    let other = tree
-                        .get(&path)
-                        .copied()
-                        .or_else(|| tree.iter().find(|(k, _)| k.starts_with(&path)).map(|(_, v)| *v));
+                    let other = tree.get(&path).copied().or_else(|| {
+                        tree.iter()
+                            .find(|(k, _)| k.starts_with(&path))
+                            .map(|(_, v)| *v)
+                    });
                     issues.push(other.map_or_else(
-                        || issue(&files[a.file].path, a.row, "rego_type_error", format!("{scope} annotation redeclared")),
+                        || {
+                            issue(
+                                &files[a.file].path,
+                                a.row,
+                                "rego_type_error",
+                                format!("{scope} annotation redeclared"),
+                            )
+                        },
                         |o| redeclared(&annotations[o]),
                     ));
                 } else {
