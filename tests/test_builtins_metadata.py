@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 import regoguard
+
 from tests import opa_oracle
 from tests._builtins_util import EVALUATORS, same
 
@@ -218,11 +218,18 @@ FIELDS = [
     "organizations: []",
     "organizations: [~, a]",
     "related_resources: ['https://x.com/a b?q=1', 'mailto:A@B.com', '//host/p', 'https://Ex.COM:80/']",
-    "related_resources:\n- https://example.com/a?b=c#d\n- HTTPS://Example.com\n"
-    "- ref: ' https://x.y '\n  description: ' d '\n- relative/path",
-    "authors:\n- Jane Doe <jane@example.com>\n- '  A   B   <a@b>  '\n- <only@email>\n"
-    "- Just Name\n- 'A <>'\n- name: ' n '\n- email: e@x\n- {name: N, email: E, other: 1}",
-    "schemas:\n- input: schema.foo\n- data.x.y: schema\n- input.a: {type: object, properties: {k: {type: string}}}",
+    (
+        "related_resources:\n- https://example.com/a?b=c#d\n- HTTPS://Example.com\n"
+        "- ref: ' https://x.y '\n  description: ' d '\n- relative/path"
+    ),
+    (
+        "authors:\n- Jane Doe <jane@example.com>\n- '  A   B   <a@b>  '\n- <only@email>\n"
+        "- Just Name\n- 'A <>'\n- name: ' n '\n- email: e@x\n- {name: N, email: E, other: 1}"
+    ),
+    (
+        "schemas:\n- input: schema.foo\n- data.x.y: schema\n"
+        "- input.a: {type: object, properties: {k: {type: string}}}"
+    ),
     'schemas:\n- data.x["y z"][1]: schema.a.b',
     "custom:\n  severity: high\n  n: 1.5\n  i: 3\n  list: [1, a, null, true]\n  nested: {a: {b: c}}\n  1: numeric key",
     "custom: {}",
@@ -370,7 +377,10 @@ def test_a_second_block_for_one_path_is_refused_in_any_file(
     files = {**files, "call.rego": CALL}
     with pytest.raises(OpaError, match=r"annotation redeclared: p1\.rego:\d+") as o:
         opa_eval(opa, files, "data.t.r")
-    where = re.search(r"(p2\.rego:\d+): rego_type_error: (\w+ annotation redeclared: )p1\.rego:(\d+)", str(o.value))
+    where = re.search(
+        r"(p2\.rego:\d+): rego_type_error: (\w+ annotation redeclared: )p1\.rego:(\d+)",
+        str(o.value),
+    )
     assert where, str(o.value)
     with pytest.raises(regoguard.PolicyError) as e:
         authorizer(files, entrypoint="data.t.r")
