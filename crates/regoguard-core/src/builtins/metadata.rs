@@ -878,3 +878,88 @@ pub fn rewrite_all(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, text: &str) -> PolicyFile {
+        PolicyFile {
+            path: path.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn comments_skip_strings_and_raw_strings() {
+        let c = comments("s := \"# no\" # yes\nr := `#\n# no` #x\n# METADATA\n");
+        let texts: Vec<(u32, u32, &str)> =
+            c.iter().map(|c| (c.row, c.col, c.text.as_str())).collect();
+        assert_eq!(
+            texts,
+            vec![(1, 13, " yes"), (3, 7, "x"), (4, 1, " METADATA")]
+        );
+    }
+
+    #[test]
+    fn a_block_takes_the_column_one_comments_right_below() {
+        let b = blocks("# METADATA\n# title: t\n # not\n# METADATA\n\n# not either\n");
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].lines.len(), 1);
+        assert!(b[1].lines.is_empty());
+    }
+
+    #[test]
+    fn refs_split_as_opa_does() {
+        assert_eq!(
+            parse_ref("data.x[\"y z\"][1]"),
+            Some(vec![s("data"), s("x"), s("y z"), s("1")])
+        );
+        assert_eq!(parse_ref("schema"), Some(vec![s("schema")]));
+        assert_eq!(parse_ref("1x"), None);
+        assert_eq!(parse_ref("a..b"), None);
+    }
+
+    #[test]
+    fn urls_keep_their_shape_but_the_scheme_case() {
+        assert_eq!(
+            url_ref("HTTPS://Ex.com/a b?q=1 2").as_deref(),
+            Ok("https://Ex.com/a%20b?q=1 2")
+        );
+        assert!(url_ref("http://a b").is_err());
+        assert!(url_ref("::").is_err());
+        assert_eq!(url_ref("relative/path").as_deref(), Ok("relative/path"));
+    }
+
+    #[test]
+    fn calls_become_the_chain_of_every_file() {
+        let files = [
+            file(
+                "a.rego",
+                "# METADATA\n# scope: subpackages\n# title: root\npackage a\n",
+            ),
+            file(
+                "b.rego",
+                "package a.b\n\n# METADATA\n# title: r\nr := rego.metadata.chain()\n",
+            ),
+        ];
+        let out = rewrite_all(&files, false).unwrap_or_default();
+        assert!(out[0].is_none());
+        let text = out[1].clone().unwrap_or_default();
+        assert!(
+            text.contains(r#"r := [{"annotations":{"scope":"rule","title":"r"},"path":["a","b","r"]},{"annotations":{"scope":"subpackages","title":"root"},"path":["a"]}]"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_block_is_an_issue_only_when_a_call_reads_blocks() {
+        let bad = file("t.rego", "package t\n\n# METADATA\n# title: [a]\nr := 1\n");
+        assert!(matches!(rewrite_all(std::slice::from_ref(&bad), false), Ok(v) if v[0].is_none()));
+        let call = file("c.rego", "package c\n\nx := rego.metadata.rule()\n");
+        let Err(issues) = rewrite_all(&[bad, call], false) else {
+            panic!("a bad block was accepted");
+        };
+        assert_eq!((issues[0].file.as_str(), issues[0].line), ("t.rego", 4));
+    }
+}
