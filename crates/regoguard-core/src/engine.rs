@@ -216,7 +216,11 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     let mut issues = Vec::new();
     // rego.metadata.rule()/chain() calls become their values, and `# METADATA` blocks OPA
     // refuses are reported (src/builtins/metadata.rs).
-    let rewritten = match crate::builtins::metadata::rewrite_all(files, rego_v0) {
+    let named: Vec<(&str, &str)> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.text.as_str()))
+        .collect();
+    let rewritten = match crate::builtins::metadata::rewrite_all(&named, rego_v0) {
         Ok(texts) => texts,
         Err(found) => {
             issues.extend(found);

@@ -17,7 +17,6 @@ use regorus::unstable::{Expr, Module, Rule, RuleHead};
 use regorus::{Engine, Value};
 use serde::Deserialize;
 
-use crate::engine::PolicyFile;
 use crate::error::PolicyIssue;
 
 /// The names this module rewrites; they count as known builtins.
@@ -591,26 +590,21 @@ fn rule_path(p: &Parsed, rule: &Rule) -> Vec<Value> {
 /// A `PolicyIssue` per refused block.
 #[allow(clippy::too_many_lines)]
 pub fn rewrite_all(
-    files: &[PolicyFile],
+    files: &[(&str, &str)],
     rego_v0: bool,
 ) -> Result<Vec<Option<String>>, Vec<PolicyIssue>> {
     let mut out: Vec<Option<String>> = vec![None; files.len()];
-    let parse = |f: &PolicyFile| -> Option<Parsed> {
+    let parse = |f: &(&str, &str)| -> Option<Parsed> {
         let mut engine = Engine::new();
         engine.set_rego_v0(rego_v0);
-        engine.add_policy(f.path.clone(), f.text.clone()).ok()?;
+        engine.add_policy(f.0.to_owned(), f.1.to_owned()).ok()?;
         let module = engine.get_modules().first().cloned()?;
         let package = ref_path(&module.package.refr);
         Some(Parsed { module, package })
     };
     let mut parsed: Vec<Option<Parsed>> = files
         .iter()
-        .map(|f| {
-            f.text
-                .contains("rego.metadata.")
-                .then(|| parse(f))
-                .flatten()
-        })
+        .map(|f| f.1.contains("rego.metadata.").then(|| parse(f)).flatten())
         .collect();
     // OPA's compiler reads the blocks of every module only when one calls rego.metadata.*
     // (a string or a comment naming it does not count).
@@ -625,19 +619,19 @@ pub fn rewrite_all(
         return Ok(out);
     }
     for (f, p) in files.iter().zip(parsed.iter_mut()) {
-        if p.is_none() && f.text.contains("METADATA") {
+        if p.is_none() && f.1.contains("METADATA") {
             *p = parse(f);
         }
     }
     // Blocks, file by file in name order (OPA compiles modules sorted by name).
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|a, b| files[*a].path.cmp(&files[*b].path));
+    order.sort_by(|a, b| files[*a].0.cmp(files[*b].0));
     let mut issues = Vec::new();
     let mut annotations: Vec<Annotation> = Vec::new();
     for &fi in &order {
         let Some(p) = &parsed[fi] else { continue };
-        let path = &files[fi].path;
-        if !files[fi].text.contains("METADATA") {
+        let path = files[fi].0;
+        if !files[fi].1.contains("METADATA") {
             continue;
         }
         let mut stmts: Vec<(u32, Target)> = vec![(p.module.package.span.line, Target::Package)];
@@ -655,7 +649,7 @@ pub fn rewrite_all(
                 .map(|(i, r)| (r.span().line, Target::Rule(i))),
         );
         stmts.sort_by_key(|s| s.0);
-        for b in blocks(&files[fi].text) {
+        for b in blocks(files[fi].1) {
             let (scope, entry, pairs) = match parse_block(&b) {
                 Ok(x) => x,
                 Err((line, msg)) => {
@@ -746,7 +740,7 @@ pub fn rewrite_all(
             _ => p.package.clone(),
         }
     };
-    let loc = |a: &Annotation| format!("{}:{}", files[a.file].path, a.row);
+    let loc = |a: &Annotation| format!("{}:{}", files[a.file].0, a.row);
     let mut by_rule: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     let mut by_package: BTreeMap<Vec<Value>, usize> = BTreeMap::new();
     let mut tree: BTreeMap<Vec<Value>, usize> = BTreeMap::new();
@@ -755,7 +749,7 @@ pub fn rewrite_all(
         let path = target_path(a);
         let redeclared = |other: &Annotation| {
             issue(
-                &files[a.file].path,
+                files[a.file].0,
                 a.row,
                 "rego_type_error",
                 format!("{} annotation redeclared: {}", a.scope, loc(other)),
@@ -786,7 +780,7 @@ pub fn rewrite_all(
                     issues.push(other.map_or_else(
                         || {
                             issue(
-                                &files[a.file].path,
+                                files[a.file].0,
                                 a.row,
                                 "rego_type_error",
                                 format!("{scope} annotation redeclared"),
@@ -815,7 +809,7 @@ pub fn rewrite_all(
     };
     for (fi, f) in files.iter().enumerate() {
         let Some(p) = &parsed[fi] else { continue };
-        if !f.text.contains("rego.metadata.") {
+        if !f.1.contains("rego.metadata.") {
             continue;
         }
         // (start, end, replacement) in byte offsets, applied from the end.
@@ -864,7 +858,7 @@ pub fn rewrite_all(
             continue;
         }
         edits.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let mut text = f.text.clone();
+        let mut text = f.1.to_owned();
         for (start, end, json) in edits {
             if start <= end
                 && end <= text.len()
@@ -883,11 +877,8 @@ pub fn rewrite_all(
 mod tests {
     use super::*;
 
-    fn file(path: &str, text: &str) -> PolicyFile {
-        PolicyFile {
-            path: path.to_owned(),
-            text: text.to_owned(),
-        }
+    fn file<'a>(path: &'a str, text: &'a str) -> (&'a str, &'a str) {
+        (path, text)
     }
 
     #[test]
