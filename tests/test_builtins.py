@@ -345,6 +345,63 @@ def test_what_regorus_cannot_express_is_refused_at_construction(
     assert re.search(r"authz\.rego:\d+:\d+", str(e.value)), str(e.value)
 
 
+CHAINED_BODIES = [
+    "x := y if { false; y := 1 } { y := 2 }",  # OPA: 2; regorus answered true
+    "x := 5 if { false } { true }",  # OPA: 5; regorus answered true
+    "x := y if { y := input.a } { y := input.b }",  # OPA: a conflict error; regorus: input.a
+    "f(a) := y if { a == 1; y := 1 } { y := 2 }\nx := f(0)",  # OPA: 2
+    "x.c := y if { false; y := 1 } { y := 2 }",  # OPA: {"c": 2}
+    'x[k] := y if { k := "a"; y := 1 } { k := "b"; y := 2 }',
+]
+
+
+@pytest.mark.parametrize("body", CHAINED_BODIES)
+@pytest.mark.parametrize("evaluator", ["auto", "rvm", "interpreter"])
+def test_chained_rule_bodies_are_refused_at_construction(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], body: str, evaluator: str
+) -> None:
+    """`p := v if { ... } { ... }`: OPA reads each further body as another definition of `p`,
+    and regorus answered several of these forms differently on both evaluators (a head value
+    became `true`, a conflict went unreported). A PolicyError naming the body, never a wrong
+    answer."""
+    from opa_bindings.engine import OpaError
+
+    policy = f"package t\n\n{body}\n"
+    try:
+        opa_value(opa, policy, "data.t.x", {"a": 7, "b": 8})  # OPA accepts the syntax
+    except OpaError as e:
+        assert "eval_conflict_error" in str(e), e
+    with pytest.raises(regoguard.PolicyError, match="chained rule bodies") as e:
+        authorizer(policy, entrypoint="data.t.x", evaluator=evaluator)
+    assert re.search(r"authz\.rego:3:\d+", str(e.value)), str(e.value)
+
+
+@pytest.mark.parametrize("evaluator", ["auto", "interpreter"])  # rvm: a known difference
+def test_else_chains_are_not_chained_bodies(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer], evaluator: str
+) -> None:
+    policy = policy_of("x") + "\nx := y if { false; y := 1 } else := 3 if { true }\n"
+    expected = opa_value(opa, policy, "data.t.r.v", {})
+    assert expected == 3
+    assert same(ours(authorizer(policy, entrypoint="data.t.r", evaluator=evaluator), None), 3)
+
+
+def test_auto_answers_as_opa_where_the_rvm_is_known_to_differ(
+    opa: Any, authorizer: Callable[..., regoguard.Authorizer]
+) -> None:
+    """The RVM answers a dotted ref head's leaf, not the object: `auto` runs such an entrypoint
+    on the interpreter (and says so), so the default evaluator gives OPA's answer."""
+    policy = policy_of("g") + '\ng.h[k] := 1 if k := "key"\n'
+    expected = opa_value(opa, policy, "data.t.r.v", {})
+    assert expected == {"h": {"key": 1}}
+    for evaluator in ("auto", "interpreter"):
+        a = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator)
+        assert same(ours(a, None), expected), evaluator
+    assert (
+        authorizer(policy, entrypoint="data.t.r").stats()["evaluators"]["data.t.r"] == "interpreter"
+    )
+
+
 # -- construction: unknown functions, the evaluator choice ------------------------------------
 
 UNKNOWN_SHAPES = [

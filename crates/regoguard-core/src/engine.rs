@@ -239,9 +239,10 @@ pub fn parse_policies(files: &[PolicyFile], rego_v0: bool) -> Result<Engine> {
     if issues.is_empty() {
         check_duplicate_defaults(files)?;
         // Every call of an unknown function, on every evaluator (src/builtins/check.rs).
-        let unknown = crate::builtins::check::unknown_calls(&mut engine);
-        if !unknown.is_empty() {
-            return Err(Error::Policy(unknown));
+        let mut refused = crate::builtins::check::unknown_calls(&mut engine);
+        refused.extend(crate::builtins::check::chained_bodies(&mut engine));
+        if !refused.is_empty() {
+            return Err(Error::Policy(refused));
         }
         Ok(engine)
     } else {

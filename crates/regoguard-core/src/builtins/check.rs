@@ -87,6 +87,35 @@ pub fn unknown_calls(engine: &mut Engine) -> Vec<PolicyIssue> {
     issues
 }
 
+/// One issue per rule written with chained bodies (`p := x if { ... } { ... }`): OPA takes
+/// each further body as another definition with the same head, and regorus answers them
+/// differently (the head's value becomes `true`, conflicting values go unreported). They are
+/// refused when the policy is loaded, never answered wrongly; `else` chains are not affected.
+pub fn chained_bodies(engine: &mut Engine) -> Vec<PolicyIssue> {
+    let mut issues = Vec::new();
+    for m in engine.get_modules() {
+        for rule in &m.policy {
+            let Rule::Spec { bodies, .. } = rule.as_ref() else {
+                continue;
+            };
+            if let Some(b) = bodies.iter().skip(1).find(|b| !b.is_else) {
+                issues.push(PolicyIssue {
+                    file: b.span.source.get_path().clone(),
+                    line: b.span.line,
+                    column: b.span.col,
+                    code: "rego_compile_error",
+                    message: "chained rule bodies (`if { ... } { ... }`) are not supported: \
+                              regorus answers them differently from OPA; write each body as \
+                              its own definition of the rule"
+                        .to_owned(),
+                    snippet: String::new(),
+                });
+            }
+        }
+    }
+    issues
+}
+
 /// One call of a function (or a `with` target that names one) in a module.
 pub struct Call {
     /// The whole call (regorus's span; its line and column are those of the `(`).
