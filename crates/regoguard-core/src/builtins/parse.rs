@@ -19,7 +19,7 @@ use anyhow::{anyhow, Result};
 use base64::Engine as _;
 use regorus::unstable::{
     ArithOp, AssignOp, BinOp, BoolOp, Expr, Lexer, Literal, LiteralStmt, Module, Parser, Query,
-    Rule, RuleBody, RuleHead, Source, TokenKind,
+    Rule, RuleAssign, RuleBody, RuleHead, Source, TokenKind,
 };
 use regorus::Value;
 
@@ -579,6 +579,22 @@ impl Converter {
         }
     }
 
+    /// A head's `value` (and `assign` for `:=`), or the `true` OPA gives a head without one.
+    fn head_value(
+        &mut self,
+        mut h: BTreeMap<Value, Value>,
+        assign: Option<&RuleAssign>,
+    ) -> Result<(BTreeMap<Value, Value>, Option<Value>)> {
+        let Some(a) = assign else {
+            return Ok((h, Some(bool_true())));
+        };
+        h.insert(Value::from("value"), self.term(&a.value)?);
+        if a.op == AssignOp::ColEq {
+            h.insert(Value::from("assign"), Value::Bool(true));
+        }
+        Ok((h, None))
+    }
+
     /// The head's fields, and the value OPA gives a head without one (`true`), if it has none.
     fn head(
         &mut self,
@@ -589,16 +605,7 @@ impl Converter {
             RuleHead::Compr { refr, assign, .. } => {
                 let mut h = self.head_ref(refr)?;
                 Self::two_part_head(&mut h, has_body, assign.is_some());
-                match assign {
-                    Some(a) => {
-                        h.insert(Value::from("value"), self.term(&a.value)?);
-                        if a.op == AssignOp::ColEq {
-                            h.insert(Value::from("assign"), Value::Bool(true));
-                        }
-                        Ok((h, None))
-                    }
-                    None => Ok((h, Some(bool_true()))),
-                }
+                self.head_value(h, assign.as_ref())
             }
             RuleHead::Set { refr, key, .. } => {
                 let mut h = self.head_ref(refr)?;
@@ -627,16 +634,7 @@ impl Converter {
                 if !args.is_empty() {
                     h.insert(Value::from("args"), Value::from(args));
                 }
-                match assign {
-                    Some(a) => {
-                        h.insert(Value::from("value"), self.term(&a.value)?);
-                        if a.op == AssignOp::ColEq {
-                            h.insert(Value::from("assign"), Value::Bool(true));
-                        }
-                        Ok((h, None))
-                    }
-                    None => Ok((h, Some(bool_true()))),
-                }
+                self.head_value(h, assign.as_ref())
             }
         }
     }

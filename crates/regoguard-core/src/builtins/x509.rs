@@ -976,6 +976,21 @@ fn signed_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool 
     child.verify_signature(Some(parent.public_key())).is_ok()
 }
 
+/// An ECDSA signature (DER) over a prehashed `digest` by the SEC1 `point`, on the curve of the
+/// `RustCrypto` crate `$curve` (the same API for `p256` and `p384`).
+macro_rules! prehash_verifies {
+    ($curve:ident, $point:expr, $sig:expr, $digest:expr) => {{
+        use $curve::ecdsa::signature::hazmat::PrehashVerifier;
+        match (
+            $curve::ecdsa::VerifyingKey::from_sec1_bytes($point),
+            $curve::ecdsa::Signature::from_der($sig),
+        ) {
+            (Ok(vk), Ok(sig)) => vk.verify_prehash($digest, &sig).is_ok(),
+            _ => false,
+        }
+    }};
+}
+
 /// ECDSA where ring has no verifier: a P-521 issuer key (ring has no P-521), or SHA-512 over
 /// P-256/P-384 (ring pairs those curves with SHA-256/384 only). Go accepts any of
 /// SHA-256/384/512 with any curve; `RustCrypto`'s `p256`/`p384`/`p521` check the digest the
@@ -1008,27 +1023,9 @@ fn ecdsa_signed_by(child: &X509Certificate<'_>, key: &SubjectPublicKeyInfo<'_>) 
     let sig = &child.signature_value.data;
     Some(match curve.as_str() {
         "1.3.132.0.35" => p521_prehash(point, sig, &digest),
-        "1.2.840.10045.3.1.7" => {
-            use p256::ecdsa::signature::hazmat::PrehashVerifier;
-            let (Ok(vk), Ok(sig)) = (
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(point),
-                p256::ecdsa::Signature::from_der(sig),
-            ) else {
-                return Some(false);
-            };
-            // A digest longer than the order: its leftmost bits, as Go's hashToInt.
-            vk.verify_prehash(&digest, &sig).is_ok()
-        }
-        _ => {
-            use p384::ecdsa::signature::hazmat::PrehashVerifier;
-            let (Ok(vk), Ok(sig)) = (
-                p384::ecdsa::VerifyingKey::from_sec1_bytes(point),
-                p384::ecdsa::Signature::from_der(sig),
-            ) else {
-                return Some(false);
-            };
-            vk.verify_prehash(&digest, &sig).is_ok()
-        }
+        // A digest longer than the order: its leftmost bits, as Go's hashToInt.
+        "1.2.840.10045.3.1.7" => prehash_verifies!(p256, point, sig, &digest),
+        _ => prehash_verifies!(p384, point, sig, &digest),
     })
 }
 
