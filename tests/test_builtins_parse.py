@@ -16,7 +16,8 @@ import pytest
 import regoguard
 
 from tests import opa_oracle
-from tests._builtins_util import EVALUATORS, opa_value, ours, policy_of
+from tests._builtins_util import EVALUATORS, opa_value, policy_of
+from tests._builtins_util import assert_matches_opa as matches_opa
 
 EXPR = 'rego.parse_module("x.rego", input.src)'
 
@@ -211,21 +212,8 @@ def assert_matches_opa(
     opa: Any, authorizer: Callable[..., regoguard.Authorizer], inp: dict[str, Any]
 ) -> None:
     """OPA's AST for ``inp["src"]`` on the RVM and the interpreter, with and without the
-    decision cache (asked twice: the second answer comes from the cache)."""
-    policy = policy_of(EXPR)
-    expected = opa_value(opa, policy, "data.t.r.v", inp)
-    for evaluator in EVALUATORS:
-        for cache in (None, regoguard.CacheConfig()):
-            authz = authorizer(policy, entrypoint="data.t.r", evaluator=evaluator, cache=cache)
-            assert authz.stats()["evaluators"]["data.t.r"] == evaluator
-            for _ in range(2):
-                got = ours(authz, inp)
-                if expected is opa_oracle.UNDEFINED or got is opa_oracle.UNDEFINED:
-                    assert got is expected, f"{evaluator}: {got!r}, OPA {expected!r}"
-                    continue
-                assert opa_oracle.canonical(_numbers_by_value(got)) == opa_oracle.canonical(
-                    _numbers_by_value(expected)
-                ), f"{evaluator} cache={cache is not None}: {got!r}, OPA {expected!r}"
+    decision cache; numbers compared by value (README, ``rego.parse_module``)."""
+    matches_opa(opa, authorizer, EXPR, inp, normalize=_numbers_by_value)
 
 
 def _check_refused(authz: regoguard.Authorizer, src: str) -> None:
